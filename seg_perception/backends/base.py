@@ -1,0 +1,178 @@
+"""Backend interface and registry.
+
+A backend turns a preprocessed model input into per-pixel class scores. Which
+file it runs and how the tensors look comes from the model manifest
+(:mod:`seg_perception.manifest`), so preprocessing follows the model, not code.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, Optional, Tuple
+
+import numpy as np
+
+from ..manifest import Manifest, ManifestError, ModelEntry, sha256_file
+
+LOG = logging.getLogger(__name__)
+
+
+class BackendError(RuntimeError):
+    """A backend cannot be created or cannot run; the text says which file and why."""
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """A registry entry: the runtime and, for shipped models, the manifest entry to use."""
+
+    name: str
+    runtime: str  # "tflite" | "onnx"
+    entry: Optional[str]  # manifest entry name; None = generic (needs model_path)
+    description: str
+
+
+BACKENDS: Dict[str, BackendSpec] = {
+    s.name: s
+    for s in (
+        BackendSpec("tflite_int8", "tflite", "tflite_int8", "DeepLabV3+ MobileNetV2, full int8 TFLite (default)"),
+        BackendSpec("tflite_fp16", "tflite", "tflite_fp16", "DeepLabV3+ MobileNetV2, fp16-weight TFLite"),
+        BackendSpec("tflite_dynamic", "tflite", "tflite_dynamic", "DeepLabV3+ MobileNetV2, dynamic-range int8 TFLite"),
+        BackendSpec("tflite_fp32", "tflite", "tflite_fp32", "DeepLabV3+ MobileNetV2, fp32 TFLite"),
+        BackendSpec("onnx_fcn8s_pruned", "onnx", "onnx_fcn8s_pruned", "filter-pruned FCN8s (VGG16 design), ONNX Runtime"),
+        BackendSpec("espnet", "onnx", "espnet", "ESPNet, ONNX Runtime"),
+        BackendSpec("onnx", "onnx", None, "any ONNX model given by model_path"),
+        BackendSpec("tflite", "tflite", None, "any TFLite model given by model_path"),
+    )
+}
+
+
+def backend_names() -> Tuple[str, ...]:
+    return tuple(BACKENDS)
+
+
+class Backend:
+    """Runs one model. Subclasses implement :meth:`_load` and :meth:`_run`."""
+
+    runtime = ""
+
+    def __init__(self, name: str, entry: ModelEntry, path: Path, num_threads: int = 2):
+        self.name = name
+        self.entry = entry
+        self.path = Path(path)
+        self.num_threads = int(num_threads)
+        self.sha256 = entry.sha256
+        self._load()
+
+    # --- to implement -------------------------------------------------------------
+    def _load(self) -> None:
+        raise NotImplementedError
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        """Model input tensor (manifest layout and dtype) -> raw output tensor."""
+        raise NotImplementedError
+
+    # --- shared -------------------------------------------------------------------
+    @property
+    def input_hw(self) -> Tuple[int, int]:
+        return self.entry.input.height, self.entry.input.width
+
+    @property
+    def num_classes(self) -> int:
+        return self.entry.num_classes
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        """Preprocessed input -> scores (H, W, C) float32 or int8/uint8 (monotonic in the logits)."""
+        out = self._run(x)
+        out = out[0]
+        if self.entry.output.layout == "NCHW":
+            out = np.moveaxis(out, 0, -1)
+        return out
+
+    def _check_shapes(self, in_shape, out_shape) -> None:
+        e = self.entry
+        h, w = e.input.height, e.input.width
+        want_in = (1, h, w, 3) if e.input.layout == "NHWC" else (1, 3, h, w)
+        # symbolic dims (ONNX 'batch') are wildcards
+        got = tuple(int(v) if str(v).lstrip("-").isdigit() else w_ for v, w_ in zip(in_shape, want_in))
+        if len(in_shape) != 4 or got != want_in:
+            raise BackendError(f"{self.path}: input shape {tuple(in_shape)} != manifest {want_in} ({e.name})")
+        c_axis = 3 if e.output.layout == "NHWC" else 1
+        if len(out_shape) != 4 or str(out_shape[c_axis]) != str(e.num_classes):
+            raise BackendError(
+                f"{self.path}: output shape {tuple(out_shape)} has no {e.num_classes}-class axis "
+                f"({e.output.layout}) as manifest entry {e.name!r} says"
+            )
+
+
+_RUNTIMES: Dict[str, Callable[..., Backend]] = {}
+
+
+def register_runtime(name: str, factory: Callable[..., Backend]) -> None:
+    _RUNTIMES[name] = factory
+
+
+def _runtime(name: str) -> Callable[..., Backend]:
+    if not _RUNTIMES:
+        from . import onnx_backend, tflite_backend  # noqa: F401 - registers themselves
+    return _RUNTIMES[name]
+
+
+def generic_entry(path: Path, runtime: str) -> ModelEntry:
+    """Manifest entry for a model file without one: shapes are read from the file.
+
+    A ``<file>.json`` beside the file (same schema as a manifest entry) is used when present.
+    """
+    side = path.with_name(path.name + ".json")
+    if side.is_file():
+        import json
+
+        d = json.loads(side.read_text(encoding="utf-8"))
+        d.setdefault("name", path.stem)
+        d["file"] = path.name
+        d.setdefault("sha256", sha256_file(path))
+        return ModelEntry.from_dict(d)
+    return ModelEntry(name=path.stem, file=path.name, format=runtime, sha256=sha256_file(path), num_classes=0)
+
+
+def create_backend(name: str, model_path: str = "", num_threads: int = 2,
+                   manifest: Optional[Manifest] = None) -> Backend:
+    """Build a backend by registry name.
+
+    Shipped backends verify their manifest entry (sha256, shapes, classes).
+    ``model_path`` overrides the file: it is then checked against the backend's
+    manifest entry if its hash matches, else it is treated as a generic model and
+    its hash is logged.
+    """
+    if name not in BACKENDS:
+        raise BackendError(f"unknown backend {name!r}; valid: {list(BACKENDS)}")
+    spec = BACKENDS[name]
+    try:
+        manifest = manifest or Manifest.load()
+        if model_path:
+            path = Path(model_path).expanduser()
+            if not path.is_file():
+                raise BackendError(f"model_path {path} does not exist")
+            digest = sha256_file(path)
+            entry = None
+            if spec.entry and spec.entry in manifest.entries and manifest.entries[spec.entry].sha256 == digest:
+                entry = manifest.entries[spec.entry]
+            if entry is None:
+                entry = generic_entry(path, spec.runtime)
+                LOG.warning("backend %s: using model file outside the manifest: %s (sha256 %s)",
+                            name, path, digest)
+        else:
+            if spec.entry is None:
+                raise BackendError(f"backend {name!r} needs model_path (a .{spec.runtime} file)")
+            entry = manifest.get(spec.entry)
+            path = manifest.path_of(entry)
+            entry.verify_file(path)
+        if entry.format != spec.runtime:
+            raise BackendError(f"{path}: manifest format {entry.format!r} but backend {name!r} runs {spec.runtime}")
+        return _runtime(spec.runtime)(name, entry, path, num_threads)
+    except ManifestError as e:
+        raise BackendError(str(e)) from e
+    except BackendError:
+        raise
+    except Exception as e:  # runtime libraries raise their own types on corrupt files
+        raise BackendError(f"backend {name!r}: cannot load model: {type(e).__name__}: {e}") from e

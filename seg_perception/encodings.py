@@ -1,0 +1,159 @@
+"""sensor_msgs/Image and CompressedImage payloads <-> numpy, without cv_bridge or rclpy.
+
+Functions take the message fields (or any object that has them), so the node, the
+bag tools and the tests share one conversion path. Every malformed input raises
+:class:`ImageDecodeError` with a reason; nothing else escapes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, Tuple
+
+import numpy as np
+
+# encoding -> (channels, numpy dtype, channel order to reach RGB or None for mono)
+_ENCODINGS: Dict[str, Tuple[int, str, Tuple[int, ...]]] = {
+    "rgb8": (3, "u1", (0, 1, 2)),
+    "bgr8": (3, "u1", (2, 1, 0)),
+    "rgba8": (4, "u1", (0, 1, 2)),
+    "bgra8": (4, "u1", (2, 1, 0)),
+    "mono8": (1, "u1", ()),
+    "8UC1": (1, "u1", ()),
+    "mono16": (1, "u2", ()),
+    "16UC1": (1, "u2", ()),
+    "8UC3": (3, "u1", (2, 1, 0)),  # OpenCV convention: BGR
+}
+SUPPORTED_ENCODINGS = tuple(_ENCODINGS)
+COMPRESSED_FORMATS = ("jpeg", "jpg", "png")
+
+
+class ImageDecodeError(ValueError):
+    """The message cannot be turned into an image; the reason is in the message text."""
+
+
+@dataclass
+class ImageFields:
+    """The fields of sensor_msgs/Image, for building messages without rclpy."""
+
+    height: int
+    width: int
+    encoding: str
+    is_bigendian: int
+    step: int
+    data: bytes
+
+
+def _as_buffer(data: Any) -> np.ndarray:
+    """rclpy gives ``array.array('B')`` (or bytes/list); view it as uint8 without copying."""
+    if isinstance(data, np.ndarray):
+        return data.reshape(-1).view(np.uint8)
+    try:
+        return np.frombuffer(memoryview(data), dtype=np.uint8)
+    except TypeError:
+        return np.asarray(data, dtype=np.uint8)
+
+
+def image_to_rgb(msg: Any, max_pixels: int = 0) -> np.ndarray:
+    """Decode a sensor_msgs/Image-like object into an HxWx3 uint8 RGB array.
+
+    Honours ``step`` row padding and ``is_bigendian`` (16-bit encodings). mono16 is
+    scaled to 8 bits (>> 8) and replicated to three channels. ``max_pixels`` > 0
+    rejects larger images before touching the payload.
+    """
+    enc = str(msg.encoding)
+    if enc not in _ENCODINGS:
+        raise ImageDecodeError(f"unsupported encoding {enc!r}; supported: {list(SUPPORTED_ENCODINGS)}")
+    h, w, step = int(msg.height), int(msg.width), int(msg.step)
+    if h <= 0 or w <= 0:
+        raise ImageDecodeError(f"empty image {w}x{h}")
+    if max_pixels and h * w > max_pixels:
+        raise ImageDecodeError(f"image {w}x{h} exceeds max_image_pixels={max_pixels}")
+    ch, dt, order = _ENCODINGS[enc]
+    bpp = ch * np.dtype(dt).itemsize
+    row = w * bpp
+    if step < row:
+        raise ImageDecodeError(f"step {step} < width*bytes_per_pixel {row} for {enc}")
+    buf = _as_buffer(msg.data)
+    # The last row may omit its padding; anything shorter is truncated.
+    need = step * (h - 1) + row
+    if buf.size < need:
+        raise ImageDecodeError(f"data has {buf.size} bytes, {enc} {w}x{h} step {step} needs {need}")
+    if buf.size > step * h:
+        raise ImageDecodeError(f"data has {buf.size} bytes, more than step*height={step * h}")
+    rows = np.lib.stride_tricks.as_strided(buf, shape=(h, row), strides=(step, 1))
+    if dt == "u2":
+        big = bool(msg.is_bigendian)
+        px = rows.copy().view(">u2" if big else "<u2").reshape(h, w)
+        mono = (px >> 8).astype(np.uint8)
+        return np.repeat(mono[:, :, None], 3, axis=2)
+    img = rows.reshape(h, w, ch)
+    if ch == 1:
+        return np.repeat(img, 3, axis=2)
+    return np.ascontiguousarray(img[:, :, list(order)])
+
+
+def compressed_to_rgb(msg: Any, max_pixels: int = 0) -> np.ndarray:
+    """Decode a sensor_msgs/CompressedImage-like object (jpeg/png) into HxWx3 uint8 RGB."""
+    import cv2
+
+    fmt = str(msg.format).lower()
+    # image_transport writes e.g. "rgb8; jpeg compressed bgr8": the codec is what matters.
+    if not any(f in fmt for f in COMPRESSED_FORMATS):
+        raise ImageDecodeError(f"unsupported compressed format {msg.format!r}; supported: jpeg, png")
+    buf = _as_buffer(msg.data)
+    if buf.size == 0:
+        raise ImageDecodeError("compressed image has no data")
+    if max_pixels:
+        w, h = _peek_size(buf)
+        if w * h > max_pixels:
+            raise ImageDecodeError(f"image {w}x{h} exceeds max_image_pixels={max_pixels}")
+    img = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    if img is None:
+        raise ImageDecodeError(f"corrupt or truncated {fmt} data ({buf.size} bytes)")
+    return np.ascontiguousarray(img[:, :, ::-1])
+
+
+def _peek_size(buf: np.ndarray) -> Tuple[int, int]:
+    """Width and height from a PNG/JPEG header, so huge images are rejected before decoding."""
+    b = buf[:65536].tobytes()
+    if b[:8] == b"\x89PNG\r\n\x1a\n" and len(b) >= 24:
+        return int.from_bytes(b[16:20], "big"), int.from_bytes(b[20:24], "big")
+    i = 2
+    while i + 9 < len(b) and b[:2] == b"\xff\xd8":
+        if b[i] != 0xFF:
+            break
+        marker = b[i + 1]
+        seg = int.from_bytes(b[i + 2:i + 4], "big")
+        if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF):
+            return int.from_bytes(b[i + 7:i + 9], "big"), int.from_bytes(b[i + 5:i + 7], "big")
+        i += 2 + seg
+    return 0, 0  # unknown: let the decoder judge
+
+
+def rgb_to_fields(rgb: np.ndarray, encoding: str = "rgb8", pad: int = 0) -> ImageFields:
+    """Encode an HxWx3 RGB uint8 array as Image fields (optionally with ``pad`` bytes per row)."""
+    if encoding not in _ENCODINGS:
+        raise ImageDecodeError(f"unsupported encoding {encoding!r}; supported: {list(SUPPORTED_ENCODINGS)}")
+    ch, dt, order = _ENCODINGS[encoding]
+    h, w = rgb.shape[:2]
+    if ch == 1:
+        gray = rgb[:, :, 0] if rgb.ndim == 3 else rgb  # caller passes grey replicated to RGB
+        arr = (gray.astype("<u2") << 8) if dt == "u2" else gray
+        arr = arr.reshape(h, w, 1)
+    else:
+        inv = np.argsort(order)
+        arr = rgb[:, :, list(inv)] if order else rgb
+        if ch == 4:
+            arr = np.concatenate([arr, np.full((h, w, 1), 255, np.uint8)], axis=2)
+    raw = np.ascontiguousarray(arr).view(np.uint8).reshape(h, -1)
+    if pad:
+        raw = np.concatenate([raw, np.zeros((h, pad), np.uint8)], axis=1)
+    return ImageFields(h, w, encoding, 0, raw.shape[1], raw.tobytes())
+
+
+def array_to_fields(arr: np.ndarray, encoding: str) -> ImageFields:
+    """mono8 / mono16 / rgb8 array -> Image fields (little-endian), for the node's outputs."""
+    arr = np.ascontiguousarray(arr)
+    h, w = arr.shape[:2]
+    step = arr.strides[0]
+    return ImageFields(h, w, encoding, 0, step, arr.tobytes())

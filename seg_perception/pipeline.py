@@ -1,0 +1,113 @@
+"""Frame -> segmentation result: preprocess, backend, postprocess. No rclpy here."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
+
+import cv2
+import numpy as np
+
+from .backends import Backend
+from .classes import ClassSet
+from .postprocess import SegObject, extract_objects, label_instances, overlay, resize_nearest, scores_to_labels
+
+
+@dataclass
+class SegResult:
+    labels: np.ndarray  # uint8 HxW at input resolution
+    instances: np.ndarray  # uint16 HxW
+    confidence: Optional[np.ndarray]  # float32 HxW max class probability (when asked for)
+    infer_ms: float  # backend only
+    total_ms: float  # preprocess + backend + postprocess
+
+
+class Segmenter:
+    """Runs one backend on RGB frames of any size and returns maps at the frame's size."""
+
+    def __init__(self, backend: Backend, classes: ClassSet, min_object_area: int = 0):
+        if backend.num_classes != classes.num_classes:
+            raise ValueError(f"backend {backend.name} has {backend.num_classes} classes, class file variant "
+                             f"{classes.variant!r} has {classes.num_classes}")
+        self.backend = backend
+        self.classes = classes
+        self.min_object_area = int(min_object_area)
+        e = backend.entry.input
+        self._mean = np.asarray(e.mean, np.float32)
+        self._inv_std = 1.0 / np.asarray(e.std, np.float32)
+        self._identity_norm = bool(np.all(self._mean == 0) and np.all(self._inv_std == 1))
+        self._palette = classes.palette()
+
+    def preprocess(self, rgb: np.ndarray) -> np.ndarray:
+        h, w = self.backend.input_hw
+        x = rgb if rgb.shape[:2] == (h, w) else cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
+        q = self.backend.input_quant
+        dtype = self.backend.input_dtype
+        if q is not None and self._identity_norm:
+            # int8 graph fed pixels 0..255: quantise directly (scale ~1, zero point ~-128)
+            scale, zero = q
+            if abs(scale - 1.0) < 1e-6:
+                xi = x.astype(np.int16) + zero
+            else:
+                xi = np.rint(x.astype(np.float32) / scale) + zero
+            info = np.iinfo(dtype)
+            x = np.clip(xi, info.min, info.max).astype(dtype)
+        else:
+            x = x.astype(np.float32)
+            if not self._identity_norm:
+                x = (x - self._mean) * self._inv_std
+            if q is not None:
+                scale, zero = q
+                info = np.iinfo(dtype)
+                x = np.clip(np.rint(x / scale) + zero, info.min, info.max)
+            x = x.astype(dtype, copy=False)
+        x = x[None]
+        if self.backend.entry.input.layout == "NCHW":
+            x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+        return x
+
+    def run(self, rgb: np.ndarray, want_confidence: bool = False) -> SegResult:
+        t0 = time.perf_counter()
+        x = self.preprocess(rgb)
+        t1 = time.perf_counter()
+        scores = self.backend.infer(x)
+        t2 = time.perf_counter()
+        low_labels, low_conf = scores_to_labels(scores, self.backend.output_quant, want_confidence)
+        hw = rgb.shape[:2]
+        # Instances on the low-resolution map, then both maps upsampled with the same
+        # nearest-neighbour grid: every instance keeps exactly one class.
+        scale = (hw[0] * hw[1]) / float(low_labels.size)
+        low_inst = label_instances(low_labels, self.min_object_area, area_scale=scale)
+        labels = resize_nearest(low_labels, hw)
+        instances = resize_nearest(low_inst, hw)
+        conf = resize_nearest(low_conf, hw) if low_conf is not None else None
+        t3 = time.perf_counter()
+        return SegResult(labels, instances, conf, (t2 - t1) * 1e3, (t3 - t0) * 1e3)
+
+    def objects(self, result: SegResult) -> List[SegObject]:
+        return extract_objects(result.labels, result.instances, self.classes.names, result.confidence)
+
+    def overlay(self, rgb: np.ndarray, result: SegResult, alpha: float = 0.5) -> np.ndarray:
+        return overlay(rgb, result.labels, self._palette, alpha)
+
+
+def make_segmenter(cfg, manifest=None) -> Segmenter:
+    """Backend + classes + postprocessing from a :class:`~seg_perception.config.NodeConfig`.
+
+    Raises :class:`~seg_perception.backends.BackendError` with the file and reason.
+    """
+    from .backends import BackendError, create_backend
+    from .classes import load_classes
+
+    backend = create_backend(cfg.backend, cfg.model_path, cfg.num_threads, manifest)
+    h, w = backend.input_hw
+    if (cfg.input_height and cfg.input_height != h) or (cfg.input_width and cfg.input_width != w):
+        raise BackendError(f"model {backend.path.name} has a fixed input of {w}x{h} (width x height); "
+                           f"input_width/input_height {cfg.input_width}x{cfg.input_height} not possible "
+                           f"(use 0 for the model's own size)")
+    variant = backend.entry.class_variant if not cfg.model_path else cfg.class_variant
+    classes = load_classes(variant)
+    try:
+        return Segmenter(backend, classes, cfg.min_object_area)
+    except ValueError as e:
+        raise BackendError(str(e)) from e

@@ -1,0 +1,117 @@
+"""Scores -> labels, instances, per-object list and overlay (pure numpy/cv2)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Optional, Tuple
+
+import cv2
+import numpy as np
+
+
+@dataclass
+class SegObject:
+    """One connected object: what a grasp planner needs without re-deriving it."""
+
+    instance_id: int
+    class_id: int
+    class_name: str
+    bbox: Tuple[int, int, int, int]  # x, y, width, height (pixels, input resolution)
+    centroid: Tuple[float, float]  # x, y
+    area: int
+    score: float  # mean class probability over the object's pixels
+    mask: np.ndarray = field(repr=False)  # bool HxW
+
+
+def scores_to_labels(scores: np.ndarray, quant: Optional[Tuple[float, int]] = None,
+                     want_confidence: bool = False) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """(h, w, C) scores -> (h, w) uint8 argmax, and optionally the softmax max probability.
+
+    Quantised outputs are argmax-ed as they are (scale > 0 keeps the order) and only
+    dequantised when a confidence is asked for.
+    """
+    labels = np.argmax(scores, axis=-1).astype(np.uint8)
+    if not want_confidence:
+        return labels, None
+    s = scores.astype(np.float32)
+    if quant is not None:
+        scale, zero = quant
+        s = (s - zero) * scale
+    m = s.max(axis=-1, keepdims=True)
+    e = np.exp(s - m)
+    conf = (1.0 / e.sum(axis=-1)).astype(np.float32)  # max softmax prob = exp(0) / sum
+    return labels, conf
+
+
+def resize_nearest(arr: np.ndarray, hw: Tuple[int, int]) -> np.ndarray:
+    if arr.shape[:2] == tuple(hw):
+        return arr
+    return cv2.resize(arr, (hw[1], hw[0]), interpolation=cv2.INTER_NEAREST)
+
+
+def label_instances(labels: np.ndarray, min_area: int = 0, connectivity: int = 8,
+                    area_scale: float = 1.0) -> np.ndarray:
+    """Connected components per class -> uint16 instance map (0 = none, 1..K).
+
+    Components smaller than ``min_area`` (in pixels of this map times ``area_scale``)
+    get instance 0. Ids are assigned in order of class id, then component order
+    (top-to-bottom, left-to-right), so they are deterministic.
+    """
+    inst = np.zeros(labels.shape, dtype=np.uint16)
+    next_id = 1
+    for c in np.unique(labels):
+        if c == 0:
+            continue
+        n, comp, stats, _ = cv2.connectedComponentsWithStats((labels == c).astype(np.uint8), connectivity=connectivity)
+        keep = [k for k in range(1, n) if stats[k, cv2.CC_STAT_AREA] * area_scale >= min_area]
+        if not keep:
+            continue
+        lut = np.zeros(n, dtype=np.uint16)
+        lut[keep] = np.arange(next_id, next_id + len(keep), dtype=np.uint16)
+        ids = lut[comp]
+        inst = np.where(ids > 0, ids, inst)
+        next_id += len(keep)
+        if next_id > 65535:
+            break
+    return inst
+
+
+def extract_objects(labels: np.ndarray, instances: np.ndarray, class_names: Tuple[str, ...],
+                    confidence: Optional[np.ndarray] = None) -> List[SegObject]:
+    """Per-object list from a label map and its instance map (same resolution).
+
+    ``confidence`` (HxW, optional) gives each object's score as its mean; 1.0 without it.
+    """
+    objs: List[SegObject] = []
+    k_max = int(instances.max()) if instances.size else 0
+    if k_max == 0:
+        return objs
+    flat = instances.ravel().astype(np.int64)
+    h, w = instances.shape
+    ys, xs = np.divmod(np.arange(flat.size, dtype=np.int64), w)
+    area = np.bincount(flat, minlength=k_max + 1)
+    sx = np.bincount(flat, weights=xs, minlength=k_max + 1)
+    sy = np.bincount(flat, weights=ys, minlength=k_max + 1)
+    conf_sum = (np.bincount(flat, weights=confidence.ravel(), minlength=k_max + 1)
+                if confidence is not None else area.astype(np.float64))
+    for k in range(1, k_max + 1):
+        if area[k] == 0:
+            continue
+        mask = instances == k
+        rows = np.flatnonzero(mask.any(axis=1))
+        cols = np.flatnonzero(mask.any(axis=0))
+        cls = int(labels.flat[int(np.argmax(mask))])  # an instance never spans two classes
+        objs.append(SegObject(
+            instance_id=k, class_id=cls,
+            class_name=class_names[cls] if cls < len(class_names) else str(cls),
+            bbox=(int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1)),
+            centroid=(float(sx[k] / area[k]), float(sy[k] / area[k])),
+            area=int(area[k]), score=float(conf_sum[k] / area[k]), mask=mask))
+    return objs
+
+
+def overlay(rgb: np.ndarray, labels: np.ndarray, palette: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """Blend class colours over the image where a label is not background."""
+    colour = palette[labels]
+    fg = (labels > 0)[:, :, None]
+    blended = cv2.addWeighted(rgb, 1.0 - alpha, colour, alpha, 0.0)
+    return np.where(fg, blended, rgb)

@@ -1,0 +1,74 @@
+"""Counters and rolling statistics for diagnostics (thread-safe, no rclpy)."""
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from typing import Deque, Dict, Optional
+
+import numpy as np
+
+
+class RateMeter:
+    """Events per second over a sliding window (shorter while the meter is young)."""
+
+    def __init__(self, window_s: float = 5.0):
+        self.window_s = window_s
+        self._start = time.monotonic()
+        self._t: Deque[float] = deque()
+        self._lock = threading.Lock()
+
+    def tick(self, now: Optional[float] = None) -> None:
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            self._t.append(now)
+            self._trim(now)
+
+    def _trim(self, now: float) -> None:
+        while self._t and now - self._t[0] > self.window_s:
+            self._t.popleft()
+
+    def rate(self, now: Optional[float] = None) -> float:
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            self._trim(now)
+            elapsed = min(self.window_s, now - self._start)
+            return len(self._t) / elapsed if elapsed > 0 else 0.0
+
+
+class Percentiles:
+    """Keeps the last N samples; percentiles on demand."""
+
+    def __init__(self, size: int = 500):
+        self._v: Deque[float] = deque(maxlen=size)
+        self._lock = threading.Lock()
+
+    def add(self, v: float) -> None:
+        with self._lock:
+            self._v.append(float(v))
+
+    def get(self, *qs: float) -> Dict[float, float]:
+        with self._lock:
+            arr = np.asarray(self._v, dtype=np.float64)
+        if arr.size == 0:
+            return {q: float("nan") for q in qs}
+        return {q: float(np.percentile(arr, q)) for q in qs}
+
+    def __len__(self) -> int:
+        return len(self._v)
+
+
+class Counters:
+    """Named monotonic counters."""
+
+    def __init__(self, *names: str):
+        self._c: Dict[str, int] = {n: 0 for n in names}
+        self._lock = threading.Lock()
+
+    def inc(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            self._c[name] = self._c.get(name, 0) + n
+
+    def snapshot(self) -> Dict[str, int]:
+        with self._lock:
+            return dict(self._c)

@@ -1,0 +1,95 @@
+import numpy as np
+import pytest
+
+from seg_perception.encodings import (SUPPORTED_ENCODINGS, ImageDecodeError, ImageFields, compressed_to_rgb,
+                                      image_to_rgb, rgb_to_fields)
+
+
+def _rgb(h=5, w=7, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("encoding", ["rgb8", "bgr8", "rgba8", "bgra8", "8UC3"])
+@pytest.mark.parametrize("pad", [0, 3, 16])
+def test_colour_round_trip_with_padded_step(encoding, pad):
+    rgb = _rgb()
+    f = rgb_to_fields(rgb, encoding, pad=pad)
+    assert f.step == 7 * (4 if "a" in encoding else 3) + pad
+    np.testing.assert_array_equal(image_to_rgb(f), rgb)
+
+
+@pytest.mark.parametrize("encoding", ["mono8", "8UC1", "mono16", "16UC1"])
+@pytest.mark.parametrize("pad", [0, 2])
+def test_mono_round_trip(encoding, pad):
+    grey = _rgb()[:, :, :1].repeat(3, axis=2)
+    f = rgb_to_fields(grey, encoding, pad=pad)
+    np.testing.assert_array_equal(image_to_rgb(f), grey)
+
+
+def test_known_pixel_values_per_encoding():
+    # one red pixel, hand-encoded
+    assert image_to_rgb(ImageFields(1, 1, "rgb8", 0, 3, bytes([255, 0, 0])))[0, 0].tolist() == [255, 0, 0]
+    assert image_to_rgb(ImageFields(1, 1, "bgr8", 0, 3, bytes([0, 0, 255])))[0, 0].tolist() == [255, 0, 0]
+    assert image_to_rgb(ImageFields(1, 1, "bgra8", 0, 4, bytes([0, 0, 255, 7])))[0, 0].tolist() == [255, 0, 0]
+    # mono16 0x1234: little endian bytes 34 12 -> 0x12; big endian bytes 12 34 -> 0x12
+    assert image_to_rgb(ImageFields(1, 1, "mono16", 0, 2, bytes([0x34, 0x12])))[0, 0].tolist() == [0x12] * 3
+    assert image_to_rgb(ImageFields(1, 1, "mono16", 1, 2, bytes([0x12, 0x34])))[0, 0].tolist() == [0x12] * 3
+
+
+def test_last_row_without_padding_is_accepted():
+    rgb = _rgb(3, 4)
+    f = rgb_to_fields(rgb, "rgb8", pad=5)
+    f.data = f.data[:-5]
+    np.testing.assert_array_equal(image_to_rgb(f), rgb)
+
+
+@pytest.mark.parametrize("change, reason", [
+    (dict(encoding="yuv422"), "unsupported encoding"),
+    (dict(encoding=""), "unsupported encoding"),
+    (dict(height=0), "empty image"),
+    (dict(step=5), "step"),
+    (dict(data=b"\x00" * 10), "needs"),
+    (dict(data=b"\x00" * 500), "more than"),
+])
+def test_malformed_frames_raise_with_reason(change, reason):
+    f = rgb_to_fields(_rgb(), "rgb8")
+    for k, v in change.items():
+        setattr(f, k, v)
+    with pytest.raises(ImageDecodeError, match=reason):
+        image_to_rgb(f)
+
+
+def test_max_pixels():
+    with pytest.raises(ImageDecodeError, match="max_image_pixels"):
+        image_to_rgb(rgb_to_fields(_rgb(), "rgb8"), max_pixels=10)
+
+
+class _C:
+    def __init__(self, fmt, data):
+        self.format, self.data = fmt, data
+
+
+@pytest.mark.parametrize("ext", [".png", ".jpg"])
+def test_compressed(ext):
+    import cv2
+
+    rgb = np.zeros((32, 48, 3), np.uint8)
+    rgb[:, :24] = (200, 30, 10)
+    ok, buf = cv2.imencode(ext, rgb[:, :, ::-1])
+    assert ok
+    out = compressed_to_rgb(_C("jpeg" if ext == ".jpg" else "png", buf.tobytes()))
+    assert out.shape == rgb.shape
+    # JPEG is lossy at the colour edge: compare away from it (PNG everywhere, exactly)
+    region = np.s_[:, :] if ext == ".png" else np.s_[:, list(range(0, 16)) + list(range(32, 48))]
+    assert np.abs(out[region].astype(int) - rgb[region]).max() <= (0 if ext == ".png" else 12)
+    with pytest.raises(ImageDecodeError, match="max_image_pixels"):
+        compressed_to_rgb(_C("png", buf.tobytes()), max_pixels=100)
+    with pytest.raises(ImageDecodeError, match="corrupt or truncated"):
+        compressed_to_rgb(_C("png", buf.tobytes()[:40]))
+    with pytest.raises(ImageDecodeError, match="unsupported compressed format"):
+        compressed_to_rgb(_C("tiff", buf.tobytes()))
+
+
+def test_supported_list_is_complete():
+    for enc in ("rgb8", "bgr8", "rgba8", "bgra8", "mono8", "mono16"):
+        assert enc in SUPPORTED_ENCODINGS
