@@ -126,8 +126,6 @@ class SegmentationNode(Node):
             if self._segmenter is None:
                 self._fault = reason
             return reason
-        if cfg.model_path:
-            self.get_logger().warning(f"model_path override {seg.backend.path} sha256 {seg.backend.sha256}")
         self._segmenter = seg  # atomic swap: the worker picks it up on its next frame
         self._fault = ""
         self.get_logger().info(f"backend {cfg.backend} ready: {seg.backend.path.name} "

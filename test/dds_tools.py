@@ -1,0 +1,145 @@
+"""Processes for DDS integration tests: a camera publisher and a result collector.
+
+Run as ``python test/dds_tools.py publish --rate 30 --duration 10 --bad-every 0``. Frames
+are rendered by :func:`colour_model.render_scene` (no dataset pixels). Each frame's stamp
+encodes its index (sec = 1000 + i) so a subscriber can match outputs to inputs.
+"""
+from __future__ import annotations
+
+import argparse
+import array
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+FRAME_ID = "camera_optical"
+
+
+def frame_stamp(i: int):
+    return 1000 + i, 123
+
+
+def publish(args: argparse.Namespace) -> int:
+    import rclpy
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import Image
+
+    from colour_model import render_scene
+
+    rclpy.init()
+    node = rclpy.create_node("test_camera")
+    pub = node.create_publisher(Image, args.topic, qos_profile_sensor_data)
+    scenes = [render_scene((args.height, args.width), seed=s)[0] for s in range(4)]
+    deadline = time.monotonic() + args.wait_subscriber
+    while pub.get_subscription_count() == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(args.settle)
+    period = 1.0 / args.rate
+    n = int(args.duration * args.rate)
+    t0 = time.monotonic()
+    bad = set(int(b) for b in args.bad.split(",") if b) if args.bad else set()
+    for i in range(n):
+        msg = Image()
+        msg.header.stamp.sec, msg.header.stamp.nanosec = frame_stamp(i)
+        msg.header.frame_id = FRAME_ID
+        rgb = scenes[i % len(scenes)]
+        msg.height, msg.width, msg.encoding, msg.is_bigendian = rgb.shape[0], rgb.shape[1], "rgb8", 0
+        msg.step = rgb.shape[1] * 3
+        data = array.array("B")
+        data.frombytes(rgb.tobytes())
+        if i in bad or (args.bad_every and i % args.bad_every == args.bad_every // 2):
+            data = data[: len(data) // 2]  # truncated payload: must be rejected, not crash
+            msg.header.frame_id = "bad"
+        msg.data = data
+        pub.publish(msg)
+        sleep = t0 + (i + 1) * period - time.monotonic()
+        if sleep > 0:
+            time.sleep(sleep)
+    time.sleep(0.5)
+    node.destroy_node()
+    rclpy.shutdown()
+    print(f"published {n} frames in {time.monotonic() - t0:.2f} s", flush=True)
+    return 0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser()
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("publish")
+    p.add_argument("--topic", default="/image")
+    p.add_argument("--rate", type=float, default=30.0)
+    p.add_argument("--duration", type=float, default=10.0)
+    p.add_argument("--width", type=int, default=640)
+    p.add_argument("--height", type=int, default=480)
+    p.add_argument("--bad", default="", help="comma-separated frame indices to truncate")
+    p.add_argument("--bad-every", type=int, default=0)
+    p.add_argument("--wait-subscriber", type=float, default=20.0)
+    p.add_argument("--settle", type=float, default=1.0)
+    args = ap.parse_args(argv)
+    return publish(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+class Collector:
+    """Subscribes to the node's outputs and /diagnostics in the calling process."""
+
+    def __init__(self, namespace: str = ""):
+        import rclpy
+        from diagnostic_msgs.msg import DiagnosticArray
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+        from sensor_msgs.msg import Image
+
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.node = rclpy.create_node("test_collector", context=self.context)
+        self.executor = rclpy.executors.SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+        ns = f"/{namespace}" if namespace else ""
+        self.labels, self.instances, self.diag = [], [], []
+        self.node.create_subscription(Image, f"{ns}/segmentation/labels", lambda m: self.labels.append(
+            (time.monotonic(), m)), qos)
+        self.node.create_subscription(Image, f"{ns}/segmentation/instances", lambda m: self.instances.append(
+            (time.monotonic(), m)), qos)
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", lambda m: self.diag.append(m), 10)
+
+    def spin_for(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            self.executor.spin_once(timeout_sec=0.05)
+
+    def spin_until(self, cond, timeout: float) -> bool:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if cond():
+                return True
+            self.executor.spin_once(timeout_sec=0.05)
+        return cond()
+
+    def last_diag_values(self) -> dict:
+        for arr in reversed(self.diag):
+            for st in arr.status:
+                if "segmentation" in st.name:
+                    return {kv.key: kv.value for kv in st.values} | {"_level": st.level, "_message": st.message}
+        return {}
+
+    def close(self) -> None:
+        self.node.destroy_node()
+        self.context.try_shutdown()
+
+
+def image_array(msg) -> np.ndarray:
+    dt = np.uint16 if msg.encoding == "mono16" else np.uint8
+    ch = 3 if msg.encoding == "rgb8" else 1
+    raw = np.frombuffer(memoryview(msg.data), dtype=np.uint8).reshape(msg.height, msg.step)
+    row = msg.width * ch * np.dtype(dt).itemsize
+    return raw[:, :row].copy().view(dt).reshape(msg.height, msg.width, ch).squeeze(-1) if ch == 1 else \
+        raw[:, :row].reshape(msg.height, msg.width, 3)
