@@ -1,7 +1,7 @@
 """Processes for DDS integration tests: a camera publisher and a result collector.
 
 Run as ``python test/dds_tools.py publish --rate 30 --duration 10 --bad-every 0``. Frames
-are rendered by :func:`colour_model.render_scene` (no dataset pixels). Each frame's stamp
+are rendered by :func:`seg_perception.demo_frames.render_frame` (no dataset pixels). Each frame's stamp
 encodes its index (sec = 1000 + i) so a subscriber can match outputs to inputs.
 """
 from __future__ import annotations
@@ -29,12 +29,12 @@ def publish(args: argparse.Namespace) -> int:
     from rclpy.qos import qos_profile_sensor_data
     from sensor_msgs.msg import Image
 
-    from colour_model import render_scene
+    from seg_perception.demo_frames import render_frame
 
     rclpy.init()
     node = rclpy.create_node("test_camera")
     pub = node.create_publisher(Image, args.topic, qos_profile_sensor_data)
-    scenes = [render_scene((args.height, args.width), seed=s)[0] for s in range(4)]
+    scenes = [render_frame(s, (args.height, args.width))[0] for s in range(4)]
     deadline = time.monotonic() + args.wait_subscriber
     while pub.get_subscription_count() == 0 and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -87,59 +87,3 @@ def main(argv=None) -> int:
 if __name__ == "__main__":
     sys.exit(main())
 
-
-class Collector:
-    """Subscribes to the node's outputs and /diagnostics in the calling process."""
-
-    def __init__(self, namespace: str = ""):
-        import rclpy
-        from diagnostic_msgs.msg import DiagnosticArray
-        from rclpy.qos import QoSProfile, ReliabilityPolicy
-        from sensor_msgs.msg import Image
-
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context)
-        self.node = rclpy.create_node("test_collector", context=self.context)
-        self.executor = rclpy.executors.SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
-        ns = f"/{namespace}" if namespace else ""
-        self.labels, self.instances, self.diag = [], [], []
-        self.node.create_subscription(Image, f"{ns}/segmentation/labels", lambda m: self.labels.append(
-            (time.monotonic(), m)), qos)
-        self.node.create_subscription(Image, f"{ns}/segmentation/instances", lambda m: self.instances.append(
-            (time.monotonic(), m)), qos)
-        self.node.create_subscription(DiagnosticArray, "/diagnostics", lambda m: self.diag.append(m), 10)
-
-    def spin_for(self, seconds: float) -> None:
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            self.executor.spin_once(timeout_sec=0.05)
-
-    def spin_until(self, cond, timeout: float) -> bool:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if cond():
-                return True
-            self.executor.spin_once(timeout_sec=0.05)
-        return cond()
-
-    def last_diag_values(self) -> dict:
-        for arr in reversed(self.diag):
-            for st in arr.status:
-                if "segmentation" in st.name:
-                    return {kv.key: kv.value for kv in st.values} | {"_level": st.level, "_message": st.message}
-        return {}
-
-    def close(self) -> None:
-        self.node.destroy_node()
-        self.context.try_shutdown()
-
-
-def image_array(msg) -> np.ndarray:
-    dt = np.uint16 if msg.encoding == "mono16" else np.uint8
-    ch = 3 if msg.encoding == "rgb8" else 1
-    raw = np.frombuffer(memoryview(msg.data), dtype=np.uint8).reshape(msg.height, msg.step)
-    row = msg.width * ch * np.dtype(dt).itemsize
-    return raw[:, :row].copy().view(dt).reshape(msg.height, msg.width, ch).squeeze(-1) if ch == 1 else \
-        raw[:, :row].reshape(msg.height, msg.width, 3)

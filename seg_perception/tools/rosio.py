@@ -1,0 +1,212 @@
+"""DDS plumbing shared by the demo, replay, benchmark and tests (needs rclpy).
+
+* :func:`dds_env` – the environment that keeps DDS on this machine and carries frames
+  through the shipped shared-memory Fast DDS profile.
+* :class:`NodeProcess` – the segmentation node in its own process.
+* :class:`StreamClient` – publishes camera frames and collects the node's outputs.
+"""
+from __future__ import annotations
+
+import array
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..manifest import default_models_dir
+
+Stamp = Tuple[int, int]
+
+
+def fastdds_profile() -> Path:
+    here = Path(__file__).resolve().parents[2] / "config" / "fastdds_shm.xml"
+    if here.is_file():
+        return here
+    return default_models_dir().parent / "config" / "fastdds_shm.xml"
+
+
+def dds_env(base: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    env = dict(os.environ if base is None else base)
+    env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    env.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
+    env.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(fastdds_profile()))
+    return env
+
+
+def apply_dds_env() -> None:
+    """Set the DDS environment in this process (before rclpy.init)."""
+    os.environ.update(dds_env())
+
+
+class NodeProcess:
+    """``python -m seg_perception.node --ros-args -p k:=v ...`` with output to a log file."""
+
+    def __init__(self, params: Dict[str, object], log_path: Path, remap: Sequence[str] = ()):
+        args = [sys.executable, "-m", "seg_perception.node", "--ros-args"]
+        for k, v in params.items():
+            args += ["-p", f"{k}:={v}"]
+        for r in remap:
+            args += ["-r", r]
+        self.log_path = Path(log_path)
+        self._log = open(self.log_path, "w")
+        root = Path(__file__).resolve().parents[2]
+        env = dds_env()
+        env["PYTHONPATH"] = os.pathsep.join([str(root), env.get("PYTHONPATH", "")])
+        env["PYTHONUNBUFFERED"] = "1"
+        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, env=env)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, timeout: float = 10.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@dataclass
+class Received:
+    labels: Dict[Stamp, Tuple[float, object]] = field(default_factory=dict)  # stamp -> (t_recv, msg)
+    instances: Dict[Stamp, Tuple[float, object]] = field(default_factory=dict)
+    overlays: Dict[Stamp, Tuple[float, object]] = field(default_factory=dict)
+    diagnostics: List[object] = field(default_factory=list)
+
+
+def stamp_of(msg) -> Stamp:
+    return int(msg.header.stamp.sec), int(msg.header.stamp.nanosec)
+
+
+def image_msg(rgb: np.ndarray, stamp: Stamp, frame_id: str, encoding: str = "rgb8"):
+    from sensor_msgs.msg import Image
+
+    msg = Image()
+    msg.header.stamp.sec, msg.header.stamp.nanosec = stamp
+    msg.header.frame_id = frame_id
+    msg.height, msg.width = int(rgb.shape[0]), int(rgb.shape[1])
+    msg.encoding, msg.is_bigendian = encoding, 0
+    msg.step = int(rgb.strides[0])
+    data = array.array("B")
+    data.frombytes(np.ascontiguousarray(rgb).tobytes())
+    msg.data = data
+    return msg
+
+
+def msg_to_array(msg) -> np.ndarray:
+    """mono8 / mono16 / rgb8 output Image -> numpy (honours step)."""
+    dt = np.dtype("<u2") if msg.encoding == "mono16" else np.dtype(np.uint8)
+    ch = 3 if msg.encoding == "rgb8" else 1
+    raw = np.frombuffer(memoryview(msg.data), dtype=np.uint8).reshape(msg.height, msg.step)
+    row = raw[:, : msg.width * ch * dt.itemsize].copy()
+    arr = row.view(dt).reshape(msg.height, msg.width, ch)
+    return arr[:, :, 0] if ch == 1 else arr
+
+
+class StreamClient:
+    """One rclpy node in this process: camera publisher + output collector, spun in a thread."""
+
+    def __init__(self, image_topic: str = "/image", namespace: str = "", overlays: bool = False,
+                 name: str = "seg_stream_client"):
+        import rclpy
+        from diagnostic_msgs.msg import DiagnosticArray
+        from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+        from sensor_msgs.msg import Image
+
+        apply_dds_env()
+        self._rclpy = rclpy
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.node = rclpy.create_node(name, context=self.context)
+        self.executor = rclpy.executors.SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.received = Received()
+        self._lock = threading.Lock()
+        self.pub = self.node.create_publisher(Image, image_topic, qos_profile_sensor_data)
+        qos = QoSProfile(depth=20, reliability=ReliabilityPolicy.RELIABLE)
+        ns = f"/{namespace.strip('/')}" if namespace else ""
+        self.node.create_subscription(Image, f"{ns}/segmentation/labels", self._store(self.received.labels), qos)
+        self.node.create_subscription(Image, f"{ns}/segmentation/instances", self._store(self.received.instances),
+                                      qos)
+        if overlays:
+            self.node.create_subscription(Image, f"{ns}/segmentation/overlay", self._store(self.received.overlays),
+                                          qos)
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10)
+        self._stop = False
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._thread.start()
+
+    def _store(self, into: Dict[Stamp, Tuple[float, object]]):
+        def cb(msg) -> None:
+            with self._lock:
+                into[stamp_of(msg)] = (time.time(), msg)
+        return cb
+
+    def _on_diag(self, msg) -> None:
+        with self._lock:
+            self.received.diagnostics.append(msg)
+
+    def _spin(self) -> None:
+        while not self._stop and self.context.ok():
+            self.executor.spin_once(timeout_sec=0.05)
+
+    def now_stamp(self) -> Stamp:
+        ns = self.node.get_clock().now().nanoseconds
+        return ns // 1_000_000_000, ns % 1_000_000_000
+
+    def publish(self, msg) -> None:
+        self.pub.publish(msg)
+
+    def wait_for_node(self, timeout: float = 30.0) -> bool:
+        """True once the node's subscription is matched and it sent diagnostics."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self.pub.get_subscription_count() > 0 and self.diag_values():
+                return True
+            time.sleep(0.05)
+        return False
+
+    def diag_values(self) -> Dict[str, str]:
+        with self._lock:
+            diags = list(self.received.diagnostics)
+        for arr in reversed(diags):
+            for st in arr.status:
+                if st.name.endswith("segmentation"):
+                    vals = {kv.key: kv.value for kv in st.values}
+                    level = st.level[0] if isinstance(st.level, (bytes, bytearray)) else int(st.level)
+                    vals["_level"], vals["_message"] = str(level), st.message
+                    return vals
+        return {}
+
+    def wait_quiet(self, settle: float = 1.0, timeout: float = 10.0) -> None:
+        """Wait until no new label message arrived for ``settle`` seconds."""
+        end = time.monotonic() + timeout
+        last = -1
+        quiet_since = time.monotonic()
+        while time.monotonic() < end:
+            n = len(self.received.labels)
+            if n != last:
+                last, quiet_since = n, time.monotonic()
+            elif time.monotonic() - quiet_since > settle:
+                return
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        self._stop = True
+        self._thread.join(timeout=2.0)
+        self.node.destroy_node()
+        self.context.try_shutdown()
