@@ -1,0 +1,315 @@
+"""Training loop, config, checkpoints, resume, evaluation CLIs and a 2-process gloo run.
+
+Unit tests use a tiny stand-in net and random tensors; the end-to-end tests use the real
+model registry (smallest ESPNet-C) and the real dataset reader on a tiny fake atWork folder
+made here, never ../shared.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Dict, List
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from training import checkpoint as ckpt_mod
+from training.config import ConfigError, build_config, load_config, parse_override, valid_keys
+from training.losses import SegmentationLoss
+from training.train import (DistInfo, build_optimizer, build_scheduler, evaluate, lr_factor, main, restore_state,
+                            train_one_epoch)
+
+REPO = Path(__file__).resolve().parents[2]
+FAKE_CLASSES = ("axis", "bearing", "motor")
+H, W = 64, 80
+TINY_MODEL = ["--set", "model.name=espnet_c", "--set", "model.kwargs={p: 1, q: 1}"]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+class TinyNet(nn.Module):
+    """Stand-in segmentation net: conv-BN-ReLU-conv, with the registry's ``config`` contract."""
+
+    def __init__(self, name: str = "tiny_standin", num_classes: int = 3, width: int = 8) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
+                                  nn.Conv2d(width, num_classes, 1))
+        self.config = {"name": name, "num_classes": num_classes, "width": width}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+def make_fake_atwork(root: Path, classes=FAKE_CLASSES, per_class: int = 5, seed: int = 0) -> Path:
+    """atWork layout: objects/image/<class>/<class>_NNN.jpg (HxW) + semantic_labels PNG (id, 19 = bg)."""
+    from seg_perception.classes import load_classes
+
+    names = load_classes("full").names
+    rng = np.random.default_rng(seed)
+    for cls in classes:
+        cid = names.index(cls)
+        (root / "objects" / "image" / cls).mkdir(parents=True, exist_ok=True)
+        (root / "objects" / "semantic_labels" / cls).mkdir(parents=True, exist_ok=True)
+        for i in range(1, per_class + 1):
+            img = np.full((H, W, 3), rng.integers(60, 200, size=3), dtype=np.uint8)
+            lab = np.full((H, W), 19, dtype=np.uint8)
+            y0, x0 = rng.integers(0, H // 2), rng.integers(0, W // 2)
+            y1, x1 = y0 + rng.integers(12, H // 2), x0 + rng.integers(12, W // 2)
+            img[y0:y1, x0:x1] = (cid * 13 % 256, 255 - cid * 11 % 256, cid * 37 % 256)
+            lab[y0:y1, x0:x1] = cid
+            stem = f"{cls}_{i:03d}"
+            cv2.imwrite(str(root / "objects" / "image" / cls / f"{stem}.jpg"), img[..., ::-1].copy())
+            cv2.imwrite(str(root / "objects" / "semantic_labels" / cls / f"{stem}.png"), lab)
+    return root
+
+
+@pytest.fixture(scope="module")
+def fake_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_fake_atwork(tmp_path_factory.mktemp("atwork"))
+
+
+def needs_stack() -> None:
+    """The end-to-end tests need the model registry and dataset reader (other modules)."""
+    pytest.importorskip("training.models")
+    pytest.importorskip("training.data.atwork")
+
+
+def tiny_run_args(root: Path, out: Path, epochs: int = 1) -> List[str]:
+    return [*TINY_MODEL, "--root", str(root), "--out", str(out), "--epochs", str(epochs), "--batch-size", "4",
+            "--threads", "1", "--set", f"data.height={H}", "--set", f"data.width={W}",
+            "--set", "data.num_workers=0", "--set", "log.progress=false", "--set", "train.val_batch_size=2"]
+
+
+def read_log(out: Path) -> List[Dict[str, str]]:
+    with open(out / "log.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+# --------------------------------------------------------------------------- config
+
+
+def test_override_parsing() -> None:
+    assert parse_override("train.lr=3e-4") == {"train": {"lr": "3e-4"}}  # YAML 1.1; coerced later
+    assert parse_override("data.synthetic=[a, b]") == {"data": {"synthetic": ["a", "b"]}}
+    assert parse_override("train.amp=true") == {"train": {"amp": True}}
+    assert parse_override("init.peer_tflite=") == {"init": {"peer_tflite": None}}
+    cfg = build_config(None, ["train.lr=3e-4", "train.epochs=3", "model.kwargs.width_mult=0.25",
+                              "data.synthetic=[x/y]", "train.optimizer=sgd"])
+    assert cfg["train"]["lr"] == pytest.approx(3e-4) and isinstance(cfg["train"]["lr"], float)
+    assert cfg["train"]["epochs"] == 3 and cfg["model"]["kwargs"] == {"width_mult": 0.25}
+    assert cfg["data"]["synthetic"] == ["x/y"] and cfg["train"]["optimizer"] == "sgd"
+    with pytest.raises(ConfigError, match="form key.sub=value"):
+        parse_override("train.lr")
+
+
+def test_unknown_and_invalid_keys() -> None:
+    with pytest.raises(ConfigError) as e:
+        build_config(None, ["train.lrr=1"])
+    assert "train.lrr" in str(e.value) and "train.lr," in str(e.value) and "train.epochs" in str(e.value)
+    with pytest.raises(ConfigError, match="valid keys here: data, init, log, model, train"):
+        build_config({"trian": {"lr": 1}})
+    with pytest.raises(ConfigError, match="not in"):
+        build_config(None, ["train.optimizer=rmsprop"])
+    with pytest.raises(ConfigError, match="integer"):
+        build_config(None, ["train.epochs=2.5"])
+    with pytest.raises(ConfigError, match="> 0"):
+        build_config(None, ["train.batch_size=0"])
+    with pytest.raises(ConfigError, match="section"):
+        build_config(None, ["train=3"])
+    assert "model.kwargs" in valid_keys() and "train.lr" in valid_keys()
+
+
+def test_cli_reports_config_errors(tmp_path: Path) -> None:
+    assert main(["--set", "train.nope=1", "--out", str(tmp_path)]) == 2
+
+
+@pytest.mark.parametrize("name", ["deeplab_mnv2", "fcn8s", "espnet"])
+def test_shipped_configs_validate(name: str) -> None:
+    cfg = load_config(REPO / "training" / "configs" / f"{name}.yaml")
+    assert (cfg["data"]["height"], cfg["data"]["width"]) == (256, 320)
+    assert cfg["train"]["loss"] == "ce+dice" and cfg["train"]["batch_size"] == 8
+
+
+def test_lr_schedules() -> None:
+    assert lr_factor(0, 100, "poly") == 1.0 and lr_factor(100, 100, "poly") == 0.0
+    assert lr_factor(50, 100, "poly", 0.9) == pytest.approx(0.5**0.9)
+    assert lr_factor(50, 100, "cosine") == pytest.approx(0.5)
+    assert lr_factor(4, 100, "poly", warmup=10) == pytest.approx(0.5)
+    assert lr_factor(100, 100, "cosine", min_ratio=0.1) == pytest.approx(0.1)
+    assert lr_factor(77, 100, "none") == 1.0
+
+
+# --------------------------------------------------------------------------- loop on a stand-in
+
+
+def _fixed_batch(n: int = 4, c: int = 3):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 3, 16, 20, generator=g)
+    y = (x[:, 0] > 0).long() + (x[:, 1] > 0.5).long()  # learnable from the pixel itself
+    y[:, :2] = 255
+    return x, y.clamp_max(c - 1)
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
+def test_training_steps_reduce_loss(optimizer: str) -> None:
+    torch.manual_seed(0)
+    x, y = _fixed_batch()
+    model = TinyNet()
+    cfg = build_config(None, [f"train.optimizer={optimizer}", "train.lr=0.2" if optimizer == "sgd" else "train.lr=0.01",
+                              "train.epochs=1", "train.scheduler=none"])
+    loss_fn = SegmentationLoss("ce+dice", 3)
+    opt = build_optimizer(cfg, model)
+    loader = DataLoader(TensorDataset(x, y), batch_size=4)
+    info = DistInfo()
+    before, _ = evaluate(model, loader, loss_fn, 3, info)
+    model.train()
+    for _ in range(30):
+        stats = train_one_epoch(model, loader, loss_fn, opt, None, info)
+    after, cm = evaluate(model, loader, loss_fn, 3, info)
+    assert after < before * 0.7, (before, after)
+    assert stats["images"] == 4 and stats["images_per_s"] > 0
+    assert cm.sum() == (y != 255).sum()
+
+
+def test_scheduler_and_max_iters() -> None:
+    model = TinyNet()
+    cfg = build_config(None, ["train.epochs=2", "train.scheduler=poly"])
+    opt = build_optimizer(cfg, model)
+    sched = build_scheduler(cfg, opt, iters_per_epoch=3)
+    x, y = _fixed_batch(8)
+    loader = DataLoader(TensorDataset(x, y), batch_size=2)  # 4 batches
+    stats = train_one_epoch(model, loader, SegmentationLoss("ce", 3), opt, sched, DistInfo(), max_iters=3)
+    assert stats["images"] == 6
+    assert opt.param_groups[0]["lr"] == pytest.approx(cfg["train"]["lr"] * 0.5**0.9)
+    # no weight decay on biases / BN
+    assert opt.param_groups[1]["weight_decay"] == 0.0 and all(p.ndim == 1 for p in opt.param_groups[1]["params"])
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def test_checkpoint_round_trip_weights_only(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = TinyNet(width=6)
+    cfg = build_config(None, ["train.epochs=4"])
+    opt = build_optimizer(cfg, model)
+    sched = build_scheduler(cfg, opt, 2)
+    x, y = _fixed_batch()
+    train_one_epoch(model, DataLoader(TensorDataset(x, y), batch_size=2), SegmentationLoss("ce+dice", 3), opt, sched,
+                    DistInfo())
+    extra = {"class_weights": np.array([1.0, 2.0, 0.5], dtype=np.float32), "score": np.float64(0.5),
+             "log": [{"epoch": 1, "miou": 0.25}], "path": tmp_path}
+    ck = ckpt_mod.build_checkpoint(model, opt, sched, epoch=3, best_metric=np.float32(0.4), best_epoch=2,
+                                   train_config=cfg, class_names=["a", "b", "c"], extra=extra)
+    path = ckpt_mod.save_checkpoint(tmp_path / "ck" / "last.pt", ck)
+    assert (tmp_path / "ck" / "config.yaml").is_file()
+
+    raw = torch.load(path, map_location="cpu", weights_only=True)  # no pickle code execution
+    assert raw["epoch"] == 3 and raw["best_metric"] == pytest.approx(0.4) and raw["model_config"]["width"] == 6
+    assert isinstance(raw["extra"]["score"], float) and raw["train_config"]["train"]["epochs"] == 4
+
+    loaded = ckpt_mod.load_model(path, factory=lambda **kw: TinyNet(**kw))
+    model.eval()
+    probe = torch.randn(2, 3, 16, 20)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(probe), model(probe), rtol=0, atol=0)
+
+    opt2 = build_optimizer(cfg, loaded)
+    sched2 = build_scheduler(cfg, opt2, 2)
+    assert restore_state(raw, opt2, sched2) == (3, pytest.approx(0.4), 2, [{"epoch": 1, "miou": 0.25}])
+    assert opt2.param_groups[0]["lr"] == pytest.approx(opt.param_groups[0]["lr"])
+    sched.step()
+    sched2.step()
+    assert opt2.param_groups[0]["lr"] == pytest.approx(opt.param_groups[0]["lr"])
+
+
+def test_checkpoint_refuses_unsafe_objects(tmp_path: Path) -> None:
+    class Foo:
+        pass
+
+    with pytest.raises(TypeError):
+        ckpt_mod.save_checkpoint(tmp_path / "x.pt", {"state_dict": {}, "model_config": {}, "extra": Foo()})
+
+
+def test_registry_model_round_trip(tmp_path: Path) -> None:
+    needs_stack()
+    from training.models import create_model
+
+    model = create_model("espnet_c", 19, p=1, q=1).eval()
+    path = ckpt_mod.save_checkpoint(tmp_path / "m.pt", ckpt_mod.build_checkpoint(model))
+    loaded = ckpt_mod.load_model(path)
+    probe = torch.randn(1, 3, 32, 40)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(probe), model(probe), rtol=0, atol=0)
+
+
+# --------------------------------------------------------------------------- end to end (real registry + reader)
+
+
+def test_train_resume_evaluate_features(fake_root: Path, tmp_path: Path) -> None:
+    needs_stack()
+    out = tmp_path / "run"
+    assert main(tiny_run_args(fake_root, out, epochs=1)) == 0
+    for name in ("config.yaml", "log.csv", "last.pt", "best.pt", "loss.png", "miou.png"):
+        assert (out / name).is_file(), name
+    rows = read_log(out)
+    assert len(rows) == 1 and rows[0]["epoch"] == "1" and 0.0 <= float(rows[0]["miou"]) <= 1.0
+    first = ckpt_mod.load_checkpoint(out / "last.pt")
+    assert first["epoch"] == 1
+
+    # resume: continues at epoch 2 from the saved weights/optimiser, LR keeps decaying
+    assert main(["--resume", str(out / "last.pt"), "--epochs", "2"]) == 0
+    rows = read_log(out)
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert float(rows[1]["lr"]) < float(rows[0]["lr"])
+    second = ckpt_mod.load_checkpoint(out / "last.pt")
+    assert second["epoch"] == 2 and second["train_config"]["train"]["epochs"] == 2
+    assert second["optimizer"]["state"], "optimiser state restored and stepped"
+
+    from training import evaluate as ev
+
+    eval_dir = tmp_path / "eval"
+    assert ev.main(["--checkpoint", str(out / "best.pt"), "--root", str(fake_root), "--out", str(eval_dir),
+                    "--latency-runs", "3", "--num-samples", "2", "--threads", "1"]) == 0
+    m = json.loads((eval_dir / "metrics.json").read_text())
+    assert 0.0 <= m["miou"] <= 1.0 and m["num_pixels"] == 3 * H * W
+    assert m["model"]["parameters"] > 0 and m["model"]["macs"] > 0 and m["latency_ms"]["median"] > 0
+    for name in ("iou_vs_share.png", "samples.png", "config.yaml"):
+        assert (eval_dir / name).is_file(), name
+
+    from training import features as ft
+
+    img = next((fake_root / "objects" / "image" / "axis").glob("*.jpg"))
+    feat_dir = tmp_path / "feat"
+    layers = ft.list_layers(ckpt_mod.load_model(out / "best.pt"))
+    assert layers
+    assert ft.main(["--checkpoint", str(out / "best.pt"), "--image", str(img), "--layers",
+                    ",".join(layers[:2]), "--out", str(feat_dir), "--top-k", "4"]) == 0
+    assert len(list(feat_dir.glob("*.png"))) == 2
+
+
+@pytest.mark.slow
+def test_two_process_gloo_run(fake_root: Path, tmp_path: Path) -> None:
+    needs_stack()
+    out = tmp_path / "ddp"
+    env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "training.train", *tiny_run_args(fake_root, out, epochs=1), "--device", "cpu"]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = read_log(out)
+    assert len(rows) == 1
+    ck = ckpt_mod.load_checkpoint(out / "last.pt")
+    # the all-reduced confusion matrix counts every val pixel exactly once (3 val photos)
+    assert ck["extra"]["val_metrics"]["num_pixels"] == 3 * H * W
+    assert not any(k.startswith("module.") for k in ck["state_dict"])
+    assert sorted(p.name for p in out.iterdir() if p.suffix == ".pt") == ["best.pt", "last.pt"]
