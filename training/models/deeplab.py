@@ -1,0 +1,396 @@
+"""DeepLabV3+ with a MobileNetV2 encoder, plus peer-weight initialisation.
+
+The encoder reproduces the TF-slim MobileNetV2 used by TF DeepLab (no final
+1x1 1280 conv; dilation instead of striding past the output stride), so the
+official TFLite DeepLab v3 MobileNetV2-0.5 model (a "peer") can initialise it
+exactly: see :func:`load_peer_encoder`.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from .layers import ConvBNAct, init_weights, make_divisible, resize_to
+
+LOGGER = logging.getLogger(__name__)
+
+#: Documented default location of the peer model: ``<repo>/../shared/peers/``.
+DEFAULT_PEER_TFLITE = (
+    Path(__file__).resolve().parents[2].parent / "shared" / "peers" / "deeplabv3_257_mv_gpu.tflite"
+)
+
+# MobileNetV2 stages: (expansion t, base channels c, repeats n, first stride s).
+_MBV2_STAGES: Tuple[Tuple[int, int, int, int], ...] = (
+    (1, 16, 1, 1),
+    (6, 24, 2, 2),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
+)
+
+
+class InvertedResidual(nn.Module):
+    """MobileNetV2 block: optional 1x1 expand, 3x3 depthwise (maybe dilated), 1x1 linear project."""
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int, dilation: int, hidden_ch: int) -> None:
+        super().__init__()
+        self.use_residual = stride == 1 and in_ch == out_ch
+        self.expand: Optional[ConvBNAct] = (
+            ConvBNAct(in_ch, hidden_ch, 1, act="relu6") if hidden_ch != in_ch else None
+        )
+        self.depthwise = ConvBNAct(
+            hidden_ch, hidden_ch, 3, stride=stride, dilation=dilation, groups=hidden_ch, act="relu6"
+        )
+        self.project = ConvBNAct(hidden_ch, out_ch, 1, act=None)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = x if self.expand is None else self.expand(x)
+        y = self.project(self.depthwise(y))
+        return x + y if self.use_residual else y
+
+
+class MobileNetV2Encoder(nn.Module):
+    """MobileNetV2 feature extractor returning (stride-4 features, final features).
+
+    ``channel_divisor=None`` picks 8 (standard rounding) except at width 0.5,
+    where it picks 1 to reproduce TF DeepLab's MobileNetV2-0.5 widths
+    (16 | 8, 12,12, 16,16,16, 32x4, 48x3, 80x3, 160) and hence the peer model.
+    """
+
+    def __init__(
+        self,
+        width_mult: float = 0.5,
+        output_stride: int = 16,
+        channel_divisor: Optional[int] = None,
+    ) -> None:
+        super().__init__()
+        if output_stride not in (8, 16, 32):
+            raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
+        if channel_divisor is None:
+            channel_divisor = 1 if width_mult == 0.5 else 8
+        self.channel_divisor = channel_divisor
+
+        def ch(c: int) -> int:
+            return make_divisible(c * width_mult, channel_divisor, min_value=8)
+
+        stem_ch = ch(32)
+        self.stem = ConvBNAct(3, stem_ch, 3, stride=2, act="relu6")
+        blocks: List[InvertedResidual] = []
+        current_stride, rate = 2, 1
+        in_ch = stem_ch
+        self.low_level_index = -1
+        self.low_level_channels = 0
+        for t, c, n, s in _MBV2_STAGES:
+            out_ch = ch(c)
+            for i in range(n):
+                stride = s if i == 0 else 1
+                # TF-slim rule: once the output stride is reached, the striding
+                # layer keeps the current rate and later layers dilate more.
+                if stride > 1 and current_stride == output_stride:
+                    layer_stride, layer_rate = 1, rate
+                    rate *= stride
+                else:
+                    layer_stride, layer_rate = stride, rate
+                    current_stride *= stride
+                hidden = in_ch if t == 1 else make_divisible(in_ch * t, channel_divisor, min_value=8)
+                blocks.append(InvertedResidual(in_ch, out_ch, layer_stride, layer_rate, hidden))
+                in_ch = out_ch
+                if current_stride == 4:
+                    self.low_level_index = len(blocks) - 1
+                    self.low_level_channels = out_ch
+        self.blocks = nn.ModuleList(blocks)
+        self.out_channels = in_ch
+
+    def forward(self, x: Tensor) -> Tuple[Tensor, Tensor]:
+        x = self.stem(x)
+        low = x
+        for i, block in enumerate(self.blocks):
+            x = block(x)
+            if i == self.low_level_index:
+                low = x
+        return low, x
+
+
+class SeparableConvBNReLU(nn.Sequential):
+    """Depthwise 3x3 (BN, ReLU) then pointwise 1x1 (BN, ReLU), as in DeepLabV3+."""
+
+    def __init__(self, in_ch: int, out_ch: int, dilation: int = 1) -> None:
+        super().__init__(
+            ConvBNAct(in_ch, in_ch, 3, dilation=dilation, groups=in_ch, act="relu"),
+            ConvBNAct(in_ch, out_ch, 1, act="relu"),
+        )
+
+
+def _conv3x3_block(in_ch: int, out_ch: int, dilation: int, separable: bool) -> nn.Module:
+    if separable:
+        return SeparableConvBNReLU(in_ch, out_ch, dilation)
+    return ConvBNAct(in_ch, out_ch, 3, dilation=dilation, act="relu")
+
+
+class ImagePooling(nn.Module):
+    """Global-average-pool branch of ASPP.
+
+    Conv with bias and no BatchNorm: BN over a 1x1 map breaks with batch size
+    1 in training mode, and the peer model has no BN here either.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_ch, out_ch, 1, bias=True)
+        self.act = nn.ReLU()
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.act(self.conv(x.mean((2, 3), keepdim=True)))
+        return resize_to(y, x)
+
+
+class ASPP(nn.Module):
+    """Atrous spatial pyramid pooling; branch order [pool, 1x1, atrous...] matches TF DeepLab."""
+
+    def __init__(
+        self, in_ch: int, out_ch: int, rates: Sequence[int], separable: bool, dropout: float
+    ) -> None:
+        super().__init__()
+        self.pool = ImagePooling(in_ch, out_ch)
+        self.conv1x1 = ConvBNAct(in_ch, out_ch, 1, act="relu")
+        self.atrous = nn.ModuleList([_conv3x3_block(in_ch, out_ch, r, separable) for r in rates])
+        self.project = ConvBNAct(out_ch * (2 + len(rates)), out_ch, 1, act="relu")
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        branches = [self.pool(x), self.conv1x1(x)]
+        for branch in self.atrous:
+            branches.append(branch(x))
+        return self.dropout(self.project(torch.cat(branches, 1)))
+
+
+class DeepLabV3PlusMobileNetV2(nn.Module):
+    """DeepLabV3+ (ASPP + low-level decoder) on a MobileNetV2 encoder.
+
+    Output: logits with ``num_classes`` channels at the input's H x W.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        width_mult: float = 0.5,
+        output_stride: int = 16,
+        aspp_rates: Optional[Sequence[int]] = None,
+        aspp_channels: int = 128,
+        decoder_channels: Optional[int] = None,
+        low_level_channels: int = 32,
+        separable: bool = True,
+        dropout: float = 0.1,
+        channel_divisor: Optional[int] = None,
+    ) -> None:
+        super().__init__()
+        if aspp_rates is None:
+            aspp_rates = tuple(r * 16 // output_stride for r in (6, 12, 18))
+        aspp_rates = tuple(int(r) for r in aspp_rates)
+        if decoder_channels is None:
+            decoder_channels = aspp_channels
+        self.encoder = MobileNetV2Encoder(width_mult, output_stride, channel_divisor)
+        self.aspp = ASPP(self.encoder.out_channels, aspp_channels, aspp_rates, separable, dropout)
+        self.low_proj = ConvBNAct(self.encoder.low_level_channels, low_level_channels, 1, act="relu")
+        self.decoder = nn.Sequential(
+            _conv3x3_block(aspp_channels + low_level_channels, decoder_channels, 1, separable),
+            _conv3x3_block(decoder_channels, decoder_channels, 1, separable),
+        )
+        self.classifier = nn.Conv2d(decoder_channels, num_classes, 1)
+        init_weights(self)
+        self.config: Dict[str, Any] = {
+            "name": "deeplabv3plus_mobilenetv2",
+            "num_classes": int(num_classes),
+            "width_mult": float(width_mult),
+            "output_stride": int(output_stride),
+            "aspp_rates": list(aspp_rates),
+            "aspp_channels": int(aspp_channels),
+            "decoder_channels": int(decoder_channels),
+            "low_level_channels": int(low_level_channels),
+            "separable": bool(separable),
+            "dropout": float(dropout),
+            "channel_divisor": int(self.encoder.channel_divisor),
+        }
+
+    def classifier_layers(self) -> List[nn.Module]:
+        """Layers whose output channels are classes (to be left unpruned)."""
+        return [self.classifier]
+
+    def forward(self, x: Tensor) -> Tensor:
+        low, high = self.encoder(x)
+        y = self.aspp(high)
+        low = self.low_proj(low)
+        y = self.decoder(torch.cat([resize_to(y, low), low], 1))
+        return resize_to(self.classifier(y), x)
+
+
+# --------------------------------------------------------------------------- peer weights
+
+
+def _fold_into(cba: ConvBNAct, weight: np.ndarray, bias: np.ndarray) -> None:
+    """Load a BN-folded conv: weight into the conv, bias into an identity BatchNorm."""
+    conv, bn = cba.conv, cba.bn
+    w = torch.from_numpy(np.ascontiguousarray(weight)).to(conv.weight.dtype)
+    if tuple(w.shape) != tuple(conv.weight.shape):
+        raise ValueError(f"peer weight shape {tuple(w.shape)} != model {tuple(conv.weight.shape)}")
+    with torch.no_grad():
+        conv.weight.copy_(w)
+        bn.weight.fill_(1.0)
+        bn.bias.copy_(torch.from_numpy(bias.astype(np.float32)))
+        bn.running_mean.zero_()
+        # (x - 0) / sqrt((1 - eps) + eps) == x exactly in eval mode.
+        bn.running_var.fill_(1.0 - bn.eps)
+
+
+def _ohwi_to_oihw(w: np.ndarray) -> np.ndarray:
+    return w.transpose(0, 3, 1, 2)
+
+
+def _depthwise_to_oihw(w: np.ndarray) -> np.ndarray:
+    # TFLite depthwise weights are [1, H, W, C] -> PyTorch [C, 1, H, W].
+    return w.transpose(3, 0, 1, 2)
+
+
+def read_tflite_tensors(tflite_path: Path | str) -> Dict[str, np.ndarray]:
+    """All named constant tensors of a TFLite model (weights and folded biases)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(tflite_path))
+    interpreter.allocate_tensors()
+    tensors: Dict[str, np.ndarray] = {}
+    for detail in interpreter.get_tensor_details():
+        name = detail["name"]
+        if name.endswith("weights") or name.endswith("_bias"):
+            tensors[name] = np.array(interpreter.get_tensor(detail["index"]))
+    return tensors
+
+
+def load_peer_encoder(
+    model: DeepLabV3PlusMobileNetV2,
+    tflite_path: Path | str = DEFAULT_PEER_TFLITE,
+    include_aspp: bool = False,
+) -> List[str]:
+    """Initialise the encoder (and optionally the ASPP) from the TFLite DeepLab v3 peer.
+
+    The peer is TF DeepLab v3 MobileNetV2-0.5 with BatchNorm folded into the
+    convs; its input normalisation is the same [-1, 1] as ours, so weights are
+    used as they are. Each folded bias goes into the following BatchNorm, which
+    is made an exact identity (the BN statistics will adapt when fine-tuning).
+    ``include_aspp`` also loads ``aspp0`` / ``image_pooling`` /
+    ``concat_projection``; that needs ``aspp_rates=()`` and ``aspp_channels=256``.
+    Returns the peer tensor names that were loaded; raises ValueError when the
+    model's shapes do not match (e.g. width_mult != 0.5).
+    """
+    tensors = read_tflite_tensors(tflite_path)
+    loaded: List[str] = []
+
+    def take(prefix: str) -> Tuple[np.ndarray, np.ndarray]:
+        if prefix.endswith("depthwise"):
+            w_name, b_name = f"{prefix}/depthwise_weights", f"{prefix}/depthwise_bias"
+        else:
+            w_name, b_name = f"{prefix}/weights", f"{prefix}/Conv2D_bias"
+        if w_name not in tensors or b_name not in tensors:
+            raise ValueError(f"peer model has no tensor {w_name!r} / {b_name!r}")
+        loaded.extend([w_name, b_name])
+        return tensors[w_name], tensors[b_name]
+
+    enc = model.encoder
+    w, b = take("MobilenetV2/Conv")
+    _fold_into(enc.stem, _ohwi_to_oihw(w), b)
+    for i, block in enumerate(enc.blocks):
+        scope = "MobilenetV2/expanded_conv" + ("" if i == 0 else f"_{i}")
+        if block.expand is not None:
+            w, b = take(f"{scope}/expand")
+            _fold_into(block.expand, _ohwi_to_oihw(w), b)
+        w, b = take(f"{scope}/depthwise")
+        _fold_into(block.depthwise, _depthwise_to_oihw(w), b)
+        w, b = take(f"{scope}/project")
+        _fold_into(block.project, _ohwi_to_oihw(w), b)
+
+    if include_aspp:
+        aspp = model.aspp
+        if len(aspp.atrous) != 0:
+            raise ValueError("include_aspp needs aspp_rates=() (the peer has a 1x1-only ASPP)")
+        w, b = take("image_pooling")
+        w_t = torch.from_numpy(np.ascontiguousarray(_ohwi_to_oihw(w)))
+        if tuple(w_t.shape) != tuple(aspp.pool.conv.weight.shape):
+            raise ValueError(f"image_pooling shape {tuple(w_t.shape)} != model {tuple(aspp.pool.conv.weight.shape)}")
+        with torch.no_grad():
+            aspp.pool.conv.weight.copy_(w_t)
+            aspp.pool.conv.bias.copy_(torch.from_numpy(b))
+        w, b = take("aspp0")
+        _fold_into(aspp.conv1x1, _ohwi_to_oihw(w), b)
+        w, b = take("concat_projection")
+        _fold_into(aspp.project, _ohwi_to_oihw(w), b)
+    LOGGER.info("loaded %d peer tensors from %s", len(loaded), tflite_path)
+    return loaded
+
+
+def _is_folded_identity_bn(bn: nn.BatchNorm2d) -> bool:
+    return bool(
+        torch.all(bn.weight == 1.0)
+        and torch.all(bn.running_mean == 0.0)
+        and torch.all(bn.running_var == 1.0 - bn.eps)
+    )
+
+
+def calibrate_peer_batchnorm(model: nn.Module, batches: Iterable[Tensor]) -> int:
+    """Make peer-loaded identity BatchNorms also (nearly) identity in *training* mode.
+
+    After :func:`load_peer_encoder` each folded BN is an exact identity only
+    with its running statistics (eval mode). In training mode BN normalises
+    by batch statistics, which would rescale every peer activation to unit
+    variance at the first step. This measures each such BN's input mean and
+    variance on ``batches`` (normalised NCHW images, e.g. a few training
+    batches) in eval mode and sets ``running_mean = mean``, ``running_var =
+    var``, ``weight = sqrt(var + eps)``, ``bias = mean + folded_bias``: eval
+    mode stays exactly the peer, and training mode matches it as far as batch
+    statistics match the calibration ones. Returns the number of BNs changed.
+    """
+    targets = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d) and _is_folded_identity_bn(m)]
+    if not targets:
+        return 0
+    sums: Dict[int, List[Any]] = {id(bn): [0.0, 0.0, 0] for bn in targets}
+
+    def hook(bn: nn.BatchNorm2d, inputs: Tuple[Tensor, ...]) -> None:
+        x = inputs[0].detach().double()
+        acc = sums[id(bn)]
+        acc[0] = acc[0] + x.sum((0, 2, 3))
+        acc[1] = acc[1] + (x * x).sum((0, 2, 3))
+        acc[2] += x.numel() // x.shape[1]
+
+    handles = [bn.register_forward_pre_hook(hook) for bn in targets]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            for batch in batches:
+                model(batch)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    done = 0
+    with torch.no_grad():
+        for bn in targets:
+            total, total_sq, count = sums[id(bn)]
+            if count == 0:
+                continue
+            mean = total / count
+            var = (total_sq / count - mean * mean).clamp_min(0.0)
+            bn.running_mean.copy_(mean.to(bn.running_mean.dtype))
+            bn.running_var.copy_(var.to(bn.running_var.dtype))
+            bn.weight.copy_(torch.sqrt(var + bn.eps).to(bn.weight.dtype))
+            bn.bias.add_(mean.to(bn.bias.dtype))
+            done += 1
+    LOGGER.info("calibrated %d peer BatchNorm layers", done)
+    return done
