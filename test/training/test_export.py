@@ -1,0 +1,221 @@
+"""Export: ONNX/TFLite files reproduce PyTorch, int8 keeps the argmax, manifests verify; report smoke."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from seg_perception.manifest import Manifest, sha256_file
+from training.export import (
+    ExportCheckError,
+    ExportSettings,
+    NHWCExportWrapper,
+    check_runner,
+    export_all,
+    open_runner,
+    parse_entry_names,
+    synthetic_scenes,
+    torch_logits,
+)
+from training.models import create_model
+
+NUM_CLASSES = 5
+H, W = 32, 40
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: one thread avoids OpenMP oversubscription on a shared 2-core box."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """A tiny ESPNet-C trained for a few steps on colour -> class scenes (a meaningful argmax)."""
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = create_model("espnet_c", NUM_CLASSES, p=1, q=1)
+    images, labels = synthetic_scenes(48, H, W, NUM_CLASSES, seed=0)
+    x = (torch.from_numpy(images).permute(0, 3, 1, 2).float() - 127.5) / 127.5
+    y = torch.from_numpy(labels).long()
+    opt = torch.optim.Adam(model.parameters(), 1e-2)
+    for _ in range(100):
+        idx = torch.randint(0, len(x), (8,))
+        model.train()
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
+        opt.step()
+    model.eval()
+    calib, _ = synthetic_scenes(16, H, W, NUM_CLASSES, seed=1)
+    val_images, val_labels = synthetic_scenes(8, H, W, NUM_CLASSES, seed=2)
+    return model, calib, val_images, val_labels
+
+
+def _settings(formats, **kw) -> ExportSettings:
+    return ExportSettings(formats=list(formats), height=H, width=W, name_prefix="tiny", class_variant="full",
+                          threads=1, **kw)
+
+
+PROVENANCE = {"command": "pytest", "checkpoint_sha256": "0" * 64, "num_params": 1}
+
+
+def _export(trained, out: Path, formats, **kw):
+    model, calib, vi, vl = trained
+    return export_all(model, _settings(formats, **kw), out, calib, vi, vl, PROVENANCE)
+
+
+def _fixed_input() -> np.ndarray:
+    return np.random.default_rng(7).uniform(0, 255, (H, W, 3)).astype(np.float32)
+
+
+def _torch_out(model, img: np.ndarray) -> np.ndarray:
+    return torch_logits(NHWCExportWrapper(model), img[None])[0]
+
+
+def _check_manifest(out: Path, names) -> Manifest:
+    man = Manifest.load(out)
+    for name in names:
+        e = man.get(name)
+        path = man.path_of(e)
+        assert e.verify_file(path) == sha256_file(path) == e.sha256
+        assert e.size_bytes == path.stat().st_size
+        assert e.input.layout == e.output.layout == "NHWC"
+        assert (e.input.height, e.input.width) == (H, W) == (e.output.height, e.output.width)
+        assert e.input.mean == [0.0, 0.0, 0.0] and e.input.std == [1.0, 1.0, 1.0]
+        assert e.num_classes == NUM_CLASSES and e.architecture == "espnet_c"
+        assert e.provenance["checkpoint_sha256"] == PROVENANCE["checkpoint_sha256"]
+        side = yaml.safe_load(path.with_name(path.name + ".config.yaml").read_text())
+        assert side["entry"] == name and side["export"]["height"] == H
+    return man
+
+
+def test_wrapper_takes_nhwc_pixels(trained) -> None:
+    model = trained[0]
+    img = _fixed_input()
+    x = (torch.from_numpy(img).permute(2, 0, 1)[None] - 127.5) / 127.5
+    with torch.no_grad():
+        want = model(x)[0].permute(1, 2, 0).numpy()
+    np.testing.assert_allclose(_torch_out(model, img), want, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def onnx_dir(trained, tmp_path_factory):
+    out = tmp_path_factory.mktemp("onnx_models")
+    results = _export(trained, out, ["onnx_fp32", "onnx_int8"])
+    return out, results
+
+
+def test_onnx_fp32_and_int8(trained, onnx_dir) -> None:
+    out, results = onnx_dir
+    model = trained[0]
+    img = _fixed_input()
+    fp32 = open_runner(out / "tiny_onnx_fp32.onnx", 1)
+    np.testing.assert_allclose(fp32.logits(img), _torch_out(model, img), atol=1e-4, rtol=1e-4)
+    assert results["onnx_fp32"]["argmax_agreement"] == 1.0 and results["onnx_fp32"]["max_abs_diff"] < 1e-3
+    m = results["onnx_int8"]
+    assert m["argmax_agreement"] > 0.9, m
+    assert abs(m["miou_delta"]) < 0.1 and m["miou_torch"] > 0.3, m
+    man = _check_manifest(out, ["tiny_onnx_fp32", "tiny_onnx_int8"])
+    assert man.get("tiny_onnx_int8").input.dtype == "float32"  # QDQ graph keeps a float interface
+    assert man.get("tiny_onnx_int8").provenance["export"]["quantization"]["activation_type"] == "quint8"
+    assert (out / "tiny_onnx_int8.onnx").stat().st_size < (out / "tiny_onnx_fp32.onnx").stat().st_size
+
+
+def test_check_refuses_wrong_shapes(trained, onnx_dir) -> None:
+    out, _ = onnx_dir
+    model, _, vi, vl = trained
+    ref = torch_logits(NHWCExportWrapper(model), vi[:2])
+    runner = open_runner(out / "tiny_onnx_fp32.onnx", 1)
+    with pytest.raises(ExportCheckError, match="output shape"):
+        check_runner(runner, vi[:2], vl[:2], ref, NUM_CLASSES + 1, (H, W))
+    with pytest.raises(ExportCheckError, match="output shape"):
+        check_runner(runner, vi[:2], vl[:2], ref, NUM_CLASSES, (H + 8, W))
+
+
+@pytest.mark.slow
+def test_tflite_fp32_fp16_dynamic_int8(trained, tmp_path) -> None:
+    results = _export(trained, tmp_path, ["tflite_fp32", "tflite_fp16", "tflite_dynamic", "tflite_int8"])
+    model = trained[0]
+    img = _fixed_input()
+    fp32 = open_runner(tmp_path / "tiny_tflite_fp32.tflite", 1)
+    np.testing.assert_allclose(fp32.logits(img), _torch_out(model, img), atol=1e-4, rtol=1e-4)
+    assert results["tflite_fp16"]["argmax_agreement"] > 0.99
+    assert results["tflite_dynamic"]["argmax_agreement"] > 0.9
+    m = results["tflite_int8"]
+    assert m["argmax_agreement"] > 0.9 and abs(m["miou_delta"]) < 0.1, m
+    assert m["input_quant"] == [1.0, -128]  # uint8 pixels map exactly: px - 128
+    man = _check_manifest(tmp_path, [f"tiny_{f}" for f in results])
+    e = man.get("tiny_tflite_int8")
+    assert e.input.dtype == "int8" and e.output.dtype == "int8"
+    int8 = open_runner(man.path_of(e), 1)
+    assert int8.input_quant == (1.0, -128) and int8.output_quant is not None
+    assert (tmp_path / "tiny_tflite_int8.tflite").stat().st_size < (tmp_path / "tiny_tflite_fp32.tflite").stat().st_size
+
+
+def test_entry_names_and_file_names() -> None:
+    s = _settings(["tflite_int8"], entry_names=parse_entry_names("tflite_int8=tflite_int8, onnx_int8=onnx"))
+    assert s.entry_name("tflite_int8") == "tflite_int8" and s.entry_name("onnx_int8") == "onnx"
+    assert s.entry_name("onnx_fp32") == "tiny_onnx_fp32" and s.file_name("onnx_int8") == "tiny_onnx_int8.onnx"
+    with pytest.raises(ValueError):
+        parse_entry_names("tflite_int8")
+
+
+def make_fake_atwork(root: Path, size=(48, 64), per_class: int = 3) -> Path:
+    """A miniature dataset in the atWork layout (same as test_prune's): a coloured square per photo."""
+    import cv2
+
+    for cls, obj_id, colour in (("axis", 11, (200, 40, 40)), ("bearing", 10, (40, 40, 200))):
+        (root / "objects" / "image" / cls).mkdir(parents=True, exist_ok=True)
+        (root / "objects" / "semantic_labels" / cls).mkdir(parents=True, exist_ok=True)
+        for i in range(1, per_class + 1):
+            img = np.full((*size, 3), 128, np.uint8)
+            mask = np.full(size, 19, np.uint8)
+            img[4 * i:4 * i + 16, 6 * i:6 * i + 20] = colour
+            mask[4 * i:4 * i + 16, 6 * i:6 * i + 20] = obj_id
+            cv2.imwrite(str(root / "objects" / "image" / cls / f"{cls}_{i:03d}.jpg"), img[..., ::-1])
+            cv2.imwrite(str(root / "objects" / "semantic_labels" / cls / f"{cls}_{i:03d}.png"), mask)
+    return root
+
+
+def test_export_cli_from_a_pruned_checkpoint_with_real_images(trained, tmp_path) -> None:
+    """CLI: pruned checkpoint -> ONNX fp32 checked on (miniature) real photos, custom entry name."""
+    from training.export import main
+    from training.prune import save_pruned
+
+    root = make_fake_atwork(tmp_path / "atwork")
+    model19 = create_model("espnet_c", 19, p=1, q=1).eval()
+    ck = save_pruned(model19, tmp_path / "pruned.pt", extra={"class_variant": "full", "input_size": [H, W]})
+    out = tmp_path / "models"
+    assert main(["--checkpoint", str(ck), "--formats", "onnx_fp32", "--calib-root", str(root), "--out", str(out),
+                 "--name-prefix", "p", "--entry-names", "onnx_fp32=onnx", "--threads", "1"]) == 0
+    e = Manifest.load(out).get("onnx")
+    assert e.file == "p_onnx_fp32.onnx" and e.class_variant == "full" and e.num_classes == 19
+    assert e.provenance["checkpoint_sha256"] == sha256_file(ck) and e.provenance["pruned"] is True
+    assert e.provenance["command"].startswith("python -m training.export --checkpoint")
+    assert "val split" in e.provenance["export"]["val_source"]
+    assert e.metrics["num_images"] == 2 and e.metrics["argmax_agreement"] == 1.0 and "miou_delta" in e.metrics
+
+
+def test_report_benchmarks_every_entry(onnx_dir, tmp_path) -> None:
+    from training.report import ImageCache, benchmark, end_to_end, markdown, plot
+
+    out, _ = onnx_dir
+    rows = benchmark(out, ImageCache(None, 4, synthetic=True), runs=3, warmup=1, threads=1)
+    by = {r.name: r for r in rows}
+    assert set(by) == {"tiny_onnx_fp32", "tiny_onnx_int8"} and not any(r.error for r in rows)
+    assert by["tiny_onnx_fp32"].agreement_float == 1.0 and by["tiny_onnx_int8"].agreement_ref == "tiny_onnx_fp32"
+    assert all(r.latency_ms > 0 and r.e2e_ms > 0 and r.miou is not None for r in rows)
+    frame = np.zeros((480, 640, 3), np.uint8)
+    assert end_to_end(open_runner(out / "tiny_onnx_int8.onnx", 1), frame).shape == (480, 640)
+    md = markdown(rows, None, {"date": "d", "machine": "m", "threads": 1, "runs": 3, "warmup": 1,
+                               "load_before": "0", "load_after": "0", "val": "synthetic"})
+    assert "tiny_onnx_int8" in md and "Original (fp32)" in md
+    assert plot(rows, None, tmp_path / "p.png").stat().st_size > 1000
+    json.dumps([r.__dict__ for r in rows])  # results.json must serialise

@@ -1,0 +1,293 @@
+"""Structured pruning: graph validity, parameter shrink, spec+weights round trip, curve outputs."""
+from __future__ import annotations
+
+import csv
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from training.models import create_model
+from training.prune import (
+    PRUNED_FORMAT,
+    PruneSettings,
+    apply_width_spec,
+    build_pruner,
+    count_params,
+    find_unsafe_groups,
+    load_any_model,
+    load_pruned,
+    protected_layers,
+    prune_iteratively,
+    pruning_step,
+    save_pruned,
+    split_prune_config,
+    width_spec,
+)
+
+NUM_CLASSES = 5  # ESPNet's class-space ESP module needs >= 5 channels
+HW = (32, 32)
+TINY = {
+    "fcn8s": dict(width_mult=0.0625),
+    "deeplabv3plus_mobilenetv2": dict(width_mult=0.35, aspp_channels=16, low_level_channels=8, decoder_channels=16),
+    "espnet": dict(p=1, q=1),
+}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: one thread avoids OpenMP oversubscription on a shared 2-core box (100x slower)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def _tiny(name: str) -> nn.Module:
+    torch.manual_seed(0)
+    return create_model(name, NUM_CLASSES, **TINY[name]).eval()
+
+
+def _prune(model: nn.Module, steps: int = 2, fraction: float = 0.2) -> nn.Module:
+    x = torch.randn(1, 3, *HW)
+    pruner = build_pruner(model, x, PruneSettings(steps=steps, filters_per_step=fraction), NUM_CLASSES)
+    for _ in range(steps):
+        pruning_step(pruner, model, x, NUM_CLASSES)
+    return model
+
+
+# Fraction of parameters removed after pruning 40 % of the filters: ~1 - 0.6^2 = 64 % for plain
+# chains; less where class-space layers are protected (ESPNet's whole decoder, FCN score layers).
+EXPECTED_REMOVED = {"fcn8s": (0.55, 0.75), "deeplabv3plus_mobilenetv2": (0.45, 0.75), "espnet": (0.35, 0.75)}
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_pruning_keeps_graph_valid_and_shrinks(name: str, tmp_path) -> None:
+    model = _tiny(name)
+    classifiers_before = [(m.out_channels, m.in_channels) for m in model.classifier_layers()]
+    p0 = count_params(model)
+    _prune(model)
+    removed = 1 - count_params(model) / p0
+    lo, hi = EXPECTED_REMOVED[name]
+    assert lo < removed < hi, f"{name}: removed {removed:.3f} of the parameters"
+    x = torch.randn(2, 3, 40, 48)  # another size than the tracing input: no baked shapes
+    with torch.no_grad():
+        y = model(x)
+    assert y.shape == (2, NUM_CLASSES, 40, 48)
+    for (out_before, _), layer in zip(classifiers_before, model.classifier_layers()):
+        assert layer.out_channels == out_before  # classifiers keep their class width
+
+    # spec + weights round trip: an identical model, built without torch-pruning
+    path = save_pruned(model, tmp_path / "pruned.pt")
+    doc = torch.load(path, map_location="cpu", weights_only=True)
+    assert doc["format"] == PRUNED_FORMAT and doc["num_params"] == count_params(model)
+    assert doc["model_config"]["name"] == model.config["name"]
+    reloaded = load_pruned(path)
+    assert width_spec(reloaded) == width_spec(model)
+    with torch.no_grad():
+        assert torch.equal(reloaded(x), model(x))
+    again, _ = load_any_model(path)
+    with torch.no_grad():
+        assert torch.equal(again(x), model(x))
+
+
+class _StandIn(nn.Module):
+    """Depthwise conv, PReLU, transposed conv and Linear: every width rule of the spec."""
+
+    def __init__(self, num_classes: int = 3, c: int = 8):
+        super().__init__()
+        self.stem = nn.Conv2d(3, c, 3, stride=2, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(c)
+        self.act = nn.PReLU(c)
+        self.dw = nn.Conv2d(c, c, 3, padding=1, groups=c)
+        self.up = nn.ConvTranspose2d(c, c, 2, stride=2)
+        self.gate = nn.Linear(c, c)
+        self.classifier = nn.Conv2d(c, num_classes, 1)
+        self.config = {"name": "standin", "num_classes": num_classes, "c": c}
+
+    def classifier_layers(self):
+        return [self.classifier]
+
+    def forward(self, x):
+        y = self.act(self.bn(self.stem(x)))
+        y = self.up(self.dw(y))
+        g = torch.sigmoid(self.gate(y.mean((2, 3))))[:, :, None, None]
+        return F.interpolate(self.classifier(y * g), size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def _standin_builder(cfg):
+    cfg = dict(cfg)
+    cfg.pop("name")
+    return _StandIn(**cfg)
+
+
+def test_width_spec_covers_every_layer_type(tmp_path) -> None:
+    torch.manual_seed(0)
+    model = _StandIn().eval()
+    x = torch.randn(1, 3, 16, 16)
+    pruner = build_pruner(model, x, PruneSettings(steps=1, filters_per_step=0.5), 3)
+    pruning_step(pruner, model, x, 3)
+    spec = width_spec(model)
+    assert spec["dw"]["groups"] == spec["dw"]["out_channels"] == 4
+    assert spec["act"]["num_parameters"] == 4 and spec["up"]["in_channels"] == 4
+    assert spec["gate"] == {"type": "Linear", "in_features": 4, "out_features": 4}
+    path = save_pruned(model, tmp_path / "s.pt")
+    reloaded = load_pruned(path, builder=_standin_builder)
+    with torch.no_grad():
+        assert torch.equal(reloaded(x), model(x))
+
+
+def test_width_spec_mismatch_is_an_error() -> None:
+    model = _StandIn()
+    spec = width_spec(model)
+    spec["extra"] = {"type": "Conv2d", "in_channels": 1, "out_channels": 1, "groups": 1}
+    with pytest.raises(ValueError, match="does not match"):
+        apply_width_spec(_StandIn(), spec)
+    spec = width_spec(model)
+    spec["bn"] = {"type": "PReLU", "num_parameters": 8}
+    with pytest.raises(ValueError, match="type"):
+        apply_width_spec(_StandIn(), spec)
+
+
+class _Res(nn.Module):
+    def __init__(self, c: int):
+        super().__init__()
+        self.conv = nn.Conv2d(c, c, 3, padding=1)
+        self.bn = nn.BatchNorm2d(c)
+
+    def forward(self, x):
+        return self.bn(x + self.conv(x))
+
+
+class _CatOfCoupled(nn.Module):
+    """``cat([res(d), d, pool(x)])``: two tensors of one coupled group in one concat, the pattern
+    torch-pruning 1.6 mis-maps (the BN after the cat loses too few channels)."""
+
+    def __init__(self, num_classes: int = 3):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)  # an ordinary prunable group beside the broken one
+        self.down = nn.Conv2d(8, 16, 3, stride=2, padding=1)
+        self.res = nn.Sequential(_Res(16), _Res(16))
+        self.bn = nn.BatchNorm2d(32 + 3)
+        self.pool = nn.AvgPool2d(3, 2, 1)
+        self.classifier = nn.Conv2d(35, num_classes, 1)
+        self.config = {"name": "cat_of_coupled", "num_classes": num_classes}
+
+    def classifier_layers(self):
+        return [self.classifier]
+
+    def forward(self, x):
+        d = self.down(self.stem(x))
+        y = self.bn(torch.cat([self.res(d), d, self.pool(x)], 1))
+        return F.interpolate(self.classifier(y), size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def test_graph_breaking_groups_are_left_unpruned() -> None:
+    torch.manual_seed(0)
+    model = _CatOfCoupled().eval()
+    x = torch.randn(1, 3, 16, 16)
+    assert find_unsafe_groups(model, x, protected_layers(model, 3), 3) == ["down"]
+    pruner = build_pruner(model, x, PruneSettings(steps=1, filters_per_step=0.25), 3)
+    pruning_step(pruner, model, x, 3)  # raises if the graph broke
+    assert model.down.out_channels == 16 and model.stem.out_channels == 6
+
+
+def test_protected_layers_are_classifiers_and_class_width_convs() -> None:
+    model = _tiny("fcn8s")
+    prot = protected_layers(model, NUM_CLASSES)
+    assert all(any(p is c for p in prot) for c in model.classifier_layers())
+    assert all(p.out_channels == NUM_CLASSES for p in prot)
+
+
+def test_prune_iteratively_writes_curve_and_step_models(tmp_path) -> None:
+    model = _tiny("fcn8s")
+    scores = iter([0.8, 0.7, 0.78, 0.6, 0.75])  # step 0; then (pruned, fine-tuned) per step
+    finetuned = []
+
+    def evaluate(m):
+        v = next(scores)
+        return {"miou": v, "pixel_accuracy": v + 0.1}
+
+    def finetune(m, step):
+        finetuned.append(step)
+
+    extra = {"class_variant": "binary"}
+    records = prune_iteratively(model, torch.zeros(1, 3, *HW), PruneSettings(steps=2, filters_per_step=0.2),
+                                finetune, evaluate, tmp_path, checkpoint_extra=extra)
+    assert finetuned == [1, 2]
+    assert [r.step for r in records] == [0, 1, 2]
+    assert records[0].params > records[1].params > records[2].params
+    assert 0 < records[1].params_removed < records[2].params_removed < 1
+    assert records[1].miou_pruned == 0.7 and records[1].miou == 0.78
+    with open(tmp_path / "curve.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 3 and float(rows[2]["params_removed"]) == pytest.approx(records[2].params_removed)
+    assert (tmp_path / "curve.png").stat().st_size > 1000
+    assert (tmp_path / "prune_log.jsonl").read_text().count("\n") == 3
+    step2 = load_pruned(tmp_path / "step_02.pt")
+    assert count_params(step2) == records[2].params
+    doc = torch.load(tmp_path / "step_02.pt", weights_only=True)
+    assert doc["class_variant"] == extra["class_variant"] and doc["prune_step"]["step"] == 2
+
+
+def test_prune_config_split_and_validation() -> None:
+    doc = {"prune": {"steps": 2, "filters_per_step": 0.15}, "train": {"epochs": 1}}
+    settings, rest, overrides = split_prune_config(doc, ["prune.steps=4", "train.lr=1e-4"])
+    assert settings.steps == 4 and settings.filters_per_step == 0.15
+    assert rest == {"train": {"epochs": 1}} and overrides == ["train.lr=1e-4"]
+    with pytest.raises(ValueError, match="unknown prune setting"):
+        split_prune_config({"prune": {"stpes": 2}}, [])
+    with pytest.raises(ValueError):
+        split_prune_config({"prune": {"steps": 5, "filters_per_step": 0.2}}, [])  # 100 % of the filters
+
+
+def make_fake_atwork(root, size=(48, 64), per_class: int = 3):
+    """A miniature dataset in the atWork layout: a coloured square per photo on a grey background."""
+    import cv2
+    import numpy as np
+
+    for cls, obj_id, colour in (("axis", 11, (200, 40, 40)), ("bearing", 10, (40, 40, 200))):
+        (root / "objects" / "image" / cls).mkdir(parents=True, exist_ok=True)
+        (root / "objects" / "semantic_labels" / cls).mkdir(parents=True, exist_ok=True)
+        for i in range(1, per_class + 1):
+            img = np.full((*size, 3), 128, np.uint8)
+            mask = np.full(size, 19, np.uint8)
+            y0, x0 = 4 * i, 6 * i
+            img[y0:y0 + 16, x0:x0 + 20] = colour
+            mask[y0:y0 + 16, x0:x0 + 20] = obj_id
+            cv2.imwrite(str(root / "objects" / "image" / cls / f"{cls}_{i:03d}.jpg"), img[..., ::-1])
+            cv2.imwrite(str(root / "objects" / "semantic_labels" / cls / f"{cls}_{i:03d}.png"), mask)
+    return root
+
+
+def _training_checkpoint(path, root):
+    from training.checkpoint import build_checkpoint, save_checkpoint
+    from training.config import build_config
+
+    cfg = build_config(None, [f"data.root={root}", "data.height=32", "data.width=32", "data.num_workers=0",
+                              "data.val_fraction=0.34", "model.name=espnet_c", "train.batch_size=2",
+                              "train.val_batch_size=2", "train.threads=1", "log.progress=false"])
+    torch.manual_seed(0)
+    model = create_model("espnet_c", 19, p=1, q=1)
+    return save_checkpoint(path, build_checkpoint(model, train_config=cfg), write_config=False)
+
+
+@pytest.mark.slow
+def test_prune_cli_with_the_training_loop(tmp_path) -> None:
+    """End to end: training checkpoint -> prune CLI (train helper's loop and data) -> pruned step files."""
+    from training.prune import main
+
+    root = make_fake_atwork(tmp_path / "atwork")
+    ck = _training_checkpoint(tmp_path / "best.pt", root)
+    out = tmp_path / "prune"
+    assert main(["--checkpoint", str(ck), "--out", str(out), "--set", "prune.steps=1",
+                 "--set", "prune.filters_per_step=0.25", "--set", "train.epochs=1",
+                 "--set", "train.max_iters_per_epoch=1"]) == 0
+    for name in ("curve.csv", "curve.png", "config.yaml", "prune.yaml", "step_00.pt", "step_01.pt", "final.pt"):
+        assert (out / name).is_file(), name
+    final = load_pruned(out / "final.pt")
+    assert count_params(final) < count_params(create_model("espnet_c", 19, p=1, q=1))
+    doc = torch.load(out / "final.pt", weights_only=True)
+    assert doc["class_variant"] == "full" and doc["input_size"] == [32, 32]
+    assert doc["train_config"]["data"]["root"] == str(root)
