@@ -127,7 +127,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.image is None or not args.layers:
         log.error("--image and --layers are required (or use --list)")
         return 2
+    from .config import save_config
     from .plots import save_activation_grid
+
+    if ckpt.get("train_config"):
+        save_config(ckpt["train_config"], args.out)
 
     layers = [s.strip() for s in args.layers.split(",") if s.strip()]
     acts = capture_activations(model, x, layers)

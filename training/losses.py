@@ -38,18 +38,31 @@ def soft_dice_loss(
     with smoothing ``s`` a class absent from the batch scores ~1 once its
     probabilities go to 0, so a perfect prediction gives a loss of ~0.
     """
-    n, c = logits.shape[:2]
-    probs = logits.float().softmax(dim=1)
+    return _dice_from_probs(logits.float().softmax(dim=1), target, ignore_index, smooth, class_weights)
+
+
+def _dice_from_probs(
+    probs: torch.Tensor,
+    target: torch.Tensor,
+    ignore_index: int,
+    smooth: float,
+    class_weights: Optional[torch.Tensor],
+) -> torch.Tensor:
+    """Soft Dice from class probabilities without materialising a one-hot target.
+
+    Intersections are the probabilities of each pixel's true class summed per class
+    (gather + scatter_add); target cardinalities are label counts; ignored pixels are
+    masked out of both and of the probability sums.
+    """
+    c = probs.shape[1]
     valid = target != ignore_index
-    safe_target = torch.where(valid, target, torch.zeros_like(target))
-    one_hot = F.one_hot(safe_target, c).permute(0, 3, 1, 2).to(probs.dtype)
-    mask = valid.unsqueeze(1).to(probs.dtype)
-    probs = probs * mask
-    one_hot = one_hot * mask
-    dims = (0, 2, 3)
-    intersection = (probs * one_hot).sum(dims)
-    cardinality = probs.sum(dims) + one_hot.sum(dims)
-    dice = (2.0 * intersection + smooth) / (cardinality + smooth)
+    safe = target.masked_fill(~valid, 0)
+    validf = valid.to(probs.dtype)
+    p_true = probs.gather(1, safe.unsqueeze(1)).squeeze(1) * validf  # 0 on ignored pixels
+    intersection = probs.new_zeros(c).scatter_add(0, safe.reshape(-1), p_true.reshape(-1))
+    prob_sum = torch.einsum("nchw,nhw->c", probs, validf)
+    target_count = torch.bincount(safe[valid], minlength=c).to(probs.dtype)
+    dice = (2.0 * intersection + smooth) / (prob_sum + target_count + smooth)
     loss = 1.0 - dice
     if class_weights is not None:
         w = class_weights.to(loss.device, loss.dtype)
@@ -84,25 +97,26 @@ class SegmentationLoss(nn.Module):
         # a buffer follows .to(device) and is not a parameter
         self.register_buffer("weight", weight, persistent=False)
 
-    def _cross_entropy(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def _cross_entropy(self, log_probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Weighted mean CE over valid pixels; 0 (not NaN) when every pixel is ignored."""
-        summed = F.cross_entropy(
-            logits.float(), target, weight=self.weight, ignore_index=self.ignore_index, reduction="sum"
-        )
+        summed = F.nll_loss(log_probs, target, weight=self.weight, ignore_index=self.ignore_index, reduction="sum")
         valid = target != self.ignore_index
         if self.weight is None:
             denom = valid.sum()
         else:
-            denom = (self.weight[torch.where(valid, target, torch.zeros_like(target))] * valid).sum()
+            denom = (self.weight[target.masked_fill(~valid, 0)] * valid).sum()
         return summed / denom.to(summed.dtype).clamp_min(1e-12)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        total = logits.new_zeros((), dtype=torch.float32)
+        # one log-softmax serves both terms (the loss is a visible share of a CPU step)
+        log_probs = F.log_softmax(logits.float(), dim=1)
+        total = log_probs.new_zeros(())
         if self.kind in ("ce", "ce+dice"):
-            total = total + self._cross_entropy(logits, target)
+            total = total + self._cross_entropy(log_probs, target)
         if self.kind in ("dice", "ce+dice"):
             w = self.dice_weight if self.kind == "ce+dice" else 1.0
-            total = total + w * soft_dice_loss(logits, target, self.ignore_index, self.dice_smooth, self.weight)
+            total = total + w * _dice_from_probs(log_probs.exp(), target, self.ignore_index, self.dice_smooth,
+                                                 self.weight)
         return total
 
 

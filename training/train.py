@@ -437,14 +437,17 @@ def benchmark_training(
         step()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     for _ in range(iters):
         step()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     elapsed = time.perf_counter() - start
-    return {"iters": iters, "batch_size": batch_size, "seconds": elapsed, "images_per_s": iters * batch_size / elapsed,
-            "s_per_iter": elapsed / iters}
+    # CPU time / (wall time x threads) well below 1 means other processes shared the cores
+    cpu_util = (time.process_time() - cpu_start) / (elapsed * max(1, torch.get_num_threads()))
+    return {"iters": iters, "batch_size": batch_size, "seconds": round(elapsed, 3),
+            "images_per_s": round(iters * batch_size / elapsed, 3), "s_per_iter": round(elapsed / iters, 4),
+            "cpu_util": round(cpu_util, 3)}
 
 
 # --------------------------------------------------------------------------- main

@@ -130,6 +130,23 @@ def test_dice_of_perfect_prediction_is_zero() -> None:
     assert bad.item() > 0.5
 
 
+def test_dice_matches_naive_one_hot() -> None:
+    torch.manual_seed(3)
+    c = 5
+    logits = torch.randn(2, c, 7, 9)
+    target = torch.randint(0, c, (2, 7, 9))
+    target[1, 3:] = IGNORE
+    p = logits.softmax(1)
+    valid = (target != IGNORE).unsqueeze(1).float()
+    oh = torch.nn.functional.one_hot(target.clamp_max(c - 1), c).permute(0, 3, 1, 2).float() * valid
+    p = p * valid
+    ref = 1 - (2 * (p * oh).sum((0, 2, 3)) + 1) / (p.sum((0, 2, 3)) + oh.sum((0, 2, 3)) + 1)
+    assert soft_dice_loss(logits, target).item() == pytest.approx(ref.mean().item(), rel=1e-5)
+    w = torch.tensor([1.0, 2.0, 0.0, 1.0, 0.5])
+    assert soft_dice_loss(logits, target, class_weights=w).item() == pytest.approx(
+        ((ref * w).sum() / w.sum()).item(), rel=1e-5)
+
+
 @pytest.mark.parametrize("kind", ["ce", "dice", "ce+dice"])
 def test_ignored_pixels_do_not_contribute(kind: str) -> None:
     torch.manual_seed(1)
