@@ -19,7 +19,7 @@ setup(
          + glob("models/*.yaml")),
     ],
     install_requires=["setuptools", "numpy", "pyyaml", "opencv-python-headless"],
-    extras_require={"runtime": ["onnxruntime", "ai-edge-litert", "rosbags"]},
+    extras_require={"runtime": ["onnxruntime", "ai-edge-litert", "rosbags", "matplotlib"]},
     zip_safe=True,
     maintainer="seg_perception developers",
     maintainer_email="seg-perception@example.org",
@@ -29,6 +29,10 @@ setup(
     entry_points={
         "console_scripts": [
             "seg_node = seg_perception.node:main",
+            "seg-demo = seg_perception.tools.demo:main",
+            "seg-bench = seg_perception.tools.bench:main",
+            "seg-make-bag = seg_perception.tools.make_bag:main",
+            "seg-replay = seg_perception.tools.replay:main",
         ],
     },
 )

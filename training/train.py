@@ -15,6 +15,14 @@ sizes converge in far fewer epochs there than SGD, and are less sensitive to the
 learning rate across the three model families. SGD (momentum 0.9) + poly(0.9) is
 the DeepLab / seed recipe and is available via ``train.optimizer: sgd``
 (use ``lr`` ~1e-2 then).
+
+Resume (``--resume last.pt``) restores weights, optimiser, LR schedule, RNG, best mIoU and
+the log, and continues with the next epoch. Resuming with a larger ``--epochs`` stretches
+the poly/cosine schedule over the new total, so the LR steps up to where the longer
+schedule would be at that iteration.
+
+CPU DDP: ``torchrun`` starts one process per rank, each with ``train.threads`` threads;
+on a 2-core machine use ``--nproc_per_node=2 ... --threads 1`` to avoid oversubscription.
 """
 from __future__ import annotations
 
@@ -199,6 +207,17 @@ def build_model(cfg: Mapping[str, Any], model_config: Optional[Mapping[str, Any]
     if init["checkpoint"]:
         load_matching_weights(model, load_checkpoint(init["checkpoint"])["state_dict"], init["checkpoint"])
     return model
+
+
+def calibrate_peer_bn(model: nn.Module, loader: DataLoader, num_batches: int = 4) -> None:
+    """Peer weights come with folded (identity) BatchNorms that only hold in eval mode; measure
+    real activation statistics on a few training batches so training mode starts from the peer too."""
+    from itertools import islice
+
+    from training.models import calibrate_peer_batchnorm
+
+    n = calibrate_peer_batchnorm(model, (images for images, _ in islice(iter(loader), num_batches)))
+    log.info("calibrated %d peer BatchNorms on %d training batches", n, num_batches)
 
 
 def load_matching_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "") -> List[str]:
@@ -541,6 +560,8 @@ def fit(cfg: Dict[str, Any], info: DistInfo, resume_ckpt: Optional[Mapping[str, 
     model = build_model(cfg, resume_ckpt["model_config"] if resume_ckpt else None)
     if resume_ckpt:
         model.load_state_dict(strip_prefix(resume_ckpt["state_dict"]))
+    elif cfg["init"]["peer_tflite"]:
+        calibrate_peer_bn(model, train_loader)
     model.to(info.device)
 
     class_weights = _class_weights(cfg, train_ds, num_classes, info, resume_ckpt)
@@ -620,6 +641,21 @@ def _class_weights(
     return w.cpu().numpy()
 
 
+def _sync_lr(optimizer: torch.optim.Optimizer, scheduler: Any) -> None:
+    """Set the groups' LR from the (possibly re-configured) schedule at the restored iteration.
+
+    The saved optimiser LR belongs to the old schedule; when a resume changes ``train.epochs``
+    the schedule is stretched over the new total and the LR must follow it from the first step.
+    """
+    lambdas = getattr(scheduler, "lr_lambdas", None)
+    if not lambdas:
+        return
+    lrs = [base * fn(scheduler.last_epoch) for base, fn in zip(scheduler.base_lrs, lambdas)]
+    for group, lr in zip(optimizer.param_groups, lrs):
+        group["lr"] = lr
+    scheduler._last_lr = lrs
+
+
 def restore_state(
     ckpt: Mapping[str, Any], optimizer: torch.optim.Optimizer, scheduler: Any
 ) -> Tuple[int, float, int, List[Dict[str, Any]]]:
@@ -632,6 +668,7 @@ def restore_state(
         optimizer.load_state_dict(ckpt["optimizer"])
     if ckpt.get("scheduler"):
         scheduler.load_state_dict(ckpt["scheduler"])
+        _sync_lr(optimizer, scheduler)
     if isinstance(ckpt.get("rng"), torch.Tensor):
         torch.set_rng_state(ckpt["rng"])
     epoch = int(ckpt["epoch"])

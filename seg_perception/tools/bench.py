@@ -1,0 +1,121 @@
+"""seg-bench: per backend, pure backend latency beside in-process pipeline and node end-to-end latency.
+
+All at 640x480 frames, in one run, so ratios between backends (and the peer model, when
+given) hold on a noisy machine. Node end-to-end is ping-pong over real DDS: a frame is
+published, the next one only after its labels arrived, so no queueing is measured.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+
+
+def _median_ms(fn, runs: int, warmup: int = 3) -> float:
+    for _ in range(warmup):
+        fn()
+    ts = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t)
+    return float(np.median(ts) * 1e3)
+
+
+def bench_in_process(backend: str, frame: np.ndarray, runs: int, threads: int) -> Dict[str, float]:
+    from ..config import NodeConfig
+    from ..pipeline import make_segmenter
+
+    seg = make_segmenter(NodeConfig(backend=backend, num_threads=threads))
+    x = seg.preprocess(frame)
+    return {
+        "input": f"{seg.backend.input_hw[1]}x{seg.backend.input_hw[0]}",
+        "size_mb": round(seg.backend.path.stat().st_size / 1e6, 3),
+        "backend_ms": round(_median_ms(lambda: seg.backend.infer(x), runs), 2),
+        "pipeline_ms": round(_median_ms(lambda: seg.run(frame), runs), 2),
+    }
+
+
+def bench_peer(path: Path, runs: int, threads: int) -> Dict[str, float]:
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_path=str(path), num_threads=threads)
+    it.allocate_tensors()
+    d = it.get_input_details()[0]
+    x = np.random.default_rng(0).uniform(-1, 1, d["shape"]).astype(np.float32)
+
+    def run() -> None:
+        it.set_tensor(d["index"], x)
+        it.invoke()
+    return {"input": f"{d['shape'][2]}x{d['shape'][1]}", "size_mb": round(path.stat().st_size / 1e6, 3),
+            "backend_ms": round(_median_ms(run, runs), 2)}
+
+
+def bench_node(backend: str, frames: List[np.ndarray], runs: int, threads: int, workdir: Path) -> Dict[str, float]:
+    from .rosio import NodeProcess, StreamClient, image_msg
+
+    node = NodeProcess({"backend": backend, "num_threads": threads}, workdir / f"node_{backend}.log",
+                       remap=["image:=/bench/image_raw"])
+    client = StreamClient("/bench/image_raw", name="seg_bench_camera")
+    lat: List[float] = []
+    try:
+        if not client.wait_for_node(60):
+            return {"node_error": node.log()[-500:]}
+        for i in range(runs + 5):
+            stamp = client.now_stamp()
+            t = time.perf_counter()
+            client.publish(image_msg(frames[i % len(frames)], stamp, "bench"))
+            end = t + 2.0
+            while stamp not in client.received.labels and time.perf_counter() < end:
+                time.sleep(0.0005)
+            if stamp in client.received.labels and i >= 5:
+                lat.append((time.perf_counter() - t) * 1e3)
+        return {"node_e2e_ms_p50": round(float(np.median(lat)), 2) if lat else float("nan"),
+                "node_e2e_ms_p95": round(float(np.percentile(lat, 95)), 2) if lat else float("nan"),
+                "node_frames_lost": runs - len(lat)}
+    finally:
+        client.close()
+        node.stop()
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    ap = argparse.ArgumentParser(prog="seg-bench", description=__doc__)
+    ap.add_argument("--backends", default="", help="comma-separated (default: every shipped backend)")
+    ap.add_argument("--runs", type=int, default=50)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--peer", default="", help="a .tflite peer model to time in the same run")
+    ap.add_argument("--no-node", action="store_true", help="skip the DDS end-to-end measurement")
+    ap.add_argument("--out", default="out/bench")
+    args = ap.parse_args(argv)
+
+    from ..backends import BACKENDS
+    from ..demo_frames import render_frame
+    from ..manifest import Manifest
+
+    man = Manifest.load()
+    names = [b for b in args.backends.split(",") if b] or [b for b, s in BACKENDS.items() if s.entry in man.entries]
+    frames = [render_frame(s)[0] for s in range(4)]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows: Dict[str, Dict[str, float]] = {}
+    for name in names:
+        rows[name] = bench_in_process(name, frames[0], args.runs, args.threads)
+        if not args.no_node:
+            rows[name].update(bench_node(name, frames, args.runs, args.threads, out))
+    if args.peer:
+        rows["peer:" + Path(args.peer).name] = bench_peer(Path(args.peer), args.runs, args.threads)
+    print(f"{'backend':34s} {'input':>8s} {'MB':>7s} {'backend ms':>11s} {'pipeline ms':>12s} {'node e2e p50':>13s}")
+    for name, r in rows.items():
+        print(f"{name:34s} {r.get('input', ''):>8s} {r.get('size_mb', 0):7.3f} {r.get('backend_ms', float('nan')):11.2f} "
+              f"{r.get('pipeline_ms', float('nan')):12.2f} {r.get('node_e2e_ms_p50', float('nan')):13.2f}")
+    (out / "bench.json").write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
