@@ -31,6 +31,7 @@ setup(
             "seg_node = seg_perception.node:main",
             "seg-demo = seg_perception.tools.demo:main",
             "seg-bench = seg_perception.tools.bench:main",
+            "seg-eval = seg_perception.tools.eval:main",
             "seg-make-bag = seg_perception.tools.make_bag:main",
             "seg-replay = seg_perception.tools.replay:main",
         ],

@@ -53,6 +53,8 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..metrics import confusion_matrix, iou_per_class
+
 from . import bags
 from .bags import BagError, Stamp
 
@@ -67,22 +69,10 @@ class ReplayFailed(RuntimeError):
     """The node did not come up, died, or produced nothing (exit code 1)."""
 
 
-# --- metrics (one dataset-wide confusion matrix, as training/metrics.py) -----------------------------
+# --- metrics (one dataset-wide confusion matrix, seg_perception.metrics) ----------------------------
 def confusion(gt: np.ndarray, pred: np.ndarray, num_classes: int) -> np.ndarray:
-    """``cm[i, j]``: pixels of ground truth ``i`` predicted ``j``; ground truth >= num_classes (255) ignored."""
-    g = gt.reshape(-1)
-    p = pred.reshape(-1)
-    valid = (g < num_classes) & (p < num_classes)
-    idx = g[valid].astype(np.int64) * num_classes + p[valid]
-    return np.bincount(idx, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
-
-
-def iou_per_class(cm: np.ndarray) -> np.ndarray:
-    """TP / (TP + FP + FN); NaN where the class is in neither ground truth nor prediction."""
-    tp = np.diag(cm).astype(np.float64)
-    union = cm.sum(0) + cm.sum(1) - tp
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(union > 0, tp / np.maximum(union, 1), np.nan)
+    """``cm[i, j]``: pixels of ground truth ``i`` predicted ``j``; ground truth 255 ignored."""
+    return confusion_matrix(pred, gt, num_classes)
 
 
 def miou(cm: np.ndarray) -> Optional[float]:

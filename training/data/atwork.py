@@ -28,7 +28,7 @@ import torch
 from torch.utils.data import ConcatDataset, Dataset
 
 from seg_perception.classes import ClassSet, load_classes
-from training.data.layout import (  # noqa: F401 - re-exported: the reader's public API
+from seg_perception.atwork import (  # noqa: F401 - re-exported: the reader's public API
     BACKGROUND_KINDS,
     IGNORE_INDEX,
     IMAGE_EXTENSIONS,

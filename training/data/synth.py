@@ -51,7 +51,7 @@ import yaml
 from tqdm import tqdm
 
 from seg_perception.classes import load_classes
-from training.data.layout import (
+from seg_perception.atwork import (
     PathLike,
     Sample,
     list_backgrounds,

@@ -1,8 +1,7 @@
-"""Torch-free part of the atWork reader: file layout, train/val split, image reading.
+"""The atWork dataset layout: file listing, the deterministic train/val split, image reading.
 
-Kept free of torch so the scene generator (and its worker processes) start fast; the public
-API is re-exported by :mod:`training.data.atwork`, whose docstring describes the layout and
-the split rule.
+Pure numpy/cv2, shared by the runtime tools (seg-eval) and training (re-exported by
+:mod:`training.data.atwork`, whose docstring describes the layout and the split rule).
 """
 from __future__ import annotations
 

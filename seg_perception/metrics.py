@@ -1,0 +1,187 @@
+"""Segmentation metrics from one dataset-wide confusion matrix (pure numpy).
+
+Why one matrix: per-image mIoU averages are biased towards small images and
+images where a class is absent; the standard (PASCAL VOC, Cityscapes, the seed
+study) accumulates true/false positives over the whole split first and derives
+every score from that single matrix.
+
+Conventions
+-----------
+* ``cm[i, j]`` counts pixels with ground truth ``i`` predicted as ``j``
+  (rows = ground truth, columns = prediction, as scikit-learn).
+* Pixels whose ground truth equals ``ignore_index`` (255) are skipped entirely.
+* Per-class IoU = TP / (TP + FP + FN). A class with an empty union (absent from
+  both ground truth and prediction) has an undefined IoU (NaN) and is left out
+  of the mean: mIoU averages over the classes present in the ground truth *or*
+  the prediction. A class predicted but absent from the ground truth counts with
+  IoU 0, so false alarms are penalised.
+* Dice per class = 2 TP / (2 TP + FP + FN), averaged the same way.
+
+No torch import here: the runtime (``seg_perception``) may use this module.
+"""
+from __future__ import annotations
+
+from typing import Dict, Iterable, Optional, Sequence
+
+import numpy as np
+
+IGNORE_INDEX = 255
+
+
+def confusion_matrix(
+    pred: np.ndarray, target: np.ndarray, num_classes: int, ignore_index: Optional[int] = IGNORE_INDEX
+) -> np.ndarray:
+    """(num_classes, num_classes) int64 confusion matrix of one or many label maps.
+
+    ``pred`` and ``target`` are integer arrays of the same shape (any number of
+    dims). Ground-truth pixels equal to ``ignore_index`` are skipped; any other
+    value outside ``[0, num_classes)`` in either array is an error rather than
+    being silently dropped.
+    """
+    pred = np.asarray(pred)
+    target = np.asarray(target)
+    if pred.shape != target.shape:
+        raise ValueError(f"pred shape {pred.shape} != target shape {target.shape}")
+    t = target.reshape(-1).astype(np.int64, copy=False)
+    p = pred.reshape(-1).astype(np.int64, copy=False)
+    if ignore_index is not None:
+        keep = t != ignore_index
+        t = t[keep]
+        p = p[keep]
+    if t.size:
+        if t.min() < 0 or t.max() >= num_classes:
+            raise ValueError(f"target values outside [0, {num_classes}) and != ignore_index {ignore_index}")
+        if p.min() < 0 or p.max() >= num_classes:
+            raise ValueError(f"prediction values outside [0, {num_classes})")
+    counts = np.bincount(t * num_classes + p, minlength=num_classes * num_classes)
+    return counts.reshape(num_classes, num_classes).astype(np.int64, copy=False)
+
+
+def _safe_ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    out = np.full(num.shape, np.nan, dtype=np.float64)
+    nz = den > 0
+    out[nz] = num[nz] / den[nz]
+    return out
+
+
+def iou_per_class(cm: np.ndarray) -> np.ndarray:
+    """Per-class IoU; NaN where the class is absent from both ground truth and prediction."""
+    cm = np.asarray(cm, dtype=np.float64)
+    tp = np.diag(cm)
+    union = cm.sum(axis=0) + cm.sum(axis=1) - tp
+    return _safe_ratio(tp, union)
+
+
+def dice_per_class(cm: np.ndarray) -> np.ndarray:
+    """Per-class Dice (F1); NaN where the class is absent from both ground truth and prediction."""
+    cm = np.asarray(cm, dtype=np.float64)
+    tp = np.diag(cm)
+    return _safe_ratio(2.0 * tp, cm.sum(axis=0) + cm.sum(axis=1))
+
+
+def _nanmean(x: np.ndarray) -> float:
+    x = x[~np.isnan(x)]
+    return float(x.mean()) if x.size else float("nan")
+
+
+def mean_iou(cm: np.ndarray) -> float:
+    """Mean IoU over classes with a nonzero union (present in ground truth or prediction)."""
+    return _nanmean(iou_per_class(cm))
+
+
+def mean_dice(cm: np.ndarray) -> float:
+    """Mean Dice over classes with a nonzero union."""
+    return _nanmean(dice_per_class(cm))
+
+
+def pixel_accuracy(cm: np.ndarray) -> float:
+    """Correct pixels / all non-ignored pixels."""
+    cm = np.asarray(cm, dtype=np.float64)
+    total = cm.sum()
+    return float(np.trace(cm) / total) if total > 0 else float("nan")
+
+
+def mean_class_accuracy(cm: np.ndarray) -> float:
+    """Per-class recall averaged over the classes present in the ground truth."""
+    cm = np.asarray(cm, dtype=np.float64)
+    return _nanmean(_safe_ratio(np.diag(cm), cm.sum(axis=1)))
+
+
+def class_pixel_share(cm: np.ndarray) -> np.ndarray:
+    """Fraction of (non-ignored) ground-truth pixels per class."""
+    cm = np.asarray(cm, dtype=np.float64)
+    total = cm.sum()
+    gt = cm.sum(axis=1)
+    return gt / total if total > 0 else np.zeros_like(gt)
+
+
+def frequency_weighted_iou(cm: np.ndarray) -> float:
+    """IoU weighted by ground-truth pixel share (dominated by the background)."""
+    iou = np.nan_to_num(iou_per_class(cm), nan=0.0)
+    return float((class_pixel_share(cm) * iou).sum())
+
+
+def _none_if_nan(x: float) -> Optional[float]:
+    return None if np.isnan(x) else float(x)
+
+
+def summarize(cm: np.ndarray, class_names: Optional[Sequence[str]] = None) -> Dict[str, object]:
+    """All scores of one confusion matrix as a JSON-ready dict (NaN -> None)."""
+    cm = np.asarray(cm, dtype=np.int64)
+    n = cm.shape[0]
+    names = list(class_names) if class_names is not None else [str(i) for i in range(n)]
+    if len(names) != n:
+        raise ValueError(f"{len(names)} class names for a {n}-class confusion matrix")
+    iou = iou_per_class(cm)
+    dice = dice_per_class(cm)
+    share = class_pixel_share(cm)
+    return {
+        "miou": _none_if_nan(mean_iou(cm)),
+        "pixel_accuracy": _none_if_nan(pixel_accuracy(cm)),
+        "mean_dice": _none_if_nan(mean_dice(cm)),
+        "mean_class_accuracy": _none_if_nan(mean_class_accuracy(cm)),
+        "frequency_weighted_iou": _none_if_nan(frequency_weighted_iou(cm)),
+        "num_pixels": int(cm.sum()),
+        "classes_in_mean": int((~np.isnan(iou)).sum()),
+        "per_class": {
+            name: {
+                "iou": _none_if_nan(iou[i]),
+                "dice": _none_if_nan(dice[i]),
+                "pixel_share": float(share[i]),
+                "gt_pixels": int(cm[i].sum()),
+                "pred_pixels": int(cm[:, i].sum()),
+            }
+            for i, name in enumerate(names)
+        },
+        "confusion_matrix": cm.tolist(),
+    }
+
+
+class ConfusionMatrix:
+    """Accumulates one confusion matrix over a whole split (batch by batch)."""
+
+    def __init__(self, num_classes: int, ignore_index: Optional[int] = IGNORE_INDEX) -> None:
+        self.num_classes = int(num_classes)
+        self.ignore_index = ignore_index
+        self.matrix = np.zeros((self.num_classes, self.num_classes), dtype=np.int64)
+
+    def reset(self) -> None:
+        self.matrix[...] = 0
+
+    def update(self, pred: np.ndarray, target: np.ndarray) -> None:
+        self.matrix += confusion_matrix(pred, target, self.num_classes, self.ignore_index)
+
+    def add(self, other: "np.ndarray | ConfusionMatrix") -> None:
+        """Merge another matrix (e.g. gathered from another process)."""
+        m = other.matrix if isinstance(other, ConfusionMatrix) else np.asarray(other, dtype=np.int64)
+        if m.shape != self.matrix.shape:
+            raise ValueError(f"shape {m.shape} != {self.matrix.shape}")
+        self.matrix += m
+
+    def update_all(self, pairs: Iterable[tuple]) -> "ConfusionMatrix":
+        for pred, target in pairs:
+            self.update(pred, target)
+        return self
+
+    def summary(self, class_names: Optional[Sequence[str]] = None) -> Dict[str, object]:
+        return summarize(self.matrix, class_names)

@@ -1,0 +1,78 @@
+"""seg-eval: accuracy and speed of a backend on a folder in the atWork layout, without ROS.
+
+    seg-eval --backend tflite_int8 --root ../shared/datasets/atwork [--split val|train|all]
+
+Runs the node's own pipeline (:func:`seg_perception.pipeline.make_segmenter`) on every photo at
+its full resolution, accumulates one dataset-wide confusion matrix and prints one JSON object.
+``--split val`` uses the training split rule (the photos no shipped model was trained on).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+
+from ..atwork import list_samples, read_label, read_rgb, split_samples
+from ..config import NodeConfig
+from ..metrics import ConfusionMatrix, iou_per_class, mean_iou, pixel_accuracy
+from ..pipeline import make_segmenter
+
+
+def evaluate(backend: str, root: str, split: str = "all", model_path: str = "", threads: int = 2,
+             limit: int = 0) -> Dict[str, Any]:
+    seg = make_segmenter(NodeConfig(backend=backend, model_path=model_path, num_threads=threads))
+    samples = list_samples(root)
+    if split != "all":
+        train, val = split_samples(samples)
+        samples = val if split == "val" else train
+    if limit:
+        samples = samples[:limit]
+    if not samples:
+        raise ValueError(f"no photo with a mask under {root}/objects (split {split})")
+    n = seg.classes.num_classes
+    cm = ConfusionMatrix(n)
+    times: List[float] = []
+    for s in samples:
+        rgb = read_rgb(s.image_path)
+        gt = seg.classes.remap_dataset_mask(read_label(s.label_path))
+        t = time.perf_counter()
+        res = seg.run(rgb)
+        times.append((time.perf_counter() - t) * 1e3)
+        cm.update(res.labels, gt)
+    iou = iou_per_class(cm.matrix)
+    return {
+        "backend": backend, "model_file": seg.backend.path.name, "split": split,
+        "miou": round(100 * mean_iou(cm.matrix), 2), "pixel_accuracy": round(100 * pixel_accuracy(cm.matrix), 2),
+        "per_class_iou": {name: (None if np.isnan(v) else round(100 * float(v), 2))
+                          for name, v in zip(seg.classes.names, iou)},
+        "num_images": len(samples), "median_ms": round(float(np.median(times)), 2),
+    }
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    ap = argparse.ArgumentParser(prog="seg-eval", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--backend", default="tflite_int8")
+    ap.add_argument("--root", required=True, help="folder in the atWork layout (objects/image, objects/semantic_labels)")
+    ap.add_argument("--split", default="all", choices=("all", "val", "train"))
+    ap.add_argument("--model-path", default="")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--limit", type=int, default=0, help="evaluate only the first N photos")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        out = evaluate(args.backend, args.root, args.split, args.model_path, args.threads, args.limit)
+    except Exception as e:  # noqa: BLE001 - CLI: one clear line, non-zero exit
+        print(f"seg-eval: {type(e).__name__}: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
