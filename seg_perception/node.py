@@ -64,7 +64,8 @@ class SegmentationNode(Node):
         self.infer_ms, self.total_ms, self.age_ms = Percentiles(), Percentiles(), Percentiles()
         self._last_age_ms = float("nan")
         self._last_frame_t: Optional[float] = None
-        self._fault = ""
+        self._fault = ""  # backend fault
+        self._config_fault = ""  # start-up parameters that failed validation
         self._segmenter: Optional[Segmenter] = None
         try:
             self.cfg = NodeConfig.from_dict(values)
@@ -72,7 +73,7 @@ class SegmentationNode(Node):
             # A bad launch value must not kill the node: run on defaults, report the fault.
             self.get_logger().error(f"invalid parameters ({e}); using defaults for everything")
             self.cfg = defaults
-            self._fault = f"invalid parameters: {e}"
+            self._config_fault = f"invalid parameters, running on defaults: {e}"
         self._load_backend(self.cfg)
         self.declare_parameter("class_names", list(self._class_names()),
                                ParameterDescriptor(description="class names by label id", read_only=True))
@@ -150,6 +151,7 @@ class SegmentationNode(Node):
         elif self._segmenter is not None:
             self._segmenter.min_object_area = new.min_object_area
         self.cfg = new
+        self._config_fault = ""
         return SetParametersResult(successful=True)
 
     # --- frames ----------------------------------------------------------------------
@@ -258,8 +260,10 @@ class SegmentationNode(Node):
         seg = self._segmenter
         st.hardware_id = seg.backend.name if seg else self.cfg.backend
         level, messages = DiagnosticStatus.OK, []
-        if self._fault:
-            level, messages = DiagnosticStatus.ERROR, [f"backend fault: {self._fault}"]
+        for fault in (self._config_fault, self._fault and f"backend fault: {self._fault}"):
+            if fault:
+                level = DiagnosticStatus.ERROR
+                messages.append(fault)
         stalled_for = (now - self._last_frame_t) if self._last_frame_t is not None else None
         if stalled_for is not None and stalled_for > self.cfg.stall_timeout_s:
             level = max(level, DiagnosticStatus.WARN)
