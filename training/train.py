@@ -276,7 +276,7 @@ def compute_dataset_class_weights(cfg: Mapping[str, Any], train_ds: Dataset, num
     loader = DataLoader(train_ds, batch_size=8, num_workers=cfg["data"]["num_workers"])
     counts, image_pixels = class_pixel_counts((y for _, y in loader), num_classes, cfg["train"]["ignore_index"])
     w = class_weights_from_counts(counts, image_pixels, cfg["train"]["class_weights"])
-    log.info("class weights (%s): %s", cfg["train"]["class_weights"], np.round(w, 3).tolist())
+    log.info("class weights (%s): %s", cfg["train"]["class_weights"], [round(float(v), 3) for v in w])
     return w
 
 
