@@ -32,6 +32,7 @@ setup(
             "seg-demo = seg_perception.tools.demo:main",
             "seg-bench = seg_perception.tools.bench:main",
             "seg-eval = seg_perception.tools.eval:main",
+            "seg-soak = seg_perception.tools.soak:main",
             "seg-make-bag = seg_perception.tools.make_bag:main",
             "seg-replay = seg_perception.tools.replay:main",
         ],

@@ -272,7 +272,7 @@ class SegmentationNode(Node):
             messages.append("waiting for the first frame")
         st.level = level
         st.message = "; ".join(messages) or "ok"
-        inf = self.infer_ms.get(50, 95)
+        inf = self.infer_ms.get(50, 95, 99)
         tot = self.total_ms.get(50, 95)
         age = self.age_ms.get(50, 95)
         values = {
@@ -282,6 +282,7 @@ class SegmentationNode(Node):
             "input_rate_hz": f"{self.in_rate.rate(now):.2f}",
             "processed_rate_hz": f"{self.out_rate.rate(now):.2f}",
             "inference_ms_p50": f"{inf[50]:.2f}", "inference_ms_p95": f"{inf[95]:.2f}",
+            "inference_ms_p99": f"{inf[99]:.2f}",
             "pipeline_ms_p50": f"{tot[50]:.2f}", "pipeline_ms_p95": f"{tot[95]:.2f}",
             "output_age_ms_last": f"{self._last_age_ms:.2f}",
             "output_age_ms_p50": f"{age[50]:.2f}", "output_age_ms_p95": f"{age[95]:.2f}",
