@@ -294,7 +294,7 @@ def check_runner(runner: Runner, images: np.ndarray, labels: Optional[np.ndarray
 # Exporters
 # --------------------------------------------------------------------------------------
 
-def export_onnx_fp32(wrapper: nn.Module, sample: torch.Tensor, path: os.PathLike, opset: int = 17,
+def export_onnx_fp32(wrapper: nn.Module, sample: torch.Tensor, path: os.PathLike, opset: int = 18,
                      exporter: str = "dynamo") -> str:
     """fp32 ONNX with static shapes; returns the exporter actually used."""
     kwargs = dict(input_names=["image"], output_names=["logits"], opset_version=opset)
@@ -338,7 +338,7 @@ class ExportSettings:
     width: int
     name_prefix: str
     entry_names: Dict[str, str] = field(default_factory=dict)
-    opset: int = 17
+    opset: int = 18  # the dynamo exporter's own; 17 needs a down-conversion that may drop node metadata
     onnx_exporter: str = "dynamo"
     onnx_calibrate_method: str = "minmax"
     onnx_activation_type: str = "quint8"
@@ -347,6 +347,8 @@ class ExportSettings:
     tflite_int8_method: str = "aeq"  # aeq (ai-edge-quantizer static, int8 I/O) | pt2e
     tflite_float_regex: Optional[str] = None
     tflite_range_update: str = "minmax"  # minmax (global) | ema (ai-edge-quantizer default)
+    keep_float: str = "auto"  # int8 models: auto (weight-sensitivity probe) | none | conv1,conv2,...
+    keep_float_max: int = 6  # at most this many layers kept float by "auto" (each must cost >= 0.2 %)
     num_calib: int = 100
     num_val: int = 0  # 0 = all val images
     calib_source: str = ""
@@ -444,6 +446,30 @@ def _write_sidecar(path: Path, doc: Mapping[str, Any]) -> Path:
 # The export run
 # --------------------------------------------------------------------------------------
 
+def choose_float_layers(model: nn.Module, settings: ExportSettings, calib_images: np.ndarray) -> Dict[str, Any]:
+    """``{"layers": [...], "sensitivity": [...]}``: convs the int8 models keep in float.
+
+    ``auto`` probes each small-fan-in conv's int8 weight rounding in PyTorch and keeps the
+    ``keep_float_max`` worst (see :func:`training.quantize.weight_sensitivity`).
+    """
+    from training.quantize import pick_float_layers, weight_sensitivity
+
+    mode = settings.keep_float.strip()
+    if mode in ("", "none"):
+        return {"layers": [], "mode": "none"}
+    if mode != "auto":
+        names = [n.strip() for n in mode.split(",") if n.strip()]
+        for n in names:
+            model.get_submodule(n)  # typo -> AttributeError now, not a silent int8 layer
+        return {"layers": names, "mode": "explicit"}
+    t0 = time.time()
+    sens = weight_sensitivity(model, calib_images)
+    layers = pick_float_layers(sens, settings.keep_float_max)
+    log.info("int8 weight sensitivity (%.0fs): keeping %s in float; top: %s", time.time() - t0, layers,
+             [(n, round(v, 4)) for n, v in sens[:5]])
+    return {"layers": layers, "mode": "auto", "sensitivity": [[n, round(v, 5)] for n, v in sens[:10]]}
+
+
 def export_all(model: nn.Module, settings: ExportSettings, out_dir: os.PathLike,
                calib_images: np.ndarray, val_images: np.ndarray, val_labels: Optional[np.ndarray],
                provenance: Mapping[str, Any]) -> Dict[str, Dict[str, Any]]:
@@ -454,8 +480,8 @@ def export_all(model: nn.Module, settings: ExportSettings, out_dir: os.PathLike,
     """
     from seg_perception.manifest import Manifest
 
-    from training.quantize import (calibration_batches, onnx_static_int8, tflite_dynamic, tflite_fp16,
-                                   tflite_pt2e_int8, tflite_static_int8)
+    from training.quantize import (calibration_batches, onnx_nodes_for, onnx_static_int8, tflite_dynamic,
+                                   tflite_fp16, tflite_pt2e_int8, tflite_regex_for, tflite_static_int8)
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -471,6 +497,14 @@ def export_all(model: nn.Module, settings: ExportSettings, out_dir: os.PathLike,
     failures: List[str] = []
     tmp = Path(tempfile.mkdtemp(prefix="export_"))
     fp32 = {"onnx": None, "tflite": None}
+
+    float_layers: Dict[str, Any] = {}
+
+    def keep_float_layers() -> List[str]:
+        """Sensitive layers to keep in float in int8 models (computed once)."""
+        if "layers" not in float_layers:
+            float_layers.update(choose_float_layers(model, settings, calib_images))
+        return float_layers["layers"]
 
     def fp32_file(kind: str) -> Path:
         """The fp32 file the quantisers start from (exported once, kept if requested)."""
@@ -495,17 +529,26 @@ def export_all(model: nn.Module, settings: ExportSettings, out_dir: os.PathLike,
             if fmt in ("onnx_fp32", "tflite_fp32"):
                 fp32_file(fmt.split("_")[0])
             elif fmt == "onnx_int8":
-                qinfo = onnx_static_int8(fp32_file("onnx"), path, calib, settings.onnx_calibrate_method,
+                src = fp32_file("onnx")
+                excluded = sorted({n for ns in onnx_nodes_for(model, keep_float_layers(), src).values() for n in ns})
+                qinfo = onnx_static_int8(src, path, calib, settings.onnx_calibrate_method,
                                          activation_type=settings.onnx_activation_type,
+                                         exclude_nodes=excluded,
                                          reduce_range=settings.onnx_reduce_range,
                                          weight_type=settings.onnx_weight_type)
+                qinfo["float_layers"] = dict(float_layers)
             elif fmt == "tflite_fp16":
                 qinfo = tflite_fp16(fp32_file("tflite"), path)
             elif fmt == "tflite_dynamic":
                 qinfo = tflite_dynamic(fp32_file("tflite"), path)
             elif fmt == "tflite_int8" and settings.tflite_int8_method == "aeq":
-                qinfo = tflite_static_int8(fp32_file("tflite"), path, calib, settings.tflite_float_regex,
-                                           settings.threads, settings.tflite_range_update)
+                src = fp32_file("tflite")
+                regex = settings.tflite_float_regex
+                if regex is None and keep_float_layers():
+                    regex, counts = tflite_regex_for(model, keep_float_layers(), src)
+                    float_layers["tflite_ops_matched"] = counts
+                qinfo = tflite_static_int8(src, path, calib, regex, settings.threads, settings.tflite_range_update)
+                qinfo["float_layers"] = dict(float_layers)
             elif fmt in ("tflite_int8", "tflite_int8_pt2e"):
                 qinfo = tflite_pt2e_int8(wrapper, sample, path, calib)
             else:
@@ -586,7 +629,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--synthetic-calib", action="store_true", help="synthetic blob scenes instead of photos")
     ap.add_argument("--num-calib", type=int, default=100)
     ap.add_argument("--num-val", type=int, default=0, help="validation images (0 = whole val split)")
-    ap.add_argument("--opset", type=int, default=17)
+    ap.add_argument("--opset", type=int, default=18,
+                    help="ONNX opset (18: the dynamo exporter's native one; 17 is converted down and the "
+                         "converter's fallback drops the name scopes used by --keep-float)")
     ap.add_argument("--onnx-exporter", choices=("dynamo", "legacy"), default="dynamo")
     ap.add_argument("--onnx-calibrate-method", choices=("minmax", "entropy", "percentile"), default="minmax")
     ap.add_argument("--onnx-activation-type", choices=("quint8", "qint8"), default="quint8")
@@ -597,6 +642,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--tflite-float-regex", help="keep TFLite ops whose output name matches in float")
     ap.add_argument("--tflite-range-update", choices=("minmax", "ema"), default="minmax",
                     help="activation range calibration for tflite_int8 (aeq)")
+    ap.add_argument("--keep-float", default="auto",
+                    help="int8 models: layers kept in float: auto (weight-sensitivity probe), none, or conv names")
+    ap.add_argument("--keep-float-max", type=int, default=6, help="most layers 'auto' keeps in float")
     ap.add_argument("--min-agreement", type=float, default=0.90, help="argmax agreement floor for int8")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
@@ -620,7 +668,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         onnx_reduce_range=not args.onnx_full_range,
         onnx_weight_type=args.onnx_weight_type,
         tflite_int8_method=args.tflite_int8_method, tflite_float_regex=args.tflite_float_regex,
-        tflite_range_update=args.tflite_range_update,
+        tflite_range_update=args.tflite_range_update, keep_float=args.keep_float,
+        keep_float_max=args.keep_float_max,
         num_calib=args.num_calib, num_val=args.num_val, class_variant=info["class_variant"],
         threads=args.threads, min_agreement_quant=args.min_agreement)
     ci, vi, vl, csrc, vsrc = _image_sets(args, info["class_variant"], num_classes, h, w)

@@ -19,6 +19,13 @@ What is used and why:
   the graph input/output become int8 tensors. The input range is pinned to 0..255 (scale 1,
   zero point -128: the node feeds ``px - 128``) and activation ranges are global min/max over
   the calibration images (the quantizer's default EMA clipped the logits).
+* Sensitive layers stay float (``keep_float=auto``): :func:`weight_sensitivity` int8-rounds the
+  BN-folded weights of one small-fan-in conv at a time in PyTorch and measures the argmax
+  agreement lost; the worst few are excluded from quantisation (ONNX ``nodes_to_exclude`` via the
+  dynamo exporter's name scopes, LiteRT ops via a regex over litert-torch's tensor names). On a
+  CPU-trained DeepLabV3+ MobileNetV2-0.5 (val mIoU 39.0) this took the LiteRT int8 model from
+  98.60 % agreement / -3.4 mIoU to 99.38 % / +0.6 (6 layers float: MobileNetV2's first expand /
+  project / depthwise convs with 8-16 inputs), at no measurable latency cost.
 * TFLite int8 via PT2E (``pt2e``): torchao ``prepare_pt2e``/``convert_pt2e`` with litert-torch's
   ``PT2EQuantizer``; it only annotates conv/linear/add/pool patterns, so resizes, concats,
   ReLU6 and the normalisation stay float with extra (de)quantise ops, and the graph keeps
@@ -33,7 +40,7 @@ import os
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -286,4 +293,158 @@ def calibration_batches(images: Iterable[np.ndarray], height: int, width: int,
     out = [np.asarray(x, np.float32).reshape(1, height, width, 3) for x in images]
     if anchor:
         out.append(range_anchor(height, width))
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# Weight sensitivity: which layers to keep in float
+# --------------------------------------------------------------------------------------
+
+def _following_bn(model: Any, conv_name: str) -> Any:
+    """The BatchNorm2d right after ``conv_name`` in its parent (what the converters fold into it)."""
+    import torch.nn as nn
+
+    parent_name, _, child = conv_name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    names = list(parent._modules)
+    i = names.index(child)
+    nxt = parent._modules[names[i + 1]] if i + 1 < len(names) else None
+    conv = parent._modules[child]
+    if isinstance(nxt, nn.BatchNorm2d) and nxt.num_features == conv.out_channels:
+        return nxt
+    return None
+
+
+def _fake_quant_folded(conv: Any, bn: Any, bits: int = 8) -> Any:
+    """Conv weight after BN folding, per-output-channel symmetric rounding, and unfolding."""
+    import torch
+
+    w = conv.weight.detach()
+    if bn is not None:
+        s = (bn.weight / torch.sqrt(bn.running_var + bn.eps)).detach().abs().clamp_min(1e-12)
+    else:
+        s = torch.ones(w.shape[0])
+    shape = (-1,) + (1,) * (w.ndim - 1)
+    wf = w * s.view(shape)
+    qmax = 2 ** (bits - 1) - 1
+    scale = wf.abs().amax(dim=tuple(range(1, w.ndim)), keepdim=True).clamp_min(1e-12) / qmax
+    return torch.round(wf / scale) * scale / s.view(shape)
+
+
+def weight_sensitivity(model: Any, images: np.ndarray, max_images: int = 8,
+                       bits: int = 8, max_fan_in: int = 64) -> List[Tuple[str, float]]:
+    """``[(conv name, argmax agreement lost)]``, most sensitive first, from int8-rounding the
+    (BN-folded, per-channel) weights of one conv at a time in PyTorch.
+
+    Weight rounding, not activation ranges, dominated the int8 loss of a CPU-trained DeepLabV3+
+    MobileNetV2 (weight-only int8 already cost 2.8 of 3.4 mIoU points; one 8->48 expand conv
+    alone 1.1 % of the pixels), so a cheap per-layer weight probe finds the layers to keep float.
+    Only convs with at most ``max_fan_in`` weights per output channel are probed: with more, the
+    rounding errors average out (all sensitive layers seen had a fan-in of 8-27).
+    """
+    import torch
+    import torch.nn as nn
+
+    idx = np.linspace(0, len(images) - 1, min(max_images, len(images))).round().astype(int)
+    x = (torch.from_numpy(np.ascontiguousarray(images[idx])).permute(0, 3, 1, 2).float() - 127.5) / 127.5
+    model.eval()
+    with torch.no_grad():
+        ref = model(x).argmax(1)
+    out: List[Tuple[str, float]] = []
+    for name, conv in model.named_modules():
+        if type(conv) is not nn.Conv2d:
+            continue
+        if conv.weight[0].numel() > max_fan_in:
+            continue
+        orig = conv.weight.data
+        conv.weight.data = _fake_quant_folded(conv, _following_bn(model, name), bits)
+        with torch.no_grad():
+            agree = float((model(x).argmax(1) == ref).float().mean())
+        conv.weight.data = orig
+        out.append((name, 1.0 - agree))
+    out.sort(key=lambda t: -t[1])
+    return out
+
+
+def pick_float_layers(sensitivity: Sequence[Tuple[str, float]], max_layers: int = 3,
+                      min_loss: float = 0.002) -> List[str]:
+    """The ``max_layers`` most sensitive convs that each cost at least ``min_loss`` agreement."""
+    return [n for n, loss in sensitivity[:max_layers] if loss >= min_loss]
+
+
+def _scope_of(model: Any, conv_name: str) -> str:
+    """The module path that names a conv's fused op: its Conv+BN(+act) block when it has one."""
+    import torch.nn as nn
+
+    parent_name = conv_name.rpartition(".")[0]
+    if parent_name and _following_bn(model, conv_name) is not None:
+        parent = model.get_submodule(parent_name)
+        if sum(isinstance(m, nn.Conv2d) for m in parent.modules()) == 1:
+            return parent_name
+    return conv_name
+
+
+def _attr_chain(model: Any, name: str) -> List[str]:
+    """Path components as the exporters' module stacks show them (ModuleList/Dict levels vanish:
+    they are never called, so ``encoder.blocks.1.expand`` appears as ``encoder/1/expand``)."""
+    import torch.nn as nn
+
+    parts, chain = name.split("."), []
+    for i, p in enumerate(parts):
+        mod = model.get_submodule(".".join(parts[: i + 1]))
+        if not isinstance(mod, (nn.ModuleList, nn.ModuleDict)):
+            chain.append(p)
+    return chain
+
+
+def tflite_regex_for(model: Any, conv_names: Sequence[str], tflite_path: os.PathLike,
+                     wrapper_attr: str = "model") -> Tuple[Optional[str], Dict[str, int]]:
+    """Regex over LiteRT op output names selecting the ops of ``conv_names`` (litert-torch names
+    tensors ``...Class_attr/Class_attr/...``), and how many op outputs each matched."""
+    import re
+
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_path=str(tflite_path))
+    names = {t["index"]: t["name"] for t in it.get_tensor_details()}
+    outputs = [names[o["outputs"][0]] for o in it._get_ops_details() if len(o["outputs"])]
+    patterns, counts = [], {}
+    for conv in conv_names:
+        chain = [wrapper_attr] + _attr_chain(model, _scope_of(model, conv))
+        pat = ".*".join(f"_{re.escape(a)}(?:/|;|$)" for a in chain)
+        counts[conv] = sum(1 for n in outputs if re.search(pat, n))
+        if counts[conv]:
+            patterns.append(f"(?:{pat})")
+        else:
+            log.warning("no LiteRT op matches layer %s (pattern %s): it stays int8", conv, pat)
+    return ("|".join(patterns) or None), counts
+
+
+def onnx_nodes_for(model: Any, conv_names: Sequence[str], onnx_path: os.PathLike,
+                   wrapper_attr: str = "model") -> Dict[str, List[str]]:
+    """ONNX Conv node names of ``conv_names``: from the dynamo exporter's name-scope metadata, else
+    from TorchScript-exporter node names (``/model/encoder/blocks.1/expand/conv/Conv``)."""
+    import ast
+
+    import onnx
+
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    out: Dict[str, List[str]] = {}
+    for conv in conv_names:
+        scope = f"{wrapper_attr}.{_scope_of(model, conv)}"
+        hits = []
+        for node in graph.node:
+            if node.op_type != "Conv":
+                continue
+            meta = {p.key: p.value for p in node.metadata_props}
+            try:
+                scopes = ast.literal_eval(meta.get("pkg.torch.onnx.name_scopes", "[]"))
+            except (ValueError, SyntaxError):
+                scopes = []
+            legacy = f"/{wrapper_attr}/{conv}/".replace(".", "/")
+            if scope in scopes or f"{wrapper_attr}.{conv}" in scopes or legacy in node.name.replace(".", "/"):
+                hits.append(node.name)
+        if not hits:
+            log.warning("no ONNX Conv node found for layer %s: it stays int8", conv)
+        out[conv] = hits
     return out

@@ -56,15 +56,29 @@ def end_to_end(runner: Any, frame: np.ndarray) -> np.ndarray:
 
 def median_ms(fn: Callable[[], Any], runs: int, warmup: int) -> Tuple[float, float]:
     """(median, 10th-90th percentile spread) in milliseconds of ``fn()`` after ``warmup`` calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
+    return interleaved_ms({"_": fn}, runs, warmup)["_"]
+
+
+def interleaved_ms(fns: Dict[str, Callable[[], Any]], runs: int, warmup: int) -> Dict[str, Tuple[float, float]]:
+    """Median / 10-90 % spread (ms) of several callables timed round-robin.
+
+    Interleaving makes the comparison fair on a machine whose background load drifts (a shared
+    dev box): every model sees the same mix of quiet and busy moments.
+    """
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: Dict[str, List[float]] = {k: [] for k in fns}
     for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    p10, p90 = np.percentile(times, [10, 90])
-    return float(statistics.median(times)), float(p90 - p10)
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append((time.perf_counter() - t0) * 1e3)
+    out = {}
+    for k, t in times.items():
+        p10, p90 = np.percentile(t, [10, 90])
+        out[k] = (float(statistics.median(t)), float(p90 - p10))
+    return out
 
 
 # --------------------------------------------------------------------------------------
@@ -169,8 +183,10 @@ def _reference_names(entries: Dict[str, Any]) -> Dict[str, str]:
 
 
 def benchmark(models_dir: os.PathLike, images: ImageCache, runs: int = 30, warmup: int = 5,
-              threads: int = 2, entries: Optional[Sequence[str]] = None) -> List[Row]:
-    """One :class:`Row` per manifest entry (errors are recorded in the row, not raised)."""
+              threads: int = 2, entries: Optional[Sequence[str]] = None,
+              peer: Optional[os.PathLike] = None) -> Tuple[List[Row], Optional[Dict[str, Any]]]:
+    """One :class:`Row` per manifest entry (errors are recorded in the row, not raised), and the
+    peer's latency. Accuracy first, then all latencies timed round-robin (:func:`interleaved_ms`)."""
     from seg_perception.manifest import Manifest
 
     from training.export import open_runner
@@ -181,6 +197,7 @@ def benchmark(models_dir: os.PathLike, images: ImageCache, runs: int = 30, warmu
     frame = images.frame()
     preds: Dict[str, np.ndarray] = {}
     rows: List[Row] = []
+    timed: Dict[str, Callable[[], Any]] = {}
     # float references first, so the others can be compared with their predictions
     order = sorted(chosen, key=lambda n: (n not in set(refs.values()), n))
     for name in order:
@@ -208,25 +225,33 @@ def benchmark(models_dir: os.PathLike, images: ImageCache, runs: int = 30, warmu
             elif "argmax_agreement" in e.metrics:
                 row.agreement_float, row.agreement_ref = float(e.metrics["argmax_agreement"]), "pytorch (export)"
             x = runner.prepare(vi[0])
-            row.latency_ms, row.latency_spread_ms = median_ms(lambda: runner.run_raw(x), runs, warmup)
-            row.e2e_ms, _ = median_ms(lambda: end_to_end(runner, frame), runs, warmup)
+            timed[f"{name}|graph"] = lambda r=runner, x=x: r.run_raw(x)
+            timed[f"{name}|e2e"] = lambda r=runner: end_to_end(r, frame)
         except Exception as ex:  # noqa: BLE001 - one broken model must not stop the report
             log.error("%s: %s", name, ex)
             row.error = str(ex)
-        log.info("%s: mIoU %s latency %s ms e2e %s ms", name, row.miou, row.latency_ms, row.e2e_ms)
-    return rows
+        log.info("%s: mIoU %s agreement %s", name, row.miou, row.agreement_float)
+    peer_info = None
+    if peer is not None:
+        from training.export import TFLiteRunner
 
-
-def peer_latency(path: os.PathLike, runs: int, warmup: int, threads: int) -> Dict[str, Any]:
-    """Latency of the peer TFLite model (float input [-1, 1]) at its own input size."""
-    from training.export import TFLiteRunner
-
-    r = TFLiteRunner(path, threads)
-    rng = np.random.default_rng(0)
-    x = rng.uniform(-1, 1, [1, *r.input_shape[1:]]).astype(np.float32)
-    med, spread = median_ms(lambda: r.run_raw(x), runs, warmup)
-    return {"file": str(path), "input_hw": list(r.input_hw), "num_classes": int(r.output_shape[-1]),
-            "size_mb": Path(path).stat().st_size / 1e6, "latency_ms": med, "latency_spread_ms": spread}
+        pr = TFLiteRunner(peer, threads)
+        px = np.random.default_rng(0).uniform(-1, 1, [1, *pr.input_shape[1:]]).astype(np.float32)
+        timed["peer|graph"] = lambda: pr.run_raw(px)
+        peer_info = {"file": str(peer), "input_hw": list(pr.input_hw), "num_classes": int(pr.output_shape[-1]),
+                     "size_mb": Path(peer).stat().st_size / 1e6}
+    log.info("timing %d callables round-robin, %d runs each", len(timed), runs)
+    lat = interleaved_ms(timed, runs, warmup)
+    for row in rows:
+        if f"{row.name}|graph" in lat:
+            row.latency_ms, row.latency_spread_ms = lat[f"{row.name}|graph"]
+            row.e2e_ms = lat[f"{row.name}|e2e"][0]
+    if peer_info is not None:
+        peer_info["latency_ms"], peer_info["latency_spread_ms"] = lat["peer|graph"]
+        for row in rows:
+            if row.latency_ms:
+                row.peer_ratio = peer_info["latency_ms"] / row.latency_ms
+    return rows, peer_info
 
 
 # --------------------------------------------------------------------------------------
@@ -240,7 +265,8 @@ def _f(v: Optional[float], fmt: str, scale: float = 1.0) -> str:
 def markdown(rows: Sequence[Row], peer: Optional[Dict[str, Any]], meta: Dict[str, Any]) -> str:
     lines = ["# Model results", "",
              f"Generated {meta['date']} on {meta['machine']} with {meta['threads']} threads "
-             f"(median of {meta['runs']} runs after {meta['warmup']} warm-up; load average before/after "
+             f"(median of {meta['runs']} runs after {meta['warmup']} warm-up, all models timed round-robin; "
+             f"load average before/after "
              f"{meta['load_before']} / {meta['load_after']}). Accuracy: {meta['val']}.", "",
              "| entry | arch | format | size MB | params M | input | mIoU % | pixel acc % | agree w/ float % "
              "| latency ms | e2e 640x480 ms | vs peer |",
@@ -333,15 +359,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     load_before = os.getloadavg()[0]
     images = ImageCache(args.root, args.num_val, args.synthetic)
     entries = [e.strip() for e in args.entries.split(",")] if args.entries else None
-    rows = benchmark(args.models, images, args.runs, args.warmup, args.threads, entries)
-    peer = None
-    if args.peer and Path(args.peer).is_file():
-        peer = peer_latency(args.peer, args.runs, args.warmup, args.threads)
-        for r in rows:
-            if r.latency_ms:
-                r.peer_ratio = peer["latency_ms"] / r.latency_ms
-    elif args.peer:
-        log.warning("peer model %s not found: no speed ratio", args.peer)
+    peer_path = Path(args.peer) if args.peer else None
+    if peer_path is not None and not peer_path.is_file():
+        log.warning("peer model %s not found: no speed ratio", peer_path)
+        peer_path = None
+    rows, peer = benchmark(args.models, images, args.runs, args.warmup, args.threads, entries, peer_path)
     meta = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{platform.machine()} {os.cpu_count()} cores",
             "threads": args.threads, "runs": args.runs, "warmup": args.warmup,
             "load_before": f"{load_before:.2f}", "load_after": f"{os.getloadavg()[0]:.2f}",

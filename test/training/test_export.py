@@ -108,7 +108,7 @@ def test_wrapper_takes_nhwc_pixels(trained) -> None:
 @pytest.fixture(scope="module")
 def onnx_dir(trained, tmp_path_factory):
     out = tmp_path_factory.mktemp("onnx_models")
-    results = _export(trained, out, ["onnx_fp32", "onnx_int8"])
+    results = _export(trained, out, ["onnx_fp32", "onnx_int8"], keep_float="level1.conv")
     return out, results
 
 
@@ -128,6 +128,22 @@ def test_onnx_fp32_and_int8(trained, onnx_dir) -> None:
     assert (out / "tiny_onnx_int8.onnx").stat().st_size < (out / "tiny_onnx_fp32.onnx").stat().st_size
 
 
+def test_onnx_int8_keeps_the_chosen_layer_float(onnx_dir) -> None:
+    import onnx
+
+    out, _ = onnx_dir
+    e = Manifest.load(out).get("tiny_onnx_int8")
+    assert e.provenance["export"]["quantization"]["float_layers"]["layers"] == ["level1.conv"]
+    excluded = e.provenance["export"]["quantization"]["exclude_nodes"]
+    assert len(excluded) == 1
+    g = onnx.load(str(out / "tiny_onnx_int8.onnx")).graph
+    made_by = {o: n.op_type for n in g.node for o in n.output}
+    convs = {n.name: n for n in g.node if n.op_type == "Conv"}
+    assert made_by.get(convs[excluded[0]].input[1]) != "DequantizeLinear"  # float weights
+    others = [n for name, n in convs.items() if name != excluded[0]]
+    assert others and all(made_by.get(n.input[1]) == "DequantizeLinear" for n in others)
+
+
 def test_check_refuses_wrong_shapes(trained, onnx_dir) -> None:
     out, _ = onnx_dir
     model, _, vi, vl = trained
@@ -141,7 +157,8 @@ def test_check_refuses_wrong_shapes(trained, onnx_dir) -> None:
 
 @pytest.mark.slow
 def test_tflite_fp32_fp16_dynamic_int8(trained, tmp_path) -> None:
-    results = _export(trained, tmp_path, ["tflite_fp32", "tflite_fp16", "tflite_dynamic", "tflite_int8"])
+    results = _export(trained, tmp_path, ["tflite_fp32", "tflite_fp16", "tflite_dynamic", "tflite_int8"],
+                      keep_float="level1.conv")
     model = trained[0]
     img = _fixed_input()
     fp32 = open_runner(tmp_path / "tiny_tflite_fp32.tflite", 1)
@@ -154,6 +171,7 @@ def test_tflite_fp32_fp16_dynamic_int8(trained, tmp_path) -> None:
     man = _check_manifest(tmp_path, [f"tiny_{f}" for f in results])
     e = man.get("tiny_tflite_int8")
     assert e.input.dtype == "int8" and e.output.dtype == "int8"
+    assert e.provenance["export"]["quantization"]["float_layers"]["tflite_ops_matched"]["level1.conv"] >= 1
     int8 = open_runner(man.path_of(e), 1)
     assert int8.input_quant == (1.0, -128) and int8.output_quant is not None
     assert (tmp_path / "tiny_tflite_int8.tflite").stat().st_size < (tmp_path / "tiny_tflite_fp32.tflite").stat().st_size
@@ -207,7 +225,8 @@ def test_report_benchmarks_every_entry(onnx_dir, tmp_path) -> None:
     from training.report import ImageCache, benchmark, end_to_end, markdown, plot
 
     out, _ = onnx_dir
-    rows = benchmark(out, ImageCache(None, 4, synthetic=True), runs=3, warmup=1, threads=1)
+    rows, peer = benchmark(out, ImageCache(None, 4, synthetic=True), runs=3, warmup=1, threads=1)
+    assert peer is None
     by = {r.name: r for r in rows}
     assert set(by) == {"tiny_onnx_fp32", "tiny_onnx_int8"} and not any(r.error for r in rows)
     assert by["tiny_onnx_fp32"].agreement_float == 1.0 and by["tiny_onnx_int8"].agreement_ref == "tiny_onnx_fp32"

@@ -92,6 +92,47 @@ def test_pruning_keeps_graph_valid_and_shrinks(name: str, tmp_path) -> None:
         assert torch.equal(again(x), model(x))
 
 
+def _zero_producers(group, graph) -> None:
+    """Make the channels a group will remove dead: zero their filters, biases and BN affine."""
+    for dep, idxs in group:
+        if not graph.is_out_channel_pruning_fn(dep.handler):
+            continue
+        m = dep.target.module
+        with torch.no_grad():
+            if isinstance(m, nn.ConvTranspose2d):
+                m.weight[:, idxs] = 0
+            elif isinstance(m, (nn.Conv2d, nn.BatchNorm2d, nn.Linear)):
+                m.weight[idxs] = 0
+            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.BatchNorm2d, nn.Linear)) and m.bias is not None:
+                m.bias[idxs] = 0
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_pruning_removes_exactly_the_ranked_channels(name: str) -> None:
+    """Index mapping through adds/concats/depthwise is right: removing channels that were made dead
+    beforehand leaves the output unchanged (a wrong mapping would remove live channels)."""
+    model = _tiny(name)
+    for m in model.modules():  # non-trivial BN statistics, so a dead channel is really dead only if zeroed
+        if isinstance(m, nn.BatchNorm2d):
+            with torch.no_grad():
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.bias.uniform_(-0.5, 0.5)
+    x = torch.randn(1, 3, *HW)
+    pruner = build_pruner(model, x, PruneSettings(steps=1, filters_per_step=0.25), NUM_CLASSES)
+    groups = 0
+    for group in pruner.step(interactive=True):
+        _zero_producers(group, pruner.DG)
+        with torch.no_grad():
+            before = model(x)
+        group.prune()
+        with torch.no_grad():
+            after = model(x)
+        torch.testing.assert_close(after, before, atol=1e-4, rtol=1e-4)
+        groups += 1
+    assert groups > 3
+
+
 class _StandIn(nn.Module):
     """Depthwise conv, PReLU, transposed conv and Linear: every width rule of the spec."""
 
