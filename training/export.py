@@ -18,6 +18,9 @@ Graph interface (written into each manifest entry, so the node follows the manif
 * output ``NHWC`` logits (``num_classes`` channels) at the input resolution; for int8 models
   an int8 tensor (argmax can run on it directly: dequantisation is monotonic).
 
+int8 models keep the few layers whose int8 weight rounding costs the most argmax agreement in
+float (``--keep-float auto``, see :mod:`training.quantize`).
+
 Every file is checked before it is recorded: it loads in its runtime, the output shape and
 class count match, and on validation images (real val-split photos with ``--calib-root`` /
 ``--val-root``, or ``--synthetic-calib`` scenes) the argmax agreement with PyTorch, the fp32
@@ -506,6 +509,14 @@ def export_all(model: nn.Module, settings: ExportSettings, out_dir: os.PathLike,
             float_layers.update(choose_float_layers(model, settings, calib_images))
         return float_layers["layers"]
 
+    def tflite_float_regex(src: Path) -> Optional[str]:
+        """--tflite-float-regex, else a regex selecting the ops of the keep-float layers."""
+        if settings.tflite_float_regex is not None or not keep_float_layers():
+            return settings.tflite_float_regex
+        regex, counts = tflite_regex_for(model, keep_float_layers(), src)
+        float_layers["tflite_ops_matched"] = counts
+        return regex
+
     def fp32_file(kind: str) -> Path:
         """The fp32 file the quantisers start from (exported once, kept if requested)."""
         if fp32[kind] is None:
@@ -540,14 +551,13 @@ def export_all(model: nn.Module, settings: ExportSettings, out_dir: os.PathLike,
             elif fmt == "tflite_fp16":
                 qinfo = tflite_fp16(fp32_file("tflite"), path)
             elif fmt == "tflite_dynamic":
-                qinfo = tflite_dynamic(fp32_file("tflite"), path)
+                src = fp32_file("tflite")
+                qinfo = tflite_dynamic(src, path, tflite_float_regex(src))
+                qinfo["float_layers"] = dict(float_layers)
             elif fmt == "tflite_int8" and settings.tflite_int8_method == "aeq":
                 src = fp32_file("tflite")
-                regex = settings.tflite_float_regex
-                if regex is None and keep_float_layers():
-                    regex, counts = tflite_regex_for(model, keep_float_layers(), src)
-                    float_layers["tflite_ops_matched"] = counts
-                qinfo = tflite_static_int8(src, path, calib, regex, settings.threads, settings.tflite_range_update)
+                qinfo = tflite_static_int8(src, path, calib, tflite_float_regex(src), settings.threads,
+                                           settings.tflite_range_update)
                 qinfo["float_layers"] = dict(float_layers)
             elif fmt in ("tflite_int8", "tflite_int8_pt2e"):
                 qinfo = tflite_pt2e_int8(wrapper, sample, path, calib)

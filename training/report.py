@@ -271,7 +271,7 @@ def markdown(rows: Sequence[Row], peer: Optional[Dict[str, Any]], meta: Dict[str
              "| entry | arch | format | size MB | params M | input | mIoU % | pixel acc % | agree w/ float % "
              "| latency ms | e2e 640x480 ms | vs peer |",
              "|---|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|"]
-    for r in rows:
+    for r in sorted(rows, key=lambda r: r.name):
         if r.error:
             lines.append(f"| {r.name} | {r.architecture} | {r.variant} | {r.size_mb:.2f} | | | error: {r.error} "
                          "| | | | | |")
