@@ -123,7 +123,7 @@ def synthetic_scenes(n: int, height: int, width: int, num_classes: int,
 
 
 def real_images(root: os.PathLike, split: str, variant: str, height: int, width: int,
-                max_images: int = 0, seed: int = 0, val_fraction: float = 0.2,
+                max_images: int = 0, val_fraction: float = 0.2,
                 split_seed: int = 0) -> Tuple[np.ndarray, np.ndarray]:
     """Real atWork photos of one split, resized like the node (INTER_AREA), with labels.
 
@@ -395,16 +395,17 @@ def _versions() -> Dict[str, str]:
 
 def checkpoint_info(doc: Mapping[str, Any], model: nn.Module) -> Dict[str, Any]:
     """Variant / input size / pruning info of a checkpoint dict (training or pruned)."""
-    from training.prune import _variant_for, count_params
+    from training.prune import PRUNED_FORMAT, _variant_for, count_params
 
     cfg = model.config
     info: Dict[str, Any] = {"model_config": dict(cfg), "num_params": count_params(model),
-                            "pruned": doc.get("format") == "seg_perception.pruned_model/v1"}
+                            "pruned": doc.get("format") == PRUNED_FORMAT}
     num_classes = int(cfg["num_classes"])
     info["class_variant"] = doc.get("class_variant") or _variant_for(num_classes, doc)
     size = doc.get("input_size")
-    tcfg = doc.get("config") if isinstance(doc.get("config"), Mapping) else {}
+    tcfg = next((doc[k] for k in ("train_config", "config") if isinstance(doc.get(k), Mapping)), {})
     data = tcfg.get("data") if isinstance(tcfg.get("data"), Mapping) else {}
+    info["split"] = {"val_fraction": float(data.get("val_fraction", 0.2)), "split_seed": int(data.get("split_seed", 0))}
     if size:
         info["input_size"] = [int(size[0]), int(size[1])]
     elif data.get("height") and data.get("width"):
@@ -610,7 +611,8 @@ def _enforce(fmt: str, m: Mapping[str, Any], s: ExportSettings) -> None:
         raise ExportCheckError(f"{fmt}: argmax agreement {m['argmax_agreement']:.4f} < {floor}")
 
 
-def _image_sets(args: argparse.Namespace, variant: str, num_classes: int, h: int, w: int):
+def _image_sets(args: argparse.Namespace, variant: str, num_classes: int, h: int, w: int,
+                split: Optional[Dict[str, Any]] = None):
     """(calib images, val images, val labels, calib source, val source)."""
     if args.synthetic_calib:
         ci, _ = synthetic_scenes(args.num_calib, h, w, num_classes, seed=1)
@@ -618,9 +620,10 @@ def _image_sets(args: argparse.Namespace, variant: str, num_classes: int, h: int
         return ci, vi, vl, "synthetic", "synthetic"
     if not args.calib_root:
         raise SystemExit("give --calib-root (real photos) or --synthetic-calib")
-    ci, _ = real_images(args.calib_root, "train", variant, h, w, args.num_calib)
+    split = split or {}  # the checkpoint's own train/val split: calibration never sees val photos
+    ci, _ = real_images(args.calib_root, "train", variant, h, w, args.num_calib, **split)
     vroot = args.val_root or args.calib_root
-    vi, vl = real_images(vroot, "val", variant, h, w, args.num_val)
+    vi, vl = real_images(vroot, "val", variant, h, w, args.num_val, **split)
     return ci, vi, vl, f"{args.calib_root} (train split)", f"{vroot} (val split)"
 
 
@@ -682,7 +685,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         keep_float_max=args.keep_float_max,
         num_calib=args.num_calib, num_val=args.num_val, class_variant=info["class_variant"],
         threads=args.threads, min_agreement_quant=args.min_agreement)
-    ci, vi, vl, csrc, vsrc = _image_sets(args, info["class_variant"], num_classes, h, w)
+    ci, vi, vl, csrc, vsrc = _image_sets(args, info["class_variant"], num_classes, h, w, info.get("split"))
     settings.calib_source, settings.val_source = csrc, vsrc
     provenance = {
         "command": "python -m training.export " + shlex.join(sys.argv[1:] if argv is None else list(argv)),

@@ -129,17 +129,20 @@ class ImageCache:
 
     def __init__(self, root: Optional[os.PathLike], num_val: int, synthetic: bool):
         self.root, self.num_val, self.synthetic = root, num_val, synthetic
-        self._cache: Dict[Tuple[int, int, str, int], Tuple[np.ndarray, np.ndarray]] = {}
+        self._cache: Dict[Tuple[Any, ...], Tuple[np.ndarray, np.ndarray]] = {}
 
-    def get(self, h: int, w: int, variant: str, num_classes: int) -> Tuple[np.ndarray, np.ndarray]:
-        key = (h, w, variant, num_classes)
+    def get(self, h: int, w: int, variant: str, num_classes: int,
+            split: Optional[Dict[str, Any]] = None) -> Tuple[np.ndarray, np.ndarray]:
+        """Val images at (h, w); ``split`` = the checkpoint's ``val_fraction``/``split_seed``."""
+        split = dict(split or {})
+        key = (h, w, variant, num_classes, tuple(sorted(split.items())))
         if key not in self._cache:
             from training.export import real_images, synthetic_scenes
 
             if self.synthetic or not self.root:
                 self._cache[key] = synthetic_scenes(self.num_val or 16, h, w, num_classes, seed=2)
             else:
-                self._cache[key] = real_images(self.root, "val", variant, h, w, self.num_val)
+                self._cache[key] = real_images(self.root, "val", variant, h, w, self.num_val, **split)
         return self._cache[key]
 
     def frame(self) -> np.ndarray:
@@ -213,7 +216,8 @@ def benchmark(models_dir: os.PathLike, images: ImageCache, runs: int = 30, warmu
         try:
             e.verify_file(path)
             runner = open_runner(path, threads)
-            vi, vl = images.get(e.input.height, e.input.width, e.class_variant, e.num_classes)
+            split = e.provenance.get("split") if isinstance(e.provenance.get("split"), dict) else None
+            vi, vl = images.get(e.input.height, e.input.width, e.class_variant, e.num_classes, split)
             pred = np.stack([runner.labels(img) for img in vi])
             preds[name] = pred
             row.miou, row.pixel_accuracy = _confusion(pred, vl, e.num_classes)
@@ -312,27 +316,28 @@ def _pivot(rows: Sequence[Row]) -> List[str]:
     return out
 
 
-def plot(rows: Sequence[Row], peer: Optional[Dict[str, Any]], path: os.PathLike) -> Path:
+def plot(rows: Sequence[Row], peer: Optional[Dict[str, Any]], path: os.PathLike, threads: int = 2) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(8, 5))
     markers = {"onnx": "s", "tflite": "o"}
-    for r in rows:
-        if r.error or r.miou is None or r.latency_ms is None:
-            continue
+    ok = [r for r in rows if not r.error and r.miou is not None and r.latency_ms is not None]
+    prefix = os.path.commonprefix([r.name for r in ok]) if len(ok) > 1 else ""
+    for i, r in enumerate(ok):
         ax.scatter(r.latency_ms, 100 * r.miou, marker=markers.get(r.format, "x"), s=20 + 30 * r.size_mb ** 0.5)
-        ax.annotate(f"{r.name}", (r.latency_ms, 100 * r.miou), fontsize=6, xytext=(3, 3),
-                    textcoords="offset points")
+        ax.annotate(r.name[len(prefix):] or r.name, (r.latency_ms, 100 * r.miou), fontsize=6,
+                    xytext=(4, 4 + 7 * (i % 3)), textcoords="offset points")
     if peer:
         ax.axvline(peer["latency_ms"], color="grey", ls="--", lw=1)
         ax.text(peer["latency_ms"], ax.get_ylim()[0], " peer DeepLabv3 257", rotation=90, fontsize=7,
                 va="bottom", color="grey")
-    ax.set_xlabel("median latency at model input size (ms, 2 threads)")
+    ax.set_xlabel(f"median latency at model input size (ms, {threads} thread{'s' if threads > 1 else ''})")
     ax.set_ylabel("val mIoU (%)")
-    ax.set_title("Accuracy vs latency (square: ONNX Runtime, circle: LiteRT; size ~ file size)")
+    ax.set_title(f"Accuracy vs latency{' (' + prefix.rstrip('_') + ')' if prefix else ''}\n"
+                 "square: ONNX Runtime, circle: LiteRT, marker area ~ file size", fontsize=9)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=130)
@@ -374,7 +379,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     (out / "results.md").write_text(markdown(rows, peer, meta), encoding="utf-8")
     (out / "results.json").write_text(json.dumps({"meta": meta, "peer": peer,
                                                   "rows": [asdict(r) for r in rows]}, indent=2), encoding="utf-8")
-    plot(rows, peer, out / "accuracy_vs_latency.png")
+    plot(rows, peer, out / "accuracy_vs_latency.png", args.threads)
     print((out / "results.md").read_text(encoding="utf-8"))
     return 0
 
