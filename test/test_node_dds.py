@@ -29,8 +29,11 @@ def client():
     c.close()
 
 
-@pytest.fixture()
-def shipped_backend(tmp_path):
+@pytest.fixture(params=["default", "colour_onnx"])
+def shipped_backend(request, tmp_path):
+    """The node's defaults (shipped tflite_int8 model), and a hand-built ONNX model with known answers."""
+    if request.param == "default":
+        return {}
     from colour_model import make_colour_model
 
     make_colour_model(tmp_path / "m", hw=(240, 320))
@@ -73,3 +76,8 @@ def test_node_segments_stream_and_survives_malformed_frame(client, tmp_path, shi
     assert int(d["frames_received"]) >= int(d["frames_processed"]) + 1
     assert "rejected frame" in log and "needs" in log
     assert "Traceback" not in log
+    if not shipped_backend:
+        from seg_perception.manifest import Manifest
+
+        entry = Manifest.load().get("tflite_int8")
+        assert d["backend"] == "tflite_int8" and d["model_sha256"] == entry.sha256, d

@@ -80,31 +80,29 @@ def image_folder_frames(folder: Path, limit: int = 0) -> Iterator[Frame]:
     return gen()
 
 
-def atwork_pairs(root: Path) -> List[Tuple[Path, Path]]:
-    """``(photo, mask)`` pairs under ``objects/``, sorted by class folder then file name."""
-    image_dir, label_dir = Path(root) / "objects" / "image", Path(root) / "objects" / "semantic_labels"
-    if not image_dir.is_dir():
-        raise bags.BagError(f"--atwork {root}: not an atWork dataset root (no {image_dir})")
-    pairs = []
-    for cls_dir in sorted(p for p in image_dir.iterdir() if p.is_dir()):
-        masks = {p.stem.strip(): p for p in (label_dir / cls_dir.name).glob("*") if _is_image(p)}
-        for img in sorted(p for p in cls_dir.iterdir() if _is_image(p)):
-            mask = masks.get(img.stem.strip())
-            if mask is None:
-                LOG.warning("skipping %s: no mask in %s", img, label_dir / cls_dir.name)
-                continue
-            pairs.append((img, mask))
-    if not pairs:
-        raise bags.BagError(f"--atwork {root}: no photo with a mask under {image_dir}")
-    return pairs
+def atwork_pairs(root: Path, split: str = "all") -> List[Tuple[Path, Path]]:
+    """``(photo, mask)`` pairs of ``seg_perception.atwork.list_samples`` (sorted by class then
+    name), optionally only the training's ``train`` or ``val`` photos (same split as training)."""
+    from ..atwork import list_samples, split_samples
+
+    if split not in ("all", "train", "val"):
+        raise bags.BagError(f"split {split!r} is not one of ['all', 'train', 'val']")
+    try:
+        samples = list_samples(root)
+    except (FileNotFoundError, ValueError) as e:
+        raise bags.BagError(f"--atwork {root}: {e}") from e
+    if split != "all":
+        train, val = split_samples(samples)
+        samples = train if split == "train" else val
+    return [(s.image_path, s.label_path) for s in samples]
 
 
-def atwork_frames(root: Path, variant: str = "full", limit: int = 0) -> Iterator[Frame]:
+def atwork_frames(root: Path, variant: str = "full", limit: int = 0, split: str = "all") -> Iterator[Frame]:
     """atWork photos with masks remapped to the variant's class ids (dataset background 19 -> 0)."""
     from ..classes import load_classes
 
     classes = load_classes(variant)
-    pairs = atwork_pairs(root)[: limit or None]
+    pairs = atwork_pairs(root, split)[: limit or None]
 
     def gen() -> Iterator[Frame]:
         for img_path, mask_path in pairs:
@@ -207,6 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--jpeg-quality", type=int, default=90)
     ap.add_argument("--encoding", choices=("rgb8", "bgr8"), default="rgb8", help="raw Image encoding")
     ap.add_argument("--class-variant", default="full", help="class ids of the ground truth (class file variant)")
+    ap.add_argument("--split", choices=("all", "train", "val"), default="all",
+                    help="--atwork: all photos, or the training/validation split of training.data")
     ap.add_argument("--limit", type=int, default=0, help="at most this many frames (0 = all)")
     ap.add_argument("--size", type=_parse_size, default=(480, 640), help="--demo frame size WIDTHxHEIGHT")
     ap.add_argument("--overwrite", action="store_true", help="replace an existing bag at --out")
@@ -222,7 +222,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.class_variant not in VARIANTS:
             raise bags.BagError(f"--class-variant {args.class_variant!r} is not one of {list(VARIANTS)}")
         if args.atwork is not None:
-            frames = atwork_frames(args.atwork, args.class_variant, args.limit)
+            frames = atwork_frames(args.atwork, args.class_variant, args.limit, args.split)
         elif args.images is not None:
             frames = image_folder_frames(args.images, args.limit)
         else:

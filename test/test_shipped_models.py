@@ -1,0 +1,66 @@
+"""The models in models/ (issue: shipped models): every shipped backend loads through the
+same code the node uses, matches its manifest hash, stays inside the size budget and
+produces logits of the right shape; the default backend is among them."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from seg_perception.backends import BACKENDS, create_backend
+from seg_perception.classes import load_classes
+from seg_perception.config import NodeConfig
+from seg_perception.manifest import Manifest, sha256_file
+
+MODELS = Path(__file__).resolve().parents[1] / "models"
+MAX_BYTES = 10 * 1024 * 1024
+SHIPPED = [name for name, spec in BACKENDS.items() if spec.entry is not None]
+MANIFEST = Manifest.load(MODELS)
+
+
+def test_manifest_lists_every_shipped_backend():
+    missing = [spec.entry for name, spec in BACKENDS.items() if spec.entry and spec.entry not in MANIFEST.entries]
+    assert missing == [], f"backends without a shipped model: {missing}"
+    assert NodeConfig().backend in SHIPPED
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_model_file_hash_size_and_classes(name):
+    entry = MANIFEST.get(BACKENDS[name].entry)
+    path = MANIFEST.path_of(entry)
+    assert path.is_file(), path
+    assert sha256_file(path) == entry.sha256
+    assert path.stat().st_size == entry.size_bytes
+    assert path.stat().st_size < MAX_BYTES
+    classes = load_classes(entry.class_variant)
+    assert entry.num_classes == len(classes.names) == 19
+    # every entry says how it was made and what it measured
+    assert entry.provenance.get("command"), entry.provenance
+    assert "miou" in entry.metrics, entry.metrics
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_model_runs_and_returns_logits_of_its_input_size(name):
+    backend = create_backend(name, num_threads=1, manifest=MANIFEST)
+    h, w = backend.input_hw
+    entry = MANIFEST.get(BACKENDS[name].entry)
+    assert (h, w) == (entry.input.height, entry.input.width)
+    x = np.random.default_rng(0).uniform(0, 255, (1, h, w, 3)).astype(np.float32)
+    logits = backend.infer(x)
+    assert logits.shape == (1, h, w, entry.num_classes) or logits.shape == (1, entry.num_classes, h, w)
+    assert np.isfinite(logits).all()
+
+
+@pytest.mark.shared
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_model_reaches_its_manifest_miou_on_validation_photos(name, atwork_root):
+    """The file does what its manifest claims: seg-eval (the node's code path, full 640x480
+    labels) on the validation photos lands within a few points of the export-time mIoU."""
+    from seg_perception.tools.eval import evaluate
+
+    entry = MANIFEST.get(BACKENDS[name].entry)
+    res = evaluate(name, str(atwork_root), split="val", threads=1)
+    assert res["num_images"] > 20
+    # manifest metrics are fractions measured at the model input size; seg-eval reports percent
+    assert abs(res["miou"] - 100 * entry.metrics["miou"]) <= 3.0, (res["miou"], entry.metrics)
