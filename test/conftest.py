@@ -37,3 +37,13 @@ def peer_tflite() -> Path:
     if not p.is_file():
         pytest.skip("../shared/peers/deeplabv3_257_mv_gpu.tflite is not present")
     return p
+
+
+@pytest.fixture(scope="module")
+def colour_model(tmp_path_factory) -> str:
+    """Path of the hand-built ONNX nearest-palette model (known answers), 240x320 input."""
+    from colour_model import make_colour_model
+
+    d = tmp_path_factory.mktemp("model")
+    make_colour_model(d, hw=(240, 320))
+    return str(d / "colour.onnx")

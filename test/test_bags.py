@@ -24,15 +24,6 @@ STORAGES = ["sqlite3", "mcap"]
 START = 1_700_000_000
 
 
-@pytest.fixture(scope="module")
-def colour_model(tmp_path_factory) -> str:
-    from colour_model import make_colour_model
-
-    d = tmp_path_factory.mktemp("model")
-    make_colour_model(d, hw=(240, 320))
-    return str(d / "colour.onnx")
-
-
 def _make(args, capsys) -> dict:
     assert make_bag.main([str(a) for a in args]) == 0
     return json.loads(capsys.readouterr().out)

@@ -25,15 +25,6 @@ pytestmark = [pytest.mark.dds, pytest.mark.slow]
 FRAMES = 20
 
 
-@pytest.fixture(scope="module")
-def colour_model(tmp_path_factory) -> str:
-    from colour_model import make_colour_model
-
-    d = tmp_path_factory.mktemp("model")
-    make_colour_model(d, hw=(240, 320))
-    return str(d / "colour.onnx")
-
-
 def seg_replay(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "seg_perception.tools.replay", *args], cwd=ROOT, env=dds_env(),
                           capture_output=True, text=True, timeout=timeout)

@@ -22,7 +22,7 @@ from typing import List, Optional
 
 from . import bags
 from .make_bag import BagSpec, atwork_frames, demo_frames, write_bag
-from .replay import BagError, ReplayFailed, build_parser as replay_parser, replay
+from .replay import BagError, build_parser as replay_parser, run_checked
 
 LOG = logging.getLogger("seg_demo")
 
@@ -66,14 +66,12 @@ def main(argv: Optional[List[str]] = None) -> int:
             "--report", str(out / "report.png"), "--node-log", str(out / "node.log"),
             *(["--model-path", args.model_path] if args.model_path else []),
         ])
-        rargs.params = {}
-        summary = replay(rargs)
     except BagError as e:
         LOG.error("%s", e)
         return 2
-    except ReplayFailed as e:
-        LOG.error("%s", e)
-        return 1
+    rc, summary = run_checked(rargs)
+    if summary is None:
+        return rc
     summary["source"] = str(args.dataset) if args.dataset else "rendered demo frames (seg_perception.demo_frames)"
     text = json.dumps(summary, indent=2)
     (out / "summary.json").write_text(text + "\n")

@@ -791,21 +791,28 @@ def replay(args: argparse.Namespace) -> Dict[str, Any]:
     return _json_clean(summary)
 
 
+def run_checked(args: argparse.Namespace) -> Tuple[int, Optional[Dict[str, Any]]]:
+    """:func:`replay` with its failures logged: (exit code, summary or None)."""
+    try:
+        args.params = parse_params(args.param_pairs)
+        return 0, replay(args)
+    except BagError as e:
+        LOG.error("%s", e)
+        return 2, None
+    except ReplayFailed as e:
+        LOG.error("%s", e)
+        return 1, None
+    except KeyboardInterrupt:
+        LOG.error("interrupted; the partial output bag was removed")
+        return 130, None
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     args = build_parser().parse_args(argv)
-    try:
-        args.params = parse_params(args.param_pairs)
-        summary = replay(args)
-    except BagError as e:
-        LOG.error("%s", e)
-        return 2
-    except ReplayFailed as e:
-        LOG.error("%s", e)
-        return 1
-    except KeyboardInterrupt:
-        LOG.error("interrupted; the partial output bag was removed")
-        return 130
+    rc, summary = run_checked(args)
+    if summary is None:
+        return rc
     text = json.dumps(summary, indent=2)
     if args.summary is not None:
         args.summary.parent.mkdir(parents=True, exist_ok=True)

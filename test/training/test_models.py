@@ -43,14 +43,6 @@ PER_FAMILY = [SMALL[0], SMALL[4], SMALL[6]]
 PER_FAMILY_IDS = ["deeplab", "fcn8s", "espnet"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny tensors: one intra-op thread is faster and avoids oversubscribing a shared CPU."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 def _small(name: str, kwargs: Dict[str, Any]) -> nn.Module:
     torch.manual_seed(0)

@@ -35,14 +35,6 @@ TINY = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread avoids OpenMP oversubscription on a shared 2-core box (100x slower)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
 
 def _tiny(name: str) -> nn.Module:
     torch.manual_seed(0)
