@@ -16,20 +16,14 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import yaml
 
+from .paths import data_candidates
+
 VARIANTS = ("full", "size_invariant", "similar_shapes", "binary")
 
 
 def default_class_file() -> Path:
     """``config/classes.yaml``: from the source tree, or from the installed share dir."""
-    here = Path(__file__).resolve().parent
-    candidates = [here.parent / "config" / "classes.yaml"]
-    try:  # installed by colcon / pip data_files
-        from ament_index_python.packages import get_package_share_directory
-
-        candidates.append(Path(get_package_share_directory("seg_perception")) / "config" / "classes.yaml")
-    except Exception:  # noqa: BLE001 - ament index absent or package not installed
-        pass
-    candidates.append(Path(os.sys.prefix) / "share" / "seg_perception" / "config" / "classes.yaml")
+    candidates = data_candidates("config/classes.yaml")
     for c in candidates:
         if c.is_file():
             return c

@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from .paths import data_candidates
+
 MANIFEST_NAME = "manifest.json"
 FORMATS = ("tflite", "onnx")
 LAYOUTS = ("NHWC", "NCHW")
@@ -109,15 +111,7 @@ class ModelEntry:
 
 def default_models_dir() -> Path:
     """``models/``: from the source tree, or the installed share dir."""
-    here = Path(__file__).resolve().parent
-    candidates = [here.parent / "models"]
-    try:
-        from ament_index_python.packages import get_package_share_directory
-
-        candidates.append(Path(get_package_share_directory("seg_perception")) / "models")
-    except Exception:  # noqa: BLE001 - not installed through ament
-        pass
-    candidates.append(Path(os.sys.prefix) / "share" / "seg_perception" / "models")
+    candidates = data_candidates("models")
     for c in candidates:
         if (c / MANIFEST_NAME).is_file():
             return c
