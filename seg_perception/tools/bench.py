@@ -42,18 +42,47 @@ def bench_in_process(backend: str, frame: np.ndarray, runs: int, threads: int) -
 
 
 def bench_peer(path: Path, runs: int, threads: int) -> Dict[str, float]:
+    inp, run = _interpreter_call(path, threads)
+    return {"input": inp, "size_mb": round(path.stat().st_size / 1e6, 3), "backend_ms": round(_median_ms(run, runs), 2)}
+
+
+def _interpreter_call(path: Path, threads: int):
+    """(input "WxH", a callable running one inference on a fixed random input) for a .tflite file."""
     from ai_edge_litert.interpreter import Interpreter
 
     it = Interpreter(model_path=str(path), num_threads=threads)
     it.allocate_tensors()
     d = it.get_input_details()[0]
-    x = np.random.default_rng(0).uniform(-1, 1, d["shape"]).astype(np.float32)
+    rng = np.random.default_rng(0)
+    if np.issubdtype(d["dtype"], np.integer):
+        info = np.iinfo(d["dtype"])
+        x = rng.integers(info.min, info.max, d["shape"], endpoint=True).astype(d["dtype"])
+    else:
+        x = rng.uniform(-1, 1, d["shape"]).astype(d["dtype"])
 
     def run() -> None:
         it.set_tensor(d["index"], x)
         it.invoke()
-    return {"input": f"{d['shape'][2]}x{d['shape'][1]}", "size_mb": round(path.stat().st_size / 1e6, 3),
-            "backend_ms": round(_median_ms(run, runs), 2)}
+    return f"{d['shape'][2]}x{d['shape'][1]}", run
+
+
+def bench_pair(model: Path, peer: Path, runs: int, threads: int) -> Dict[str, float]:
+    """Two .tflite files on the same interpreter and threads, timed round-robin (fair under
+    drifting background load); ``peer_over_model`` > 1 means the model is faster."""
+    calls = {k: _interpreter_call(p, threads) for k, p in (("model", model), ("peer", peer))}
+    for _, run in calls.values():
+        for _ in range(5):
+            run()
+    times: Dict[str, List[float]] = {k: [] for k in calls}
+    for _ in range(runs):
+        for k, (_, run) in calls.items():
+            t = time.perf_counter()
+            run()
+            times[k].append((time.perf_counter() - t) * 1e3)
+    med = {k: float(np.median(v)) for k, v in times.items()}
+    return {"model": str(model), "model_input": calls["model"][0], "model_ms": round(med["model"], 2),
+            "peer": str(peer), "peer_input": calls["peer"][0], "peer_ms": round(med["peer"], 2),
+            "peer_over_model": round(med["peer"] / med["model"], 3), "threads": threads, "runs": runs}
 
 
 def bench_node(backend: str, frames: List[np.ndarray], runs: int, threads: int, workdir: Path) -> Dict[str, float]:
@@ -89,6 +118,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--runs", type=int, default=50)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--peer", default="", help="a .tflite peer model to time in the same run")
+    ap.add_argument("--compare", default="",
+                    help="a .tflite to time round-robin against --peer (e.g. a model exported at the peer's input)")
     ap.add_argument("--no-node", action="store_true", help="skip the DDS end-to-end measurement")
     ap.add_argument("--out", default="out/bench")
     args = ap.parse_args(argv)
@@ -113,6 +144,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     for name, r in rows.items():
         print(f"{name:34s} {r.get('input', ''):>8s} {r.get('size_mb', 0):7.3f} {r.get('backend_ms', float('nan')):11.2f} "
               f"{r.get('pipeline_ms', float('nan')):12.2f} {r.get('node_e2e_ms_p50', float('nan')):13.2f}")
+    if args.compare:
+        if not args.peer:
+            ap.error("--compare needs --peer")
+        pair = bench_pair(Path(args.compare), Path(args.peer), args.runs, args.threads)
+        rows["compare"] = pair
+        print(f"same interpreter, {args.threads} threads, round-robin: {Path(args.compare).name} "
+              f"{pair['model_input']} {pair['model_ms']:.2f} ms vs peer {pair['peer_input']} {pair['peer_ms']:.2f} ms "
+              f"-> peer/model = {pair['peer_over_model']:.2f}")
     (out / "bench.json").write_text(json.dumps(rows, indent=2))
     return 0
 
