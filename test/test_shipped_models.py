@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from seg_perception.backends import BACKENDS, create_backend
+from seg_perception.backends import BACKENDS
 from seg_perception.classes import load_classes
 from seg_perception.config import NodeConfig
 from seg_perception.manifest import Manifest, sha256_file
+from seg_perception.pipeline import make_segmenter
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 MAX_BYTES = 10 * 1024 * 1024
@@ -41,15 +42,19 @@ def test_shipped_model_file_hash_size_and_classes(name):
 
 
 @pytest.mark.parametrize("name", SHIPPED)
-def test_shipped_model_runs_and_returns_logits_of_its_input_size(name):
-    backend = create_backend(name, num_threads=1, manifest=MANIFEST)
-    h, w = backend.input_hw
+def test_shipped_model_runs_through_the_node_pipeline(name):
+    """Backend scores at the model's input size, labels and instances at the frame's size."""
+    seg = make_segmenter(NodeConfig(backend=name, num_threads=1), MANIFEST)
     entry = MANIFEST.get(BACKENDS[name].entry)
+    h, w = seg.backend.input_hw
     assert (h, w) == (entry.input.height, entry.input.width)
-    x = np.random.default_rng(0).uniform(0, 255, (1, h, w, 3)).astype(np.float32)
-    logits = backend.infer(x)
-    assert logits.shape == (1, h, w, entry.num_classes) or logits.shape == (1, entry.num_classes, h, w)
-    assert np.isfinite(logits).all()
+    frame = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    scores = seg.backend.infer(seg.preprocess(frame))
+    assert scores.shape == (h, w, entry.num_classes)
+    assert np.isfinite(scores.astype(np.float32)).all()
+    res = seg.run(frame)
+    assert res.labels.shape == (480, 640) and res.labels.dtype == np.uint8 and res.labels.max() < 19
+    assert res.instances.shape == (480, 640)
 
 
 @pytest.mark.shared

@@ -410,6 +410,11 @@ def checkpoint_info(doc: Mapping[str, Any], model: nn.Module) -> Dict[str, Any]:
         info["input_size"] = [int(size[0]), int(size[1])]
     elif data.get("height") and data.get("width"):
         info["input_size"] = [int(data["height"]), int(data["width"])]
+    extra = doc.get("extra") if isinstance(doc.get("extra"), Mapping) else {}
+    if tcfg:
+        # how the weights were made: the resolved training config, its command, where it stopped
+        info["training"] = {"config": dict(tcfg), "command": extra.get("command"), "epoch": doc.get("epoch"),
+                            "best_epoch": doc.get("best_epoch"), "best_val_miou": doc.get("best_metric")}
     if info["pruned"]:
         info["prune_step"] = doc.get("prune_step")
         info["source_checkpoint"] = doc.get("source_checkpoint")

@@ -33,6 +33,7 @@ import logging
 import math
 import os
 import random
+import shlex
 import sys
 import time
 from dataclasses import dataclass
@@ -414,6 +415,12 @@ def write_log(rows: Sequence[Mapping[str, Any]], out_dir: Path) -> Path:
     return path
 
 
+def command_line(argv: Optional[Sequence[str]] = None) -> str:
+    """The command line of this training run (recorded in checkpoints, then in the manifest)."""
+    prog = "torchrun ... -m training.train" if "LOCAL_RANK" in os.environ else "python -m training.train"
+    return prog + " " + shlex.join(sys.argv[1:] if argv is None else list(argv))
+
+
 def _fmt(v: float, digits: int = 5) -> Any:
     return "" if v is None or (isinstance(v, float) and math.isnan(v)) else round(float(v), digits)
 
@@ -536,13 +543,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 log.info("benchmark: %s", res)
                 print(json.dumps(res))
             return 0
-        fit(cfg, info, resume_ckpt)
+        fit(cfg, info, resume_ckpt, command_line(argv))
     finally:
         cleanup_distributed()
     return 0
 
 
-def fit(cfg: Dict[str, Any], info: DistInfo, resume_ckpt: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+def fit(cfg: Dict[str, Any], info: DistInfo, resume_ckpt: Optional[Mapping[str, Any]] = None,
+        command: str = "") -> Dict[str, Any]:
     """The training run: data, model, epochs, validation, logs and checkpoints."""
     t = cfg["train"]
     out_dir = Path(cfg["log"]["out"])
@@ -607,7 +615,7 @@ def fit(cfg: Dict[str, Any], info: DistInfo, resume_ckpt: Optional[Mapping[str, 
         log.info("epoch %d/%d: train loss %.4f, val loss %.4f, mIoU %.4f (best %.4f @%d), %.1f img/s",
                  epoch + 1, t["epochs"], tr["loss"], val_loss, miou, best, best_epoch, tr["images_per_s"])
         if info.is_main:
-            extra = {"class_weights": class_weights, "log": rows,
+            extra = {"class_weights": class_weights, "log": rows, "command": command,
                      "val_metrics": {k: v for k, v in summary.items() if k != "confusion_matrix"}}
             ckpt = build_checkpoint(model, optimizer, scheduler, epoch + 1, best if best >= 0 else None, best_epoch,
                                     cfg, class_names, extra)
