@@ -23,6 +23,7 @@ def test_demo_bag_replay_report(tmp_path, capsys):
     assert (out / "camera_bag" / "metadata.yaml").is_file()
     assert (out / "segmentation_bag" / "metadata.yaml").is_file()
     assert (out / "report.png").stat().st_size > 10_000
+    assert summary["overlays"] and all((out / f"overlay_{k:02d}.png").is_file() for k in range(len(summary["overlays"])))
     acc = summary["accuracy"]
     assert acc["frames_evaluated"] == summary["frames_processed"] and acc["miou"] is not None
 

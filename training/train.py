@@ -568,7 +568,8 @@ def fit(cfg: Dict[str, Any], info: DistInfo, resume_ckpt: Optional[Mapping[str, 
     model = build_model(cfg, resume_ckpt["model_config"] if resume_ckpt else None)
     if resume_ckpt:
         model.load_state_dict(strip_prefix(resume_ckpt["state_dict"]))
-    elif cfg["init"]["peer_tflite"]:
+    elif cfg["init"]["peer_tflite"] and not cfg["init"]["checkpoint"]:
+        # peer weights come without BN statistics of our data; a checkpoint brings its own
         calibrate_peer_bn(model, train_loader)
     model.to(info.device)
 

@@ -63,7 +63,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         LOG.info("wrote %d frames to %s", made["frames"], camera_bag)
         rargs = replay_parser().parse_args([
             str(camera_bag), "--backend", args.backend, "--out-bag", str(seg_bag), "--overwrite",
-            "--report", str(out / "report.png"), "--node-log", str(out / "node.log"),
+            "--report", str(out / "report.png"), "--overlays", str(out), "--node-log", str(out / "node.log"),
             *(["--model-path", args.model_path] if args.model_path else []),
         ])
     except BagError as e:

@@ -667,7 +667,25 @@ def build_parser() -> argparse.ArgumentParser:
                     help="after a live run, rerun the processed frames offline and compare")
     ap.add_argument("--report", type=Path, default=None, help="PNG report (IoU bars, latency, overlays)")
     ap.add_argument("--summary", type=Path, default=None, help="also write the JSON summary here")
+    ap.add_argument("--overlays", type=Path, default=None,
+                    help="folder for a few overlay_NN.png (frame with its predicted labels blended)")
     return ap
+
+
+def write_overlays(folder: Path, samples: Samples, classes: Any) -> List[Path]:
+    """``overlay_NN.png`` for the sampled frames that got a prediction, in stamp order."""
+    import cv2
+
+    from .replay_report import overlay_safe
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for k, stamp in enumerate(sorted(st for st in samples.pred if st in samples.rgb)):
+        path = folder / f"overlay_{k:02d}.png"
+        img = overlay_safe(samples.rgb[stamp], samples.pred[stamp], classes.palette())
+        cv2.imwrite(str(path), img[:, :, ::-1])
+        paths.append(path)
+    return paths
 
 
 def _validate_args(args: argparse.Namespace) -> None:
@@ -784,6 +802,8 @@ def replay(args: argparse.Namespace) -> Dict[str, Any]:
     summary.update(result)
     if warnings:
         summary["warnings"] = warnings
+    if args.overlays is not None:
+        summary["overlays"] = [str(p) for p in write_overlays(args.overlays, samples, classes)]
     if args.report is not None:
         from .replay_report import write_report
 

@@ -15,7 +15,7 @@ LOG = logging.getLogger(__name__)
 Sample = Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]  # rgb, predicted labels, ground truth
 
 
-def _overlay(rgb: np.ndarray, labels: np.ndarray, palette: np.ndarray) -> np.ndarray:
+def overlay_safe(rgb: np.ndarray, labels: np.ndarray, palette: np.ndarray) -> np.ndarray:
     """Class colours over the image; ignore (255) and out-of-range ids are shown as background."""
     from ..postprocess import overlay
 
@@ -79,13 +79,13 @@ def write_report(path: Path, summary: Dict[str, Any], classes: Any, latencies_ms
     _latency_panel(fig.add_subplot(grid[0, cols:]), latencies_ms, summary)
     for i, (rgb, pred, gt) in enumerate(samples):
         ax = fig.add_subplot(grid[1, 2 * i:2 * i + 2])
-        ax.imshow(_overlay(rgb, pred, palette))
+        ax.imshow(overlay_safe(rgb, pred, palette))
         ax.set_title("prediction" if summary.get("mode") == "offline" else "node output", fontsize=8)
         ax.set_axis_off()
         if has_gt:
             ax = fig.add_subplot(grid[2, 2 * i:2 * i + 2])
             if gt is not None:
-                ax.imshow(_overlay(rgb, gt, palette))
+                ax.imshow(overlay_safe(rgb, gt, palette))
             ax.set_title("ground truth", fontsize=8)
             ax.set_axis_off()
     fig.suptitle(f"seg-replay {summary.get('mode')}: {Path(str(summary.get('bag'))).name} "
