@@ -418,7 +418,7 @@ def write_log(rows: Sequence[Mapping[str, Any]], out_dir: Path) -> Path:
 def command_line(argv: Optional[Sequence[str]] = None) -> str:
     """The command line of this training run (recorded in checkpoints, then in the manifest)."""
     prog = "torchrun ... -m training.train" if "LOCAL_RANK" in os.environ else "python -m training.train"
-    return prog + " " + shlex.join(sys.argv[1:] if argv is None else list(argv))
+    return prog + " " + shlex.join(str(a) for a in (sys.argv[1:] if argv is None else argv))
 
 
 def _fmt(v: float, digits: int = 5) -> Any:

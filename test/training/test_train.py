@@ -265,6 +265,9 @@ def test_train_resume_evaluate_features(fake_root: Path, tmp_path: Path) -> None
     assert len(rows) == 1 and rows[0]["epoch"] == "1" and 0.0 <= float(rows[0]["miou"]) <= 1.0
     first = ckpt_mod.load_checkpoint(out / "last.pt")
     assert first["epoch"] == 1
+    # the command that made the weights travels with them (export copies it into the manifest)
+    assert first["extra"]["command"] == "python -m training.train " + " ".join(
+        __import__("shlex").quote(a) for a in tiny_run_args(fake_root, out, epochs=1))
 
     # resume: continues at epoch 2 from the saved weights/optimiser, LR keeps decaying
     assert main(["--resume", str(out / "last.pt"), "--epochs", "2"]) == 0
