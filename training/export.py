@@ -489,7 +489,7 @@ def export_all(model: nn.Module, settings: ExportSettings, out_dir: os.PathLike,
     """
     from seg_perception.manifest import Manifest
 
-    from training.quantize import (calibration_batches, onnx_nodes_for, onnx_static_int8, tflite_dynamic,
+    from training.quantize import (calibration_batches, compact_onnx, onnx_nodes_for, onnx_static_int8, tflite_dynamic,
                                    tflite_fp16, tflite_pt2e_int8, tflite_regex_for, tflite_static_int8)
 
     out = Path(out_dir)
@@ -554,6 +554,7 @@ def export_all(model: nn.Module, settings: ExportSettings, out_dir: os.PathLike,
                                          reduce_range=settings.onnx_reduce_range,
                                          weight_type=settings.onnx_weight_type)
                 qinfo["float_layers"] = dict(float_layers)
+                qinfo["compacted"] = compact_onnx(path)
             elif fmt == "tflite_fp16":
                 qinfo = tflite_fp16(fp32_file("tflite"), path)
             elif fmt == "tflite_dynamic":

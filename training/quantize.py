@@ -86,6 +86,43 @@ class _NHWCReader:
         return len(self._images)
 
 
+def compact_onnx(path: os.PathLike) -> Dict[str, int]:
+    """Strip what only helps debugging from an ONNX file, in place: exporter stack traces
+    (node doc strings / metadata), ``value_info`` shapes, and long tensor/node names (renamed
+    ``t<i>``/``n<i>``; graph inputs and outputs keep theirs). The computation is unchanged.
+    For a small net these bytes matter: ESPNet int8 was 0.93 MB, of which 0.40 MB weights."""
+    import onnx
+
+    path = Path(path)
+    before = path.stat().st_size
+    m = onnx.load(str(path))
+    g = m.graph
+    if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for nd in g.node for a in nd.attribute):
+        return {"bytes_before": before, "bytes_after": before}  # subgraphs: names cross scopes, leave alone
+    keep = {v.name for v in g.input} | {v.name for v in g.output}
+    names: Dict[str, str] = {}
+
+    def short(name: str) -> str:
+        if not name or name in keep:
+            return name
+        return names.setdefault(name, f"t{len(names)}")
+
+    for t in g.initializer:
+        t.name = short(t.name)
+        t.doc_string = ""
+        del t.metadata_props[:]
+    for i, nd in enumerate(g.node):
+        nd.name = f"n{i}"
+        nd.doc_string = ""
+        del nd.metadata_props[:]
+        nd.input[:] = [short(x) for x in nd.input]
+        nd.output[:] = [short(x) for x in nd.output]
+    del g.value_info[:]
+    onnx.checker.check_model(m)
+    onnx.save(m, str(path))
+    return {"bytes_before": before, "bytes_after": path.stat().st_size}
+
+
 def onnx_static_int8(
     fp32_path: os.PathLike,
     out_path: os.PathLike,

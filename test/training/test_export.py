@@ -230,3 +230,26 @@ def test_report_benchmarks_every_entry(onnx_dir, tmp_path) -> None:
     assert "tiny_onnx_int8" in md and "Original (fp32)" in md
     assert plot(rows, None, tmp_path / "p.png").stat().st_size > 1000
     json.dumps([r.__dict__ for r in rows])  # results.json must serialise
+
+
+def test_compact_onnx_keeps_the_computation_and_shrinks_the_file(trained, onnx_dir, tmp_path) -> None:
+    import shutil
+
+    import onnx
+
+    from training.quantize import compact_onnx
+
+    src = onnx_dir[0] / "tiny_onnx_fp32.onnx"
+    dst = tmp_path / "compact.onnx"
+    shutil.copy(src, dst)
+    info = compact_onnx(dst)
+    assert info["bytes_after"] == dst.stat().st_size < info["bytes_before"] == src.stat().st_size
+    a, b = onnx.load(str(src)), onnx.load(str(dst))
+    assert [i.name for i in a.graph.input] == [i.name for i in b.graph.input]
+    assert [o.name for o in a.graph.output] == [o.name for o in b.graph.output]
+    assert [n.op_type for n in a.graph.node] == [n.op_type for n in b.graph.node]
+    img = _fixed_input()
+    np.testing.assert_array_equal(open_runner(src, 1).logits(img), open_runner(dst, 1).logits(img))
+    # the shipped int8 files are compacted by the export itself
+    q = onnx_dir[1]["onnx_int8"]
+    assert "compacted" in Manifest.load(onnx_dir[0]).get("tiny_onnx_int8").provenance["export"]["quantization"], q
