@@ -126,3 +126,45 @@ def test_node_backend_raising_is_counted(seg_node):
     n = seg_node.counters.snapshot()["processed"]
     seg_node._process(_msg(rgb_to_fields(np.zeros((48, 64, 3), np.uint8))))
     assert seg_node.counters.snapshot()["processed"] == n + 1
+
+
+def test_slow_backend_drops_stale_frames_and_processes_the_newest(seg_node):
+    """Overload, deterministic: frames arrive faster than inference; the worker takes only the
+    newest, every replaced frame is counted as dropped, nothing queues."""
+    import time
+
+    from seg_perception.encodings import rgb_to_fields
+
+    seg = seg_node._segmenter
+    original = seg.backend.infer
+    seen = []
+
+    def slow(x):
+        time.sleep(0.05)
+        return original(x)
+    seg.backend.infer = slow
+    orig_process = seg_node._process
+    seg_node._process = lambda msg: (seen.append(msg.header.stamp.sec), orig_process(msg))[1]
+    try:
+        before = seg_node.counters.snapshot()
+        for i in range(1, 21):
+            m = _msg(rgb_to_fields(np.full((48, 64, 3), 30, np.uint8)))
+            m.header.stamp.sec = i
+            seg_node._on_image(m)
+            time.sleep(0.005)
+        deadline = time.monotonic() + 5
+        while (seg_node.counters.snapshot()["processed"] + seg_node.counters.snapshot()["dropped"]
+               < before["processed"] + before["dropped"] + 20 and time.monotonic() < deadline):
+            time.sleep(0.01)
+        time.sleep(0.1)
+        after = seg_node.counters.snapshot()
+    finally:
+        seg.backend.infer = original
+        seg_node._process = orig_process
+    received = after["received"] - before["received"]
+    processed = after["processed"] - before["processed"]
+    dropped = after["dropped"] - before["dropped"]
+    assert received == 20 and processed + dropped == 20
+    assert dropped >= 10, (processed, dropped)  # 20 frames in ~0.1 s, 50 ms per inference
+    assert seen[-1] == 20, "the newest frame is always processed"
+    assert seen == sorted(seen), "frames are processed in arrival order, never an old one after a newer"

@@ -1,9 +1,11 @@
 """Overload over real DDS: 30 Hz and 90 Hz of 640x480 frames for 60 s each (issue: reliability).
 
 The bounds are checked with margin for a loaded CI machine: RSS growth after warm-up
-<= 30 MB, output age p99 <= 2 x inference p99 + 20 ms + 30 ms slack; stale frames must be
-dropped and counted (at 90 Hz the node cannot keep up, so drops must be > 0 and every
-received frame is either processed, dropped or rejected).
+<= 30 MB, output age p99 <= 2 x inference p99 + 20 ms + 30 ms slack (a queue would break it
+within seconds once input outruns inference); every received frame is either processed or
+dropped and counted. Whether 90 Hz outruns the node depends on the machine (here it nearly
+keeps up with tflite_int8), so the drop itself is checked deterministically in
+test_fuzz.py::test_slow_backend_drops_stale_frames_and_processes_the_newest.
 """
 import pytest
 
@@ -21,5 +23,3 @@ def test_soak_bounded_memory_and_age(rate, tmp_path):
     assert check(r, rss_growth_mb=30.0, age_slack_ms=30.0) == [], r
     assert r["frames_with_output"] > 0.1 * r["frames_sent"], r
     assert r["node_received"] == r["node_processed"] + r["node_dropped"], r
-    if rate >= 90:
-        assert r["node_dropped"] > 0, "at 90 Hz stale frames must be dropped, not queued"
