@@ -554,7 +554,11 @@ def export_all(model: nn.Module, settings: ExportSettings, out_dir: os.PathLike,
                                          reduce_range=settings.onnx_reduce_range,
                                          weight_type=settings.onnx_weight_type)
                 qinfo["float_layers"] = dict(float_layers)
-                qinfo["compacted"] = compact_onnx(path)
+                compacted = compact_onnx(path)
+                renamed = compacted.pop("node_names")
+                qinfo["compacted"] = compacted
+                # float-kept nodes under the names they carry in the written file
+                qinfo["exclude_nodes"] = [renamed.get(n, n) for n in qinfo.get("exclude_nodes", [])]
             elif fmt == "tflite_fp16":
                 qinfo = tflite_fp16(fp32_file("tflite"), path)
             elif fmt == "tflite_dynamic":
