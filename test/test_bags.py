@@ -243,3 +243,17 @@ def test_offline_replay_on_palette_scenes_is_near_perfect(tmp_path, capsys, colo
     per_class = summary["accuracy"]["per_class_iou"]
     for cls in (0, 3, 7, 14):  # the classes in the scenes; blended edge pixels add a few false alarms
         assert per_class[names[cls]] > 0.85, (names[cls], per_class)
+
+
+def test_atwork_split_matches_the_training_split(tmp_path):
+    """--split val/train take exactly the photos training validates / trains on."""
+    from seg_perception.atwork import list_samples, split_samples
+
+    _atwork_tree(tmp_path / "atwork")
+    train, val = split_samples(list_samples(tmp_path / "atwork"))
+    for split, want in (("train", train), ("val", val)):
+        got = make_bag.atwork_pairs(tmp_path / "atwork", split)
+        assert got == [(s.image_path, s.label_path) for s in want]
+    assert len(make_bag.atwork_pairs(tmp_path / "atwork")) == len(train) + len(val) == 4
+    with pytest.raises(bags.BagError, match="not one of"):
+        make_bag.atwork_pairs(tmp_path / "atwork", "test")
