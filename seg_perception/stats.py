@@ -4,7 +4,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from typing import Deque, Dict, Optional
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -72,3 +72,30 @@ class Counters:
     def snapshot(self) -> Dict[str, int]:
         with self._lock:
             return dict(self._c)
+
+
+def median_ms(fn: Callable[[], Any], runs: int, warmup: int) -> Tuple[float, float]:
+    """(median, 10th-90th percentile spread) in milliseconds of ``fn()`` after ``warmup`` calls."""
+    return interleaved_ms({"_": fn}, runs, warmup)["_"]
+
+
+def interleaved_ms(fns: Dict[str, Callable[[], Any]], runs: int, warmup: int) -> Dict[str, Tuple[float, float]]:
+    """Median / 10-90 % spread (ms) of several callables timed round-robin.
+
+    Interleaving makes the comparison fair on a machine whose background load drifts (a shared
+    dev box): every model sees the same mix of quiet and busy moments.
+    """
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: Dict[str, List[float]] = {k: [] for k in fns}
+    for _ in range(runs):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append((time.perf_counter() - t0) * 1e3)
+    out = {}
+    for k, t in times.items():
+        p10, p90 = np.percentile(t, [10, 90])
+        out[k] = (float(np.median(t)), float(p90 - p10))
+    return out

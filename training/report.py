@@ -19,7 +19,6 @@ import argparse
 import json
 import logging
 import os
-import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -27,6 +26,8 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+
+from seg_perception.stats import interleaved_ms, median_ms  # noqa: F401 - median_ms: public here before
 
 log = logging.getLogger(__name__)
 
@@ -52,33 +53,6 @@ def end_to_end(runner: Any, frame: np.ndarray) -> np.ndarray:
     raw = runner.run_raw(runner.prepare(x))[0]
     labels = np.argmax(raw, axis=-1).astype(np.uint8)
     return cv2.resize(labels, (frame.shape[1], frame.shape[0]), interpolation=cv2.INTER_NEAREST)
-
-
-def median_ms(fn: Callable[[], Any], runs: int, warmup: int) -> Tuple[float, float]:
-    """(median, 10th-90th percentile spread) in milliseconds of ``fn()`` after ``warmup`` calls."""
-    return interleaved_ms({"_": fn}, runs, warmup)["_"]
-
-
-def interleaved_ms(fns: Dict[str, Callable[[], Any]], runs: int, warmup: int) -> Dict[str, Tuple[float, float]]:
-    """Median / 10-90 % spread (ms) of several callables timed round-robin.
-
-    Interleaving makes the comparison fair on a machine whose background load drifts (a shared
-    dev box): every model sees the same mix of quiet and busy moments.
-    """
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    times: Dict[str, List[float]] = {k: [] for k in fns}
-    for _ in range(runs):
-        for k, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[k].append((time.perf_counter() - t0) * 1e3)
-    out = {}
-    for k, t in times.items():
-        p10, p90 = np.percentile(t, [10, 90])
-        out[k] = (float(statistics.median(t)), float(p90 - p10))
-    return out
 
 
 # --------------------------------------------------------------------------------------

@@ -15,16 +15,11 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
+from ..stats import interleaved_ms, median_ms
+
 
 def _median_ms(fn, runs: int, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        fn()
-    ts = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return float(np.median(ts) * 1e3)
+    return median_ms(fn, runs, warmup)[0]
 
 
 def bench_in_process(backend: str, frame: np.ndarray, runs: int, threads: int) -> Dict[str, float]:
@@ -70,16 +65,8 @@ def bench_pair(model: Path, peer: Path, runs: int, threads: int) -> Dict[str, fl
     """Two .tflite files on the same interpreter and threads, timed round-robin (fair under
     drifting background load); ``peer_over_model`` > 1 means the model is faster."""
     calls = {k: _interpreter_call(p, threads) for k, p in (("model", model), ("peer", peer))}
-    for _, run in calls.values():
-        for _ in range(5):
-            run()
-    times: Dict[str, List[float]] = {k: [] for k in calls}
-    for _ in range(runs):
-        for k, (_, run) in calls.items():
-            t = time.perf_counter()
-            run()
-            times[k].append((time.perf_counter() - t) * 1e3)
-    med = {k: float(np.median(v)) for k, v in times.items()}
+    lat = interleaved_ms({k: run for k, (_, run) in calls.items()}, runs, warmup=5)
+    med = {k: v[0] for k, v in lat.items()}
     return {"model": str(model), "model_input": calls["model"][0], "model_ms": round(med["model"], 2),
             "peer": str(peer), "peer_input": calls["peer"][0], "peer_ms": round(med["peer"], 2),
             "peer_over_model": round(med["peer"] / med["model"], 3), "threads": threads, "runs": runs}
