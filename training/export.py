@@ -189,8 +189,8 @@ class OnnxRunner(Runner):
         so.intra_op_num_threads = num_threads
         so.inter_op_num_threads = 1
         # No spin-waiting after a run: training.report times many sessions round-robin, and the
-        # spinning pool of one session steals the cores of the next (measured here: pruned FCN8s
-        # 3.3 ms alone, 7.6 ms interleaved with ESPNet when spinning, 3.8 ms without).
+        # spinning pool of one session steals the cores of the next (the report measured the
+        # pruned FCN8s at 8.8 ms with spinning, 4.0 ms without; seg-bench, alone: 3.3 ms).
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
         inp = self.session.get_inputs()[0]
