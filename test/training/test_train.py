@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from training import checkpoint as ckpt_mod
 from training.config import ConfigError, build_config, load_config, parse_override, valid_keys
+from training.data.augment import build_train_transform
 from training.losses import SegmentationLoss
 from training.train import (DistInfo, build_optimizer, build_scheduler, evaluate, lr_factor, main, restore_state,
                             train_one_epoch)
@@ -132,11 +133,20 @@ def test_cli_reports_config_errors(tmp_path: Path) -> None:
     assert main(["--set", "train.nope=1", "--out", str(tmp_path)]) == 2
 
 
-@pytest.mark.parametrize("name", ["deeplab_mnv2", "fcn8s", "espnet"])
+@pytest.mark.parametrize("name", ["deeplab_mnv2", "deeplab_mnv2_real_ft", "fcn8s", "espnet"])
 def test_shipped_configs_validate(name: str) -> None:
     cfg = load_config(REPO / "training" / "configs" / f"{name}.yaml")
     assert (cfg["data"]["height"], cfg["data"]["width"]) == (256, 320)
     assert cfg["train"]["loss"] == "ce+dice" and cfg["train"]["batch_size"] == 8
+    build_train_transform(256, 320, cfg["data"]["augment"])  # refuses unknown augmentation keys
+
+
+def test_real_ft_config_keeps_apparent_size() -> None:
+    """The real-photo fine-tune keeps zoom near 1 (size separates f20_20/s40_40, m20/m30)."""
+    cfg = load_config(REPO / "training" / "configs" / "deeplab_mnv2_real_ft.yaml")
+    aug = cfg["data"]["augment"]
+    assert cfg["data"]["synthetic"] == [] and cfg["init"]["checkpoint"]
+    assert min(aug["crop_scale"]) >= 0.7 and 0.9 <= min(aug["affine_scale"]) <= max(aug["affine_scale"]) <= 1.1
 
 
 def test_lr_schedules() -> None:
