@@ -27,7 +27,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from seg_perception.stats import interleaved_ms, median_ms  # noqa: F401 - median_ms: public here before
+from seg_perception.stats import interleaved_ms
 
 log = logging.getLogger(__name__)
 

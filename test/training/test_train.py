@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -276,8 +277,7 @@ def test_train_resume_evaluate_features(fake_root: Path, tmp_path: Path) -> None
     first = ckpt_mod.load_checkpoint(out / "last.pt")
     assert first["epoch"] == 1
     # the command that made the weights travels with them (export copies it into the manifest)
-    assert first["extra"]["command"] == "python -m training.train " + " ".join(
-        __import__("shlex").quote(a) for a in tiny_run_args(fake_root, out, epochs=1))
+    assert first["extra"]["command"] == "python -m training.train " + shlex.join(tiny_run_args(fake_root, out, epochs=1))
 
     # resume: continues at epoch 2 from the saved weights/optimiser, LR keeps decaying
     assert main(["--resume", str(out / "last.pt"), "--epochs", "2"]) == 0
