@@ -43,12 +43,12 @@ SPLITS = ("val", "train", "all")
 
 def build_eval_dataset(cfg: Mapping[str, Any], split: str) -> Dataset:
     """Real photos of ``split`` as the run split them, resized deterministically to the input size."""
-    from training.data.atwork import AtWorkSegmentation, list_samples, split_samples
+    from training.data.atwork import AtWorkSegmentation, SplitSpec, list_samples, split_samples
 
     d = cfg["data"]
     samples = list_samples(d["root"])
     if split != "all":
-        train, val = split_samples(samples, val_fraction=d["val_fraction"], seed=d["split_seed"])
+        train, val = split_samples(samples, SplitSpec.from_mapping(d))
         samples = val if split == "val" else train
     size = (d["height"], d["width"])
     try:

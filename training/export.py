@@ -123,15 +123,15 @@ def synthetic_scenes(n: int, height: int, width: int, num_classes: int,
 
 
 def real_images(root: os.PathLike, split: str, variant: str, height: int, width: int,
-                max_images: int = 0, val_fraction: float = 0.2,
-                split_seed: int = 0) -> Tuple[np.ndarray, np.ndarray]:
+                max_images: int = 0, split: Optional[Mapping[str, Any]] = None) -> Tuple[np.ndarray, np.ndarray]:
     """Real atWork photos of one split, resized like the node (INTER_AREA), with labels.
 
-    ``max_images`` > 0 takes a class-stratified deterministic subset (every k-th photo).
+    ``max_images`` > 0 takes a class-stratified deterministic subset (every k-th photo); ``split`` is
+    a :meth:`SplitSpec.from_mapping` record (default: the run split).
     """
-    from training.data.atwork import AtWorkSegmentation, list_samples, split_samples
+    from training.data.atwork import AtWorkSegmentation, SplitSpec, list_samples, split_samples
 
-    train, val = split_samples(list_samples(root), val_fraction, split_seed)
+    train, val = split_samples(list_samples(root), SplitSpec.from_mapping(split or {}))
     samples = train if split == "train" else val
     if max_images and len(samples) > max_images:
         idx = np.linspace(0, len(samples) - 1, max_images).round().astype(int)
@@ -399,6 +399,7 @@ def _versions() -> Dict[str, str]:
 
 def checkpoint_info(doc: Mapping[str, Any], model: nn.Module) -> Dict[str, Any]:
     """Variant / input size / pruning info of a checkpoint dict (training or pruned)."""
+    from training.data.atwork import SplitSpec
     from training.prune import PRUNED_FORMAT, _variant_for, count_params
 
     cfg = model.config
@@ -409,7 +410,7 @@ def checkpoint_info(doc: Mapping[str, Any], model: nn.Module) -> Dict[str, Any]:
     size = doc.get("input_size")
     tcfg = next((doc[k] for k in ("train_config", "config") if isinstance(doc.get(k), Mapping)), {})
     data = tcfg.get("data") if isinstance(tcfg.get("data"), Mapping) else {}
-    info["split"] = {"val_fraction": float(data.get("val_fraction", 0.2)), "split_seed": int(data.get("split_seed", 0))}
+    info["split"] = SplitSpec.from_mapping(data).describe()
     if size:
         info["input_size"] = [int(size[0]), int(size[1])]
     elif data.get("height") and data.get("width"):

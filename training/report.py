@@ -107,7 +107,7 @@ class ImageCache:
 
     def get(self, h: int, w: int, variant: str, num_classes: int,
             split: Optional[Dict[str, Any]] = None) -> Tuple[np.ndarray, np.ndarray]:
-        """Val images at (h, w); ``split`` = the checkpoint's ``val_fraction``/``split_seed``."""
+        """Val images at (h, w); ``split`` = the checkpoint's split record (default: the run split)."""
         split = dict(split or {})
         key = (h, w, variant, num_classes, tuple(sorted(split.items())))
         if key not in self._cache:
@@ -116,7 +116,7 @@ class ImageCache:
             if self.synthetic or not self.root:
                 self._cache[key] = synthetic_scenes(self.num_val or 16, h, w, num_classes, seed=2)
             else:
-                self._cache[key] = real_images(self.root, "val", variant, h, w, self.num_val, **split)
+                self._cache[key] = real_images(self.root, "val", variant, h, w, self.num_val, split)
         return self._cache[key]
 
     def frame(self) -> np.ndarray:

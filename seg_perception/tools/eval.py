@@ -4,7 +4,8 @@
 
 Runs the node's own pipeline (:func:`seg_perception.pipeline.make_segmenter`) on every photo at
 its full resolution, accumulates one dataset-wide confusion matrix and prints one JSON object.
-``--split val`` uses the training split rule (the photos no shipped model was trained on).
+``--split val`` uses the training split rule (default: whole capture runs held out, the photos no
+shipped model was trained on; ``--split-kind random`` gives the old random split for comparison).
 """
 from __future__ import annotations
 
@@ -17,18 +18,18 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from ..atwork import list_samples, read_label, read_rgb, split_samples
+from ..atwork import SPLIT_KINDS, SplitSpec, list_samples, read_label, read_rgb, split_samples
 from ..config import NodeConfig
 from ..metrics import ConfusionMatrix, iou_per_class, mean_iou, pixel_accuracy
 from ..pipeline import make_segmenter
 
 
 def evaluate(backend: str, root: str, split: str = "all", model_path: str = "", threads: int = 2,
-             limit: int = 0) -> Dict[str, Any]:
+             limit: int = 0, split_kind: str = "run") -> Dict[str, Any]:
     seg = make_segmenter(NodeConfig(backend=backend, model_path=model_path, num_threads=threads))
     samples = list_samples(root)
     if split != "all":
-        train, val = split_samples(samples)
+        train, val = split_samples(samples, SplitSpec(kind=split_kind))
         samples = val if split == "val" else train
     if limit:
         samples = samples[:limit]
@@ -46,7 +47,7 @@ def evaluate(backend: str, root: str, split: str = "all", model_path: str = "", 
         cm.update(res.labels, gt)
     iou = iou_per_class(cm.matrix)
     return {
-        "backend": backend, "model_file": seg.backend.path.name, "split": split,
+        "backend": backend, "model_file": seg.backend.path.name, "split": split, "split_kind": split_kind,
         "miou": round(100 * mean_iou(cm.matrix), 2), "pixel_accuracy": round(100 * pixel_accuracy(cm.matrix), 2),
         "per_class_iou": {name: (None if np.isnan(v) else round(100 * float(v), 2))
                           for name, v in zip(seg.classes.names, iou)},
@@ -60,13 +61,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--backend", default="tflite_int8")
     ap.add_argument("--root", required=True, help="folder in the atWork layout (objects/image, objects/semantic_labels)")
     ap.add_argument("--split", default="all", choices=("all", "val", "train"))
+    ap.add_argument("--split-kind", default="run", choices=SPLIT_KINDS,
+                    help="run: whole capture runs held out (default); random: the old random split")
     ap.add_argument("--model-path", default="")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--limit", type=int, default=0, help="evaluate only the first N photos")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        out = evaluate(args.backend, args.root, args.split, args.model_path, args.threads, args.limit)
+        out = evaluate(args.backend, args.root, args.split, args.model_path, args.threads, args.limit,
+                       args.split_kind)
     except Exception as e:  # noqa: BLE001 - CLI: one clear line, non-zero exit
         print(f"seg-eval: {type(e).__name__}: {e}", file=sys.stderr)
         return 2

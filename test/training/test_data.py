@@ -24,7 +24,10 @@ from training.data.atwork import (
     SyntheticSegmentation,
     list_backgrounds,
     list_samples,
+    SplitSpec,
+    load_runs,
     mix_datasets,
+    photo_number,
     split_samples,
 )
 from training.data.augment import build_train_transform, build_val_transform
@@ -176,19 +179,84 @@ def _fake_samples(n_per_class: Dict[str, int]) -> List[Sample]:
             for c, n in n_per_class.items() for i in range(1, n + 1)]
 
 
-def test_split_deterministic_disjoint_stratified() -> None:
+def test_random_split_deterministic_disjoint_stratified() -> None:
     samples = _fake_samples({"axis": 25, "motor": 26, "m20": 26, "r20": 2})
-    train, val = split_samples(samples, 0.2, seed=0)
+    spec = SplitSpec(kind="random", val_fraction=0.2, seed=0)
+    train, val = split_samples(samples, spec)
     shuffled = list(samples)
     random.Random(7).shuffle(shuffled)
-    assert split_samples(shuffled, 0.2, seed=0) == (train, val)  # independent of input order
+    assert split_samples(shuffled, spec) == (train, val)  # independent of input order
     assert not {s.stem for s in train} & {s.stem for s in val}
     assert len(train) + len(val) == len(samples)
     per_class = {c: sum(s.class_name == c for s in val) for c in ("axis", "motor", "m20", "r20")}
     assert per_class == {"axis": 5, "motor": 5, "m20": 5, "r20": 1}
-    others = [split_samples(samples, 0.2, seed=k)[1] for k in (1, 2)]
+    others = [split_samples(samples, SplitSpec(kind="random", seed=k))[1] for k in (1, 2)]
     assert any({s.stem for s in o} != {s.stem for s in val} for o in others)
-    assert split_samples(samples, 0.0)[1] == []
+    assert split_samples(samples, SplitSpec(kind="random", val_fraction=0.0))[1] == []
+
+
+def _run_of(sample: Sample, runs: Dict[str, List[int]]) -> int:
+    return sum(start <= photo_number(sample) for start in runs[sample.class_name])
+
+
+def test_run_split_holds_out_whole_capture_runs() -> None:
+    runs = load_runs()
+    assert set(runs) == set(FULL.names[1:])  # every object class has its runs
+    assert all(starts[0] == 1 for starts in runs.values())
+    samples = _fake_samples({c: 26 for c in runs})
+    train, val = split_samples(samples)  # the default: by capture run, last fold
+    shuffled = list(samples)
+    random.Random(3).shuffle(shuffled)
+    assert split_samples(shuffled) == (train, val)
+    for c in runs:
+        train_runs = {_run_of(s, runs) for s in train if s.class_name == c}
+        val_runs = {_run_of(s, runs) for s in val if s.class_name == c}
+        assert val_runs and train_runs and not train_runs & val_runs, c
+        # validation is the latest runs: every val photo comes after every train photo
+        assert min(photo_number(s) for s in val if s.class_name == c) > max(
+            photo_number(s) for s in train if s.class_name == c)
+    assert 0.15 < len(val) / len(samples) < 0.3
+
+
+def test_run_split_folds_partition_the_photos() -> None:
+    runs = load_runs()
+    samples = _fake_samples({c: 26 for c in runs})
+    seen: List[str] = []
+    for k in range(5):
+        train, val = split_samples(samples, SplitSpec(folds=5, val_fold=k))
+        assert len(train) + len(val) == len(samples)
+        seen += [s.stem for s in val]
+    assert sorted(seen) == sorted(s.stem for s in samples)  # each photo validates exactly once
+    assert split_samples(samples, SplitSpec(val_fold=-1)) == split_samples(samples, SplitSpec(val_fold=4))
+
+
+def test_run_split_known_answer_and_fallback() -> None:
+    samples = _fake_samples({"axis": 10})
+    runs = {"axis": [1, 4, 9]}  # runs 1-3, 4-8, 9-10: middles at 1.5/10, 5.5/10, 9/10 of the class
+    train, val = split_samples(samples, SplitSpec(folds=2), runs=runs)
+    assert [photo_number(s) for s in val] == [4, 5, 6, 7, 8, 9, 10]
+    train, val = split_samples(samples, SplitSpec(folds=5), runs=runs)
+    assert [photo_number(s) for s in val] == [9, 10]
+    # photos covering less than half of the annotated runs (a partial copy): split by photo number
+    train, val = split_samples(_fake_samples({"axis": 5}), SplitSpec(folds=5), runs={"axis": [1, 4, 6, 9, 20]})
+    assert [photo_number(s) for s in val] == [5]
+
+
+def test_split_spec_validation_and_old_configs() -> None:
+    with pytest.raises(ValueError, match="run"):
+        SplitSpec(kind="shuffled")
+    with pytest.raises(ValueError, match="val_fold"):
+        SplitSpec(folds=5, val_fold=5)
+    assert SplitSpec.from_mapping({"val_fraction": 0.2, "split_seed": 0}).kind == "run"  # pre-run-split config
+    assert SplitSpec.from_mapping({"split": "random", "split_seed": 3}).describe() == {
+        "kind": "random", "val_fraction": 0.2, "seed": 3}
+
+
+def test_runs_file_errors_name_the_class(tmp_path: Path) -> None:
+    bad = tmp_path / "runs.yaml"
+    bad.write_text("axis: [1, 9, 4]\n")
+    with pytest.raises(ValueError, match="axis"):
+        load_runs(bad)
 
 
 def test_split_of_fake_dataset(fake_root: Path) -> None:

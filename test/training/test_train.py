@@ -117,7 +117,7 @@ def test_unknown_and_invalid_keys() -> None:
     with pytest.raises(ConfigError) as e:
         build_config(None, ["train.lrr=1"])
     assert "train.lrr" in str(e.value) and "train.lr," in str(e.value) and "train.epochs" in str(e.value)
-    with pytest.raises(ConfigError, match="valid keys here: data, init, log, model, train"):
+    with pytest.raises(ConfigError, match="valid keys here: data, distill, init, log, model, train"):
         build_config({"trian": {"lr": 1}})
     with pytest.raises(ConfigError, match="not in"):
         build_config(None, ["train.optimizer=rmsprop"])

@@ -17,15 +17,19 @@ from typing import Any, Callable, Dict, Tuple
 import torch
 import torch.nn as nn
 
-from .deeplab import (
-    DEFAULT_PEER_TFLITE,
-    DeepLabV3PlusMobileNetV2,
-    MobileNetV2Encoder,
-    calibrate_peer_batchnorm,
-    load_peer_encoder,
-)
+from .deeplab import DeepLabV3PlusMobileNetV2, MobileNetV2Encoder
 from .espnet import ESPNet, ESPNetC
 from .fcn import FCN
+from .tflite_import import (
+    DEFAULT_PEER_TFLITE,
+    DEFAULT_REFERENCE_TFLITE,
+    REFERENCE_TFLITE_MNV2_1_0,
+    aspp_matches_reference,
+    calibrate_folded_batchnorm,
+    calibrate_peer_batchnorm,
+    load_peer_encoder,
+    load_reference_weights,
+)
 
 NORM_MEAN: Tuple[float, float, float] = (127.5, 127.5, 127.5)
 NORM_STD: Tuple[float, float, float] = (127.5, 127.5, 127.5)
@@ -99,6 +103,11 @@ def count_macs(model: nn.Module, input_hw: Tuple[int, int]) -> int:
 
 __all__ = [
     "DEFAULT_PEER_TFLITE",
+    "DEFAULT_REFERENCE_TFLITE",
+    "REFERENCE_TFLITE_MNV2_1_0",
+    "aspp_matches_reference",
+    "calibrate_folded_batchnorm",
+    "load_reference_weights",
     "DeepLabV3PlusMobileNetV2",
     "ESPNet",
     "ESPNetC",
