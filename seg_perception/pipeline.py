@@ -10,7 +10,17 @@ import numpy as np
 
 from .backends import Backend
 from .classes import ClassSet
-from .postprocess import SegObject, extract_objects, label_instances, overlay, resize_nearest, scores_to_labels
+from .postprocess import (
+    SegObject,
+    extract_objects,
+    label_instances,
+    overlay,
+    resize_nearest,
+    scores_to_labels,
+    upsample_bilinear,
+)
+
+UPSAMPLING = ("bilinear", "nearest")
 
 
 @dataclass
@@ -25,13 +35,16 @@ class SegResult:
 class Segmenter:
     """Runs one backend on RGB frames of any size and returns maps at the frame's size."""
 
-    def __init__(self, backend: Backend, classes: ClassSet, min_object_area: int = 0):
+    def __init__(self, backend: Backend, classes: ClassSet, min_object_area: int = 0, upsampling: str = "bilinear"):
         if backend.num_classes != classes.num_classes:
             raise ValueError(f"backend {backend.name} has {backend.num_classes} classes, class file variant "
                              f"{classes.variant!r} has {classes.num_classes}")
         self.backend = backend
         self.classes = classes
         self.min_object_area = int(min_object_area)
+        if upsampling not in UPSAMPLING:
+            raise ValueError(f"upsampling must be one of {list(UPSAMPLING)}, got {upsampling!r}")
+        self.upsampling = upsampling
         e = backend.entry.input
         self._mean = np.asarray(e.mean, np.float32)
         self._inv_std = 1.0 / np.asarray(e.std, np.float32)
@@ -74,12 +87,15 @@ class Segmenter:
         t2 = time.perf_counter()
         low_labels, low_conf = scores_to_labels(scores, self.backend.output_quant, want_confidence)
         hw = rgb.shape[:2]
-        # Instances on the low-resolution map, then both maps upsampled with the same
-        # nearest-neighbour grid: every instance keeps exactly one class.
+        # Instances on the low-resolution map, then both maps upsampled together (argmax of the
+        # bilinearly upsampled scores, or nearest): every instance keeps one class.
         scale = (hw[0] * hw[1]) / float(low_labels.size)
         low_inst = label_instances(low_labels, self.min_object_area, area_scale=scale)
-        labels = resize_nearest(low_labels, hw)
-        instances = resize_nearest(low_inst, hw)
+        if self.upsampling == "bilinear":
+            labels, instances = upsample_bilinear(scores, low_labels, low_inst, hw)
+        else:
+            labels = resize_nearest(low_labels, hw)
+            instances = resize_nearest(low_inst, hw)
         conf = resize_nearest(low_conf, hw) if low_conf is not None else None
         t3 = time.perf_counter()
         return SegResult(labels, instances, conf, (t2 - t1) * 1e3, (t3 - t0) * 1e3)

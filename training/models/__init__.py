@@ -4,7 +4,9 @@ Shared conventions (relied upon by training, export and the ROS node):
 * input: float32 NCHW RGB normalised as ``(pixel - NORM_MEAN) / NORM_STD``,
   i.e. [-1, 1];
 * output: logits NCHW with ``num_classes`` channels at the input's H x W
-  (bilinear resize inside the model, align_corners=False);
+  (bilinear resize inside the model, align_corners=False); models with a
+  ``full_resolution_logits`` attribute return their own coarser grid when it is
+  False (export: the node's runtime then upsamples, bilinear where labels change);
 * every model has ``model.config`` (``create_model(**model.config)`` rebuilds
   the same architecture) and ``model.classifier_layers()`` (class-scoring
   layers a pruner must leave alone).

@@ -196,6 +196,8 @@ class DeepLabV3PlusMobileNetV2(nn.Module):
             _conv3x3_block(decoder_channels, decoder_channels, 1, separable),
         )
         self.classifier = nn.Conv2d(decoder_channels, num_classes, 1)
+        # False: logits at the decoder's stride-4 grid (export: the runtime upsamples only where labels change)
+        self.full_resolution_logits = True
         init_weights(self)
         self.config: Dict[str, Any] = {
             "name": "deeplabv3plus_mobilenetv2",
@@ -220,4 +222,5 @@ class DeepLabV3PlusMobileNetV2(nn.Module):
         y = self.aspp(high)
         low = self.low_proj(low)
         y = self.decoder(torch.cat([resize_to(y, low), low], 1))
-        return resize_to(self.classifier(y), x)
+        logits = self.classifier(y)
+        return resize_to(logits, x) if self.full_resolution_logits else logits
