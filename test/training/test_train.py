@@ -134,7 +134,7 @@ def test_cli_reports_config_errors(tmp_path: Path) -> None:
     assert main(["--set", "train.nope=1", "--out", str(tmp_path)]) == 2
 
 
-@pytest.mark.parametrize("name", ["deeplab_mnv2", "deeplab_mnv2_real_ft", "fcn8s", "espnet"])
+@pytest.mark.parametrize("name", ["deeplab_mnv2", "deeplab_mnv2_1_0", "deeplab_mnv2_real_ft", "fcn8s", "espnet"])
 def test_shipped_configs_validate(name: str) -> None:
     cfg = load_config(REPO / "training" / "configs" / f"{name}.yaml")
     assert (cfg["data"]["height"], cfg["data"]["width"]) == (256, 320)
@@ -148,6 +148,15 @@ def test_real_ft_config_keeps_apparent_size() -> None:
     aug = cfg["data"]["augment"]
     assert cfg["data"]["synthetic"] == [] and cfg["init"]["checkpoint"]
     assert min(aug["crop_scale"]) >= 0.7 and 0.9 <= min(aug["affine_scale"]) <= max(aug["affine_scale"]) <= 1.1
+
+
+@pytest.mark.parametrize("name", ["deeplab_mnv2_1_0", "fcn8s", "espnet"])
+def test_shipped_recipes_validate_by_run_and_keep_apparent_size(name: str) -> None:
+    """The shipped recipes select on held-out capture runs and never zoom (size is a class cue)."""
+    cfg = load_config(REPO / "training" / "configs" / f"{name}.yaml")
+    aug = cfg["data"]["augment"]
+    assert cfg["data"]["split"] == "run"
+    assert min(aug["crop_scale"]) >= 0.9 and tuple(aug["affine_scale"]) == (1.0, 1.0)
 
 
 def test_lr_schedules() -> None:
