@@ -66,6 +66,16 @@ class Segmenter:
             x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
         return x
 
+    def scores(self, rgb: np.ndarray) -> np.ndarray:
+        """Raw class scores (h, w, C) at the model's output size: what :meth:`run` takes the argmax of
+        (int8 for an int8 model; :func:`~seg_perception.postprocess.dequantize` gives logits)."""
+        return self.backend.infer(self.preprocess(rgb))
+
+    def labels(self, rgb: np.ndarray) -> np.ndarray:
+        """The label map of :meth:`run` alone (uint8, the frame's size): no instances, confidence or timing."""
+        low_labels, _ = scores_to_labels(self.scores(rgb), self.backend.output_quant)
+        return resize_nearest(low_labels, rgb.shape[:2])
+
     def run(self, rgb: np.ndarray, want_confidence: bool = False) -> SegResult:
         t0 = time.perf_counter()
         x = self.preprocess(rgb)

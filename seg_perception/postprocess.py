@@ -32,14 +32,20 @@ def scores_to_labels(scores: np.ndarray, quant: Optional[Tuple[float, int]] = No
     labels = np.argmax(scores, axis=-1).astype(np.uint8)
     if not want_confidence:
         return labels, None
-    s = scores.astype(np.float32)
-    if quant is not None:
-        scale, zero = quant
-        s = (s - zero) * scale
+    s = dequantize(scores, quant)
     m = s.max(axis=-1, keepdims=True)
     e = np.exp(s - m)
     conf = (1.0 / e.sum(axis=-1)).astype(np.float32)  # max softmax prob = exp(0) / sum
     return labels, conf
+
+
+def dequantize(scores: np.ndarray, quant: Optional[Tuple[float, int]]) -> np.ndarray:
+    """Backend scores as float32 logits: ``(q - zero point) * scale`` for quantised outputs."""
+    s = scores.astype(np.float32)
+    if quant is not None:
+        scale, zero = quant
+        s = (s - zero) * scale
+    return s
 
 
 def resize_nearest(arr: np.ndarray, hw: Tuple[int, int]) -> np.ndarray:

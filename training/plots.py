@@ -16,6 +16,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from seg_perception.classes import IGNORE_INDEX  # noqa: E402
+
 log = logging.getLogger(__name__)
 
 
@@ -102,7 +104,7 @@ def plot_iou_vs_share(
     return _save(fig, path)
 
 
-def colorize(labels: np.ndarray, palette: np.ndarray, ignore_index: int = 255) -> np.ndarray:
+def colorize(labels: np.ndarray, palette: np.ndarray, ignore_index: int = IGNORE_INDEX) -> np.ndarray:
     """(H, W) label ids -> (H, W, 3) uint8; ignored / out-of-palette pixels grey."""
     lut = np.full((256, 3), 128, dtype=np.uint8)
     lut[: len(palette)] = palette
