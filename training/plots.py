@@ -95,7 +95,7 @@ def plot_iou_vs_share(
 ) -> Path:
     """Per-class IoU against ground-truth pixel share (log x), and bars sorted by share.
 
-    The seed study's observation: small objects (low pixel share) get low IoU;
+    The reference study's observation: small objects (low pixel share) get low IoU;
     this plot shows whether a model shares that weakness.
     """
     iou_arr = np.array([np.nan if v is None else v for v in iou], dtype=float)

@@ -54,10 +54,10 @@ class PruneSettings:
     steps: int = 3  # pruning iterations
     filters_per_step: float = 0.1  # fraction of each layer's original filters removed per iteration
     importance: str = "l1"  # l1 (Li et al.) | l2
-    group_reduction: str = "mean"  # how coupled layers' norms combine: mean | first (seed: first)
+    group_reduction: str = "mean"  # how coupled layers' norms combine: mean | first (the reference study: first)
     round_to: Optional[int] = None  # keep channel counts multiples of this (SIMD friendliness)
-    global_pruning: bool = False  # False = same fraction per layer, as in the seed
-    eval_before_finetune: bool = True  # also log the accuracy right after pruning (seed's figure)
+    global_pruning: bool = False  # False = same fraction per layer, as in the reference study
+    eval_before_finetune: bool = True  # also log the accuracy right after pruning (the reference study's figure)
     protect_class_width_layers: bool = True  # never prune convs with num_classes output channels
     ignore_layers: List[str] = field(default_factory=list)  # extra module names to leave untouched
 
@@ -172,7 +172,7 @@ def build_pruner(model: nn.Module, example_inputs: torch.Tensor, settings: Prune
     importance = tp.importance.MagnitudeImportance(
         p=1 if settings.importance == "l1" else 2,
         group_reduction=settings.group_reduction,
-        normalizer=None,  # raw filter norms, as in the seed (no per-group normalisation)
+        normalizer=None,  # raw filter norms, as in the reference study (no per-group normalisation)
     )
     num_classes = int(num_classes or model.config["num_classes"])
     ignored = protected_layers(model, num_classes, settings.protect_class_width_layers, settings.ignore_layers)
