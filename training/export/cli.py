@@ -37,7 +37,8 @@ def _image_sets(args: argparse.Namespace, variant: str, num_classes: int, h: int
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    ap = argparse.ArgumentParser(description="Export a checkpoint to ONNX/TFLite, check and record it")
+    ap = argparse.ArgumentParser(prog="python -m training.export",
+                                 description="Export a checkpoint to ONNX/TFLite, check and record it")
     ap.add_argument("--checkpoint", required=True)
     ap.add_argument("--formats", default=",".join(ALL_FORMATS),
                     help=f"comma list of {', '.join(ALL_FORMATS + EXTRA_FORMATS)}")
