@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -79,6 +79,25 @@ class Segmenter:
             x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
         return x
 
+    def scores(self, rgb: np.ndarray) -> np.ndarray:
+        """Raw class scores (h, w, C) at the model's output size: what :meth:`run` takes the argmax of
+        (int8 for an int8 model; :func:`~seg_perception.postprocess.dequantize` gives logits)."""
+        return self.backend.infer(self.preprocess(rgb))
+
+    def labels(self, rgb: np.ndarray) -> np.ndarray:
+        """The label map of :meth:`run` alone (uint8, the frame's size): no instances, confidence or timing."""
+        scores = self.scores(rgb)
+        low_labels, _ = scores_to_labels(scores, self.backend.output_quant)
+        return self._to_frame(scores, low_labels, None, rgb.shape[:2])[0]
+
+    def _to_frame(self, scores: np.ndarray, low_labels: np.ndarray, low_inst: Optional[np.ndarray],
+                  hw: Tuple[int, int]) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+        """Labels (and instances) at the frame's size: argmax of the bilinearly upsampled scores, or
+        nearest. Both maps move together, so every instance keeps one class."""
+        if self.upsampling == "bilinear":
+            return upsample_bilinear(scores, low_labels, low_inst, hw)
+        return resize_nearest(low_labels, hw), (None if low_inst is None else resize_nearest(low_inst, hw))
+
     def run(self, rgb: np.ndarray, want_confidence: bool = False) -> SegResult:
         t0 = time.perf_counter()
         x = self.preprocess(rgb)
@@ -87,15 +106,10 @@ class Segmenter:
         t2 = time.perf_counter()
         low_labels, low_conf = scores_to_labels(scores, self.backend.output_quant, want_confidence)
         hw = rgb.shape[:2]
-        # Instances on the low-resolution map, then both maps upsampled together (argmax of the
-        # bilinearly upsampled scores, or nearest): every instance keeps one class.
+        # instances on the low-resolution map (cheap), then moved to the frame with the labels
         scale = (hw[0] * hw[1]) / float(low_labels.size)
         low_inst = label_instances(low_labels, self.min_object_area, area_scale=scale)
-        if self.upsampling == "bilinear":
-            labels, instances = upsample_bilinear(scores, low_labels, low_inst, hw)
-        else:
-            labels = resize_nearest(low_labels, hw)
-            instances = resize_nearest(low_inst, hw)
+        labels, instances = self._to_frame(scores, low_labels, low_inst, hw)
         conf = resize_nearest(low_conf, hw) if low_conf is not None else None
         t3 = time.perf_counter()
         return SegResult(labels, instances, conf, (t2 - t1) * 1e3, (t3 - t0) * 1e3)

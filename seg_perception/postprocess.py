@@ -32,14 +32,20 @@ def scores_to_labels(scores: np.ndarray, quant: Optional[Tuple[float, int]] = No
     labels = np.argmax(scores, axis=-1).astype(np.uint8)
     if not want_confidence:
         return labels, None
-    s = scores.astype(np.float32)
-    if quant is not None:
-        scale, zero = quant
-        s = (s - zero) * scale
+    s = dequantize(scores, quant)
     m = s.max(axis=-1, keepdims=True)
     e = np.exp(s - m)
     conf = (1.0 / e.sum(axis=-1)).astype(np.float32)  # max softmax prob = exp(0) / sum
     return labels, conf
+
+
+def dequantize(scores: np.ndarray, quant: Optional[Tuple[float, int]]) -> np.ndarray:
+    """Backend scores as float32 logits: ``(q - zero point) * scale`` for quantised outputs."""
+    s = scores.astype(np.float32)
+    if quant is not None:
+        scale, zero = quant
+        s = (s - zero) * scale
+    return s
 
 
 def resize_nearest(arr: np.ndarray, hw: Tuple[int, int]) -> np.ndarray:
@@ -48,8 +54,8 @@ def resize_nearest(arr: np.ndarray, hw: Tuple[int, int]) -> np.ndarray:
     return cv2.resize(arr, (hw[1], hw[0]), interpolation=cv2.INTER_NEAREST)
 
 
-def upsample_bilinear(scores: np.ndarray, low_labels: np.ndarray, low_instances: np.ndarray,
-                      hw: Tuple[int, int]) -> Tuple[np.ndarray, np.ndarray]:
+def upsample_bilinear(scores: np.ndarray, low_labels: np.ndarray, low_instances: Optional[np.ndarray],
+                      hw: Tuple[int, int]) -> Tuple[np.ndarray, Optional[np.ndarray]]:
     """Labels and instances at ``hw``: argmax of the bilinearly upsampled scores.
 
     Nearest-neighbour upsampling of a coarse label map makes every class boundary a staircase of
@@ -59,12 +65,12 @@ def upsample_bilinear(scores: np.ndarray, low_labels: np.ndarray, low_instances:
     frame with one object costs a two-channel resize. Scores may be quantised (int8/uint8):
     interpolation commutes with the affine dequantisation. A pixel whose class changed against the
     nearest map takes the instance of one of its four source cells with that class (0 if none), so
-    an instance never spans two classes.
+    an instance never spans two classes. ``low_instances=None``: labels only.
     """
     h, w = low_labels.shape
     H, W = hw
     nearest = resize_nearest(low_labels, hw)
-    instances = resize_nearest(low_instances, hw)
+    instances = None if low_instances is None else resize_nearest(low_instances, hw)
     present = np.flatnonzero(np.bincount(low_labels.ravel()))
     if (h, w) == (H, W) or present.size < 2:
         return nearest, instances
@@ -85,6 +91,8 @@ def upsample_bilinear(scores: np.ndarray, low_labels: np.ndarray, low_instances:
             wins = up > best
             labels[wins] = c
             np.maximum(best, up, out=best)
+    if instances is None:
+        return labels, None
     changed = cv2.findNonZero((labels != nearest).view(np.uint8))  # few points: faster than np.nonzero
     if changed is not None:
         xy = changed.reshape(-1, 2)

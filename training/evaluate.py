@@ -10,7 +10,7 @@ so the val split is exactly the one the run validated on. Writes into ``--out``
 * ``metrics.json``: mIoU, pixel accuracy, mean Dice, per-class IoU / Dice / pixel share,
   the confusion matrix (one matrix over the whole split), model size, parameters, MACs and
   latency (median of N batch-1 forward passes at the input size, after warm-up);
-* ``iou_vs_share.png``: per-class IoU against the class's pixel share (the seed study's analysis);
+* ``iou_vs_share.png``: per-class IoU against the class's pixel share (the reference study's analysis);
 * ``samples.png``: image / ground truth / prediction rows;
 * ``config.yaml``: the resolved training config of the checkpoint.
 """

@@ -7,9 +7,11 @@ file it runs and how the tensors look comes from the model manifest
 from __future__ import annotations
 
 import logging
+import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, Iterator, Optional, Tuple
 
 import numpy as np
 
@@ -55,12 +57,20 @@ class Backend:
     """Runs one model. Subclasses implement :meth:`_load` and :meth:`_run`."""
 
     runtime = ""
+    # what _load reads from the file
+    input_dtype: np.dtype
+    output_dtype: np.dtype
+    input_quant: Optional[Tuple[float, int]]  # (scale, zero point) of an integer input tensor, else None
+    output_quant: Optional[Tuple[float, int]]
 
-    def __init__(self, name: str, entry: ModelEntry, path: Path, num_threads: int = 2):
+    def __init__(self, name: str, entry: ModelEntry, path: Path, num_threads: int = 2, spin_wait: bool = True):
         self.name = name
         self.entry = entry
         self.path = Path(path)
         self.num_threads = int(num_threads)
+        # Worker threads busy-wait for the next run (ONNX Runtime's default: lowest latency for
+        # one model alone). Off where several models take turns on the same cores.
+        self.spin_wait = bool(spin_wait)
         self.sha256 = entry.sha256
         self._load()
 
@@ -136,7 +146,7 @@ def generic_entry(path: Path, runtime: str) -> ModelEntry:
 
 
 def create_backend(name: str, model_path: str = "", num_threads: int = 2,
-                   manifest: Optional[Manifest] = None) -> Backend:
+                   manifest: Optional[Manifest] = None, spin_wait: bool = True) -> Backend:
     """Build a backend by registry name.
 
     Shipped backends verify their manifest entry (sha256, shapes, classes).
@@ -147,7 +157,7 @@ def create_backend(name: str, model_path: str = "", num_threads: int = 2,
     if name not in BACKENDS:
         raise BackendError(f"unknown backend {name!r}; valid: {list(BACKENDS)}")
     spec = BACKENDS[name]
-    try:
+    with _as_backend_error(name):
         manifest = manifest or Manifest.load()
         if model_path:
             path = Path(model_path).expanduser()
@@ -169,7 +179,26 @@ def create_backend(name: str, model_path: str = "", num_threads: int = 2,
             entry.verify_file(path)
         if entry.format != spec.runtime:
             raise BackendError(f"{path}: manifest format {entry.format!r} but backend {name!r} runs {spec.runtime}")
-        return _runtime(spec.runtime)(name, entry, path, num_threads)
+        return _runtime(spec.runtime)(name, entry, path, num_threads, spin_wait)
+
+
+def open_backend(entry: ModelEntry, path: os.PathLike, num_threads: int = 2, spin_wait: bool = True) -> Backend:
+    """The runtime of ``entry.format`` on ``path``, checked against ``entry`` (sha256, shapes, classes).
+
+    What :func:`create_backend` ends with once it has found the entry. Tools that hold an entry
+    of their own (the export checks of a file just written, the report over a models folder)
+    call it directly, so they run a file exactly as the node does.
+    """
+    with _as_backend_error(entry.name):
+        entry.verify_file(path)
+        return _runtime(entry.format)(entry.name, entry, Path(path), num_threads, spin_wait)
+
+
+@contextmanager
+def _as_backend_error(name: str) -> Iterator[None]:
+    """Every failure to load a model as a :class:`BackendError` naming the file and reason."""
+    try:
+        yield
     except ManifestError as e:
         raise BackendError(str(e)) from e
     except BackendError:

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..atwork import SPLIT_KINDS, SplitSpec, list_samples, read_label, read_rgb, split_samples
 from ..config import NodeConfig
-from ..metrics import ConfusionMatrix, iou_per_class, mean_iou, pixel_accuracy
+from ..metrics import ConfusionMatrix, accuracy_summary
 from ..pipeline import make_segmenter
 
 
@@ -45,14 +45,17 @@ def evaluate(backend: str, root: str, split: str = "all", model_path: str = "", 
         res = seg.run(rgb)
         times.append((time.perf_counter() - t) * 1e3)
         cm.update(res.labels, gt)
-    iou = iou_per_class(cm.matrix)
+    acc = accuracy_summary(cm.matrix, seg.classes.names)
     return {
         "backend": backend, "model_file": seg.backend.path.name, "split": split, "split_kind": split_kind,
-        "miou": round(100 * mean_iou(cm.matrix), 2), "pixel_accuracy": round(100 * pixel_accuracy(cm.matrix), 2),
-        "per_class_iou": {name: (None if np.isnan(v) else round(100 * float(v), 2))
-                          for name, v in zip(seg.classes.names, iou)},
+        "miou": _percent(acc["miou"]), "pixel_accuracy": _percent(acc["pixel_accuracy"]),
+        "per_class_iou": {name: _percent(v) for name, v in acc["per_class_iou"].items()},
         "num_images": len(samples), "median_ms": round(float(np.median(times)), 2),
     }
+
+
+def _percent(v: Optional[float]) -> Optional[float]:
+    return None if v is None else round(100 * v, 2)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 
+from fake_atwork import JPEG_444, make_fake_atwork
 from seg_perception.classes import load_classes
 from training.data.atwork import (
     AtWorkSegmentation,
@@ -40,7 +41,6 @@ OBJ_RGB = {"f20_20_B": (220, 40, 40), "axis": (40, 200, 40), "motor": (40, 40, 2
 BG_RGB = [(200, 200, 200), (70, 70, 70), (200, 190, 120)]  # scene backgrounds: solid colours
 PHOTO_H, PHOTO_W = 120, 160
 N_PHOTOS = 5
-JPEG_444 = [cv2.IMWRITE_JPEG_QUALITY, 100, cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444]
 
 
 def _write_rgb(path: Path, rgb: np.ndarray) -> None:
@@ -48,40 +48,11 @@ def _write_rgb(path: Path, rgb: np.ndarray) -> None:
     assert cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), JPEG_444)
 
 
-def _paint_shape(rng: np.random.Generator) -> np.ndarray:
-    """A random ellipse / rectangle / triangle mask well inside the photo."""
-    m = np.zeros((PHOTO_H, PHOTO_W), np.uint8)
-    cy, cx = int(rng.integers(40, 80)), int(rng.integers(50, 110))
-    kind = int(rng.integers(3))
-    if kind == 0:
-        cv2.ellipse(m, (cx, cy), (int(rng.integers(10, 25)), int(rng.integers(8, 20))),
-                    float(rng.uniform(0, 180)), 0, 360, 1, -1)
-    elif kind == 1:
-        hw, hh = int(rng.integers(8, 25)), int(rng.integers(8, 20))
-        cv2.rectangle(m, (cx - hw, cy - hh), (cx + hw, cy + hh), 1, -1)
-    else:
-        pts = np.array([[cx, cy - 20], [cx - 22, cy + 15], [cx + 22, cy + 15]], np.int32)
-        cv2.fillPoly(m, [pts], 1)
-    return m.astype(bool)
-
-
 @pytest.fixture(scope="module")
 def fake_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """3 classes x 5 photos (plus axis_006 without mask), backgrounds for both splits."""
-    root = tmp_path_factory.mktemp("atwork")
-    rng = np.random.default_rng(1234)
-    for name in CLASSES:
-        cid = FULL.names.index(name)
-        for i in range(1, N_PHOTOS + 1):
-            stem = f"{name}_{i:03d}"
-            mask = _paint_shape(rng)
-            photo = np.zeros((PHOTO_H, PHOTO_W, 3), np.uint8)  # dark source surface
-            photo[...] = rng.integers(0, 30, size=(PHOTO_H, PHOTO_W, 1), dtype=np.uint8)
-            photo[mask] = OBJ_RGB[name]
-            _write_rgb(root / "objects" / "image" / name / f"{stem}.jpg", photo)
-            label = np.where(mask, cid, 19).astype(np.uint8)
-            (root / "objects" / "semantic_labels" / name).mkdir(parents=True, exist_ok=True)
-            cv2.imwrite(str(root / "objects" / "semantic_labels" / name / f"{stem}.png"), label)
+    root = make_fake_atwork(tmp_path_factory.mktemp("atwork"), CLASSES, N_PHOTOS, (PHOTO_H, PHOTO_W), seed=1234,
+                            colours=OBJ_RGB)
     _write_rgb(root / "objects" / "image" / "axis" / "axis_006.jpg", np.zeros((PHOTO_H, PHOTO_W, 3), np.uint8))
     for kind, split, names in [
         ("backgrounds", "training", ["background_0001.jpg", "background_0002. png", "background_0003.png"]),

@@ -81,6 +81,17 @@ def test_known_answer() -> None:
     np.testing.assert_allclose(M.class_pixel_share(cm), [0.4, 0.4, 0.2])
 
 
+def test_accuracy_summary_known_answer() -> None:
+    """The one summary export, report, evaluate and the tools report: fractions, None where undefined."""
+    cm = np.array([[3, 1, 0, 0], [1, 3, 0, 0], [1, 0, 1, 0], [0, 0, 0, 0]])
+    s = M.accuracy_summary(cm, ["a", "b", "c", "never"])
+    assert s == {"miou": pytest.approx((0.5 + 0.6 + 0.5) / 3), "pixel_accuracy": pytest.approx(7 / 10),
+                 "per_class_iou": {"a": 0.5, "b": 0.6, "c": 0.5, "never": None}}
+    assert {k: M.summarize(cm)[k] for k in s} == M.accuracy_summary(cm)  # the full record starts with it
+    with pytest.raises(ValueError, match="3 class names"):
+        M.accuracy_summary(cm, ["a", "b", "c"])
+
+
 def test_dataset_wide_not_per_image_mean() -> None:
     # image A: perfect on a big object; image B: misses a tiny one. Dataset-wide IoU of class 1
     # is dominated by A's pixels, unlike a mean of per-image IoUs.

@@ -199,18 +199,18 @@ def test_onnx_export(name: str, kwargs: Dict[str, Any], tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name,kwargs", SMALL, ids=IDS)
 def test_prunable_with_torch_pruning(name: str, kwargs: Dict[str, Any]) -> None:
-    tp = pytest.importorskip("torch_pruning")
+    """Half of the filters come off through the project's pruner (torch-pruning plus its guard against
+    groups whose index mapping breaks: ESPNet concatenates the raw downsampled image before one batch
+    norm, which torch-pruning cannot map) and the model still runs at any input size."""
+    pytest.importorskip("torch_pruning")
+    from training.prune import PruneSettings, build_pruner, pruning_step
+
     model = _small(name, kwargs).eval()
     x = torch.randn(1, 3, 64, 96)
     before = count_parameters(model)
-    pruner = tp.pruner.MetaPruner(
-        model,
-        x,
-        importance=tp.importance.MagnitudeImportance(p=1),
-        pruning_ratio=0.5,
-        ignored_layers=model.classifier_layers(),
-    )
-    pruner.step()
+    settings = PruneSettings(steps=1, filters_per_step=0.5, protect_class_width_layers=False)
+    pruner = build_pruner(model, x, settings, NUM_CLASSES)
+    pruning_step(pruner, model, x, NUM_CLASSES)
     after = count_parameters(model)
     assert after < 0.6 * before
     with torch.no_grad():
