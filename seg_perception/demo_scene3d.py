@@ -20,6 +20,7 @@ import numpy as np
 from .classes import load_classes
 from .demo_frames import _table
 from .geometry import CameraModel, default_camera, yaw_in_table
+from .geometry_eval import ELONGATED_RATIO
 from .size_pairs import load_object_facts
 
 # class -> (shape, colour). Shapes: box, cyl_x (lying cylinder along the length), cyl_z (disc),
@@ -33,7 +34,6 @@ LOOKS: Dict[str, Tuple[str, Tuple[int, int, int]]] = {
     "container_box_blue": ("box", (30, 70, 200)), "container_box_red": ("box", (200, 30, 35)),
     "bearing_box_ax16": ("box", (150, 150, 160)), "em_01": ("box", (230, 120, 20)), "em_02": ("box", (25, 25, 25)),
 }
-ELONGATED_RATIO = 1.5  # length / width from which yaw is scored
 
 
 @dataclass
@@ -47,12 +47,6 @@ class Truth:
     yaw: float  # radians, geometry.yaw_in_table convention
     elongated: bool
     symmetric: bool
-
-    def as_dict(self) -> dict:
-        return {"instance_id": self.instance_id, "class_id": self.class_id, "class_name": self.class_name,
-                "center": [round(float(v), 6) for v in self.center],
-                "dims": [round(float(v), 6) for v in self.dims], "yaw": round(self.yaw, 6),
-                "elongated": self.elongated, "symmetric": self.symmetric}
 
 
 @dataclass
@@ -218,9 +212,13 @@ def _yaw_matrix(yaw: float) -> np.ndarray:
 
 
 def render_objects(placements: List[Placement], hw: Tuple[int, int] = (480, 640), tilt_deg: float = 0.0,
-                   distance: float = 0.5, rng: Optional[np.random.Generator] = None) -> Scene:
+                   distance: float = 0.5, rng: Optional[np.random.Generator] = None,
+                   palette_colours: bool = False) -> Scene:
     """Ray-cast the given objects (each fully in view; ValueError otherwise) under a camera ``distance``
-    metres from the table along its optical axis, tilted ``tilt_deg`` from straight down."""
+    metres from the table along its optical axis, tilted ``tilt_deg`` from straight down.
+
+    ``palette_colours``: flat class colours on a black table (the class file's palette), which the
+    tests' nearest-colour model segments exactly."""
     rng = rng or np.random.default_rng(0)
     h, w = hw
     names = load_classes("full").names
@@ -269,6 +267,8 @@ def render_objects(placements: List[Placement], hw: Tuple[int, int] = (480, 640)
     lut_cls = np.array([0] + [t.class_id for t in truths], np.uint8)
     labels = lut_cls[obj_at]
     instances = obj_at.astype(np.uint16)
+    if palette_colours:
+        return Scene(load_classes("full").palette()[labels], labels, instances, depth_mm, cam, truths, float(tilt_deg))
     # Colour: textured table; objects lit from the camera (Lambert) with a little grain.
     img = _table(rng, h, w).astype(np.float32)
     lambert = np.clip(-(normal_at * rays).sum(axis=-1), 0, 1)
