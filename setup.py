@@ -35,6 +35,7 @@ setup(
             "seg-soak = seg_perception.tools.soak:main",
             "seg-make-bag = seg_perception.tools.make_bag:main",
             "seg-replay = seg_perception.tools.replay:main",
+            "seg-geom-eval = seg_perception.tools.geom_eval:main",
         ],
     },
 )
