@@ -111,6 +111,7 @@ class GeometryConfig:
     min_depth_m: float = 0.05
     max_depth_m: float = 10.0
     symmetric_classes: FrozenSet[str] = frozenset()
+    round_section_classes: FrozenSet[str] = frozenset()  # lying cylinders: width = height
 
 
 @dataclass
@@ -253,23 +254,26 @@ def _metres_per_pixel(p: np.ndarray, axis: np.ndarray, cam: CameraModel) -> floa
     return 1.0 / max(math.hypot(du, dv), 1e-6)
 
 
-def _reach(s_core: np.ndarray, d_core: np.ndarray, s_band: np.ndarray, d_band: np.ndarray, mpp: float) -> float:
-    """How far the object reaches along an axis (the side where ``s`` grows).
+def _reach(s_core: np.ndarray, d_core: np.ndarray, s_band: np.ndarray, d_band: np.ndarray,
+           mpp: np.ndarray) -> np.ndarray:
+    """How far the object reaches along each column of ``s`` (coordinates of the points along
+    axis/sign pairs; all sides at once).
 
     ``d``: each point's pixel distance to the mask's outline (the outline lies half a pixel beyond the
     outermost mask pixel). The core's extreme points lie ``d - 0.5`` pixels inside it; how many metres
     such a pixel is worth comes from the band between core and outline: a face seen edge-on adds ~0 per
     pixel, a face seen face-on one pixel's width ``mpp`` (at most two).
     """
-    c = float(s_core.max())
-    d_c = float(d_core[s_core >= c - 0.5 * mpp].mean())
+    c = s_core.max(axis=0)
+    near = s_core >= c - 0.5 * mpp
+    d_c = (near * d_core[:, None]).sum(axis=0) / near.sum(axis=0)
     rate = mpp
-    if s_band.size:
-        b = float(s_band.max())
-        dpx = d_c - float(d_band[s_band >= b - 0.5 * mpp].mean())
-        if dpx > 0.25:
-            rate = min(max((b - c) / dpx, 0.0), 2.0 * mpp)
-    return c + rate * max(d_c - 0.5, 0.0)
+    if len(s_band):
+        b = s_band.max(axis=0)
+        near = s_band >= b - 0.5 * mpp
+        dpx = d_c - (near * d_band[:, None]).sum(axis=0) / near.sum(axis=0)
+        rate = np.where(dpx > 0.25, np.clip((b - c) / np.maximum(dpx, 0.25), 0.0, 2.0 * mpp), mpp)
+    return c + rate * np.maximum(d_c - 0.5, 0.0)
 
 
 def measure_object(depth: np.ndarray, labels: np.ndarray, instances: np.ndarray, instance_id: int,
@@ -315,16 +319,13 @@ def measure_object(depth: np.ndarray, labels: np.ndarray, instances: np.ndarray,
     inner = inner[np.abs(z - med) <= tol]
     if len(inner) < min(cfg.min_points, n_core):
         return None, "too_few_points"
-    # the core's outermost pixels, and the band between the core and the mask's outline
-    edge, d_edge = crop.points(core & (dist <= erosion + 1.5), extra=dist)
-    if erosion:
-        band, d_band = crop.points((dist > erosion - 0.5) & (dist <= erosion + 0.5) & valid, extra=dist)
-    else:
-        band, d_band = edge[:0], d_edge[:0]
-    ok = np.abs(edge[:, 2] - med) <= tol
-    edge, d_edge = edge[ok], d_edge[ok]
-    ok = np.abs(band[:, 2] - med) <= tol
-    band, d_band = band[ok], d_band[ok]
+    # the core's outermost pixels, and the band between the core and the mask's outline (one gather)
+    lo_d = erosion - 0.5 if erosion else 0.5
+    rim, d_rim = crop.points((dist > lo_d) & (dist <= erosion + 1.5) & valid, extra=dist)
+    rim_ok = np.abs(rim[:, 2] - med) <= tol
+    in_core = d_rim > erosion + 0.5
+    edge, d_edge = rim[rim_ok & in_core], d_rim[rim_ok & in_core]
+    band, d_band = (rim[rim_ok & ~in_core], d_rim[rim_ok & ~in_core]) if erosion else (edge[:0], d_edge[:0])
     if len(edge) < 3:
         return None, "too_few_points"
 
@@ -359,13 +360,19 @@ def measure_object(depth: np.ndarray, labels: np.ndarray, instances: np.ndarray,
     a1 = math.cos(yaw) * e1 + math.sin(yaw) * e2
     a2 = cross(up, a1)
     centre_guess = inner.sum(axis=0) / len(inner)
-    sides = []
-    for ax in (a1, a2):
-        mpp = _metres_per_pixel(centre_guess, ax, cam)
-        s_e, s_b = edge @ ax, band @ ax
-        sides.append((-_reach(-s_e, d_edge, -s_b, d_band, mpp), _reach(s_e, d_edge, s_b, d_band, mpp)))
-    (lo1, hi1), (lo2, hi2) = sides
+    axes = np.array([a1, a2, -a1, -a2]).T  # (3, 4): both sides of both axes
+    mpp = np.array([_metres_per_pixel(centre_guess, a1, cam), _metres_per_pixel(centre_guess, a2, cam)] * 2)
+    hi1, hi2, neg_lo1, neg_lo2 = _reach(edge @ axes, d_edge, band @ axes, d_band, mpp)
+    lo1, lo2 = -neg_lo1, -neg_lo2
     length, width, height = hi1 - lo1, hi2 - lo2, max(top, 0.0)
+    if class_name in cfg.round_section_classes and width < height < length:
+        # A lying cylinder: from an oblique view the part of its far side below the silhouette's tangent
+        # is hidden, but its cross-section is round: width = height, grown on the side away from the camera.
+        if float(a2 @ centre_guess) > 0:
+            hi2 += height - width
+        else:
+            lo2 -= height - width
+        width = height
     # -d * up is the table point closest to the camera; a1 and a2 are orthogonal to it.
     centre = -d * up + a1 * ((lo1 + hi1) / 2) + a2 * ((lo2 + hi2) / 2) + up * (height / 2)
     if class_name in cfg.symmetric_classes:  # round: the box covers it whatever the yaw

@@ -85,7 +85,8 @@ class ObjectGeometry:
     def __init__(self, class_names: Sequence[str], facts: Optional[ObjectFacts] = None,
                  cfg: Optional[GeometryConfig] = None):
         self.facts = facts or load_object_facts()
-        self.cfg = cfg or GeometryConfig(symmetric_classes=self.facts.symmetric)
+        self.cfg = cfg or GeometryConfig(symmetric_classes=self.facts.symmetric,
+                                         round_section_classes=self.facts.round_section)
         self.class_names = list(class_names)
         self.pairs = SizePairs(self.facts, class_names)
 

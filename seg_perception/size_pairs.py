@@ -32,6 +32,7 @@ class ObjectFacts:
     size_m: Dict[str, Size]  # nominal [length, width, height] in metres
     estimated: FrozenSet[str]  # sizes no source gives
     symmetric: FrozenSet[str]  # round in top view: yaw 0
+    round_section: FrozenSet[str]  # cylinders lying on their side: width = height
     pairs: Tuple[Tuple[str, str], ...]
 
 
@@ -50,14 +51,16 @@ def load_object_facts(path: Optional[os.PathLike] = None) -> ObjectFacts:
             if c.get("size_estimated"):
                 estimated.add(c["name"])
     symmetric = frozenset(doc.get("symmetric_classes") or ())
+    round_section = frozenset(doc.get("round_section_classes") or ())
     pairs = tuple(tuple(p) for p in (doc.get("size_pairs") or ()))
-    for name in list(symmetric) + [n for p in pairs for n in p]:
+    for name in list(symmetric) + list(round_section) + [n for p in pairs for n in p]:
         if name not in names:
-            raise ValueError(f"classes.yaml: unknown class {name!r} in symmetric_classes / size_pairs")
+            raise ValueError(f"classes.yaml: unknown class {name!r} in symmetric_classes / round_section_classes / "
+                             f"size_pairs")
     for p in pairs:
         if len(p) != 2 or any(n not in size for n in p):
             raise ValueError(f"classes.yaml: size pair {list(p)} needs two classes with size_mm")
-    return ObjectFacts(size, frozenset(estimated), symmetric, pairs)  # type: ignore[arg-type]
+    return ObjectFacts(size, frozenset(estimated), symmetric, round_section, pairs)  # type: ignore[arg-type]
 
 
 def size_distance(measured: Sequence[float], nominal: Sequence[float]) -> float:
