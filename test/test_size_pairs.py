@@ -22,6 +22,7 @@ def test_every_object_has_a_size_and_sources_are_marked():
     assert FACTS.size_m["m30"] == pytest.approx((0.051, 0.046, 0.0256))
     assert {"container_box_blue", "container_box_red", "bearing_box_ax16", "em_01", "em_02"} == set(FACTS.estimated)
     assert {"m20", "m30", "bearing", "distance_tube"} == set(FACTS.symmetric)
+    assert {"m20_100", "r20", "axis", "motor"} == set(FACTS.round_section)
     assert ("m20", "m30") in FACTS.pairs
 
 
