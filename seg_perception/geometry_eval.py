@@ -58,9 +58,10 @@ def boxes_from_markers(markers: Iterable[Any], cube_type: int = 1) -> List[Box]:
 
 def truth_to_json(truths: Sequence[Any], stamp: Sequence[int], frame_id: str) -> str:
     """Rendered truths (``demo_scene3d.Truth``) -> the JSON seg-make-bag writes on /camera/objects_gt."""
-    objs = [{"class_name": t.class_name, "center": [round(float(v), 6) for v in t.center],
-             "axis": [round(float(v), 6) for v in t.rotation[:, 0]], "up": [round(float(v), 6) for v in t.rotation[:, 2]],
-             "dims": [round(float(v), 6) for v in t.dims], "symmetric": bool(t.symmetric)} for t in truths]
+    def r6(v: Any) -> List[float]:
+        return [round(float(x), 6) for x in v]
+    objs = [{"class_name": t.class_name, "center": r6(t.center), "axis": r6(t.rotation[:, 0]),
+             "up": r6(t.rotation[:, 2]), "dims": r6(t.dims), "symmetric": bool(t.symmetric)} for t in truths]
     return json.dumps({"stamp": [int(stamp[0]), int(stamp[1])], "frame_id": frame_id, "objects": objs})
 
 

@@ -24,7 +24,8 @@ def _box(name, centre, yaw, dims, symmetric=False):
 
 
 def test_score_known_errors():
-    truth = [_box("f20_20_B", [0, 0, 0.5], 0.3, [0.1, 0.02, 0.02]), _box("m30", [0.1, 0, 0.5], 0.0, [0.053, 0.046, 0.026], True),
+    truth = [_box("f20_20_B", [0, 0, 0.5], 0.3, [0.1, 0.02, 0.02]),
+             _box("m30", [0.1, 0, 0.5], 0.0, [0.053, 0.046, 0.026], True),
              _box("motor", [-0.1, 0, 0.5], 0.0, [0.087, 0.042, 0.042])]
     pred = [_box("s40_40_B", [0.003, 0.004, 0.5], 0.3 + math.radians(4), [0.11, 0.02, 0.018]),  # 5 mm, 4 deg
             _box("m30", [0.1, 0, 0.501], 1.0, [0.053, 0.053, 0.026]),  # symmetric: width = its largest side

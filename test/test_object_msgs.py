@@ -98,3 +98,19 @@ def test_detection2d_class_id_is_the_numeric_id():
     box = _obj(3, 6, 0.0, "m30", 7)  # depth said it is the smaller nut
     (d,) = detections_2d(seg, _header(), vm, {3: box}).detections
     assert d.results[0].hypothesis.class_id == "6" and d.results[0].pose.pose.position.z == pytest.approx(0.5)
+
+
+def test_rviz_config_shows_image_overlay_and_markers(repo_root):
+    import yaml
+
+    from seg_perception.tools import bags
+
+    doc = yaml.safe_load((repo_root / "config" / "seg.rviz").read_text())
+    shown = doc["Visualization Manager"]["Displays"]
+    displays = {d["Class"]: d for d in shown if d["Class"] != "rviz_default_plugins/Image"}
+    images = [d["Topic"]["Value"] for d in shown if d["Class"] == "rviz_default_plugins/Image"]
+    assert images == [bags.CAMERA_TOPIC, "/segmentation/overlay"]
+    assert displays["rviz_default_plugins/MarkerArray"]["Topic"]["Value"] == bags.MARKERS_TOPIC
+    assert displays["rviz_default_plugins/PoseArray"]["Topic"]["Value"] == "/segmentation/object_poses"
+    # the frame the node's boxes are in when replaying a bag made by seg-make-bag
+    assert doc["Visualization Manager"]["Global Options"]["Fixed Frame"] == "camera_color_optical_frame"
