@@ -85,7 +85,7 @@ def test_demo_bag_has_depth_camera_info_and_truth(tmp_path, capsys):
         assert [o["class_name"] for o in doc["objects"]] == [t.class_name for t in scene.truths]
 
 
-def _palette_bag(path, n=3, down=1):
+def _palette_bag(path, n=3, depth_offset_ns=0):
     """Palette-coloured rendered scenes (the colour model segments them) with depth, camera info, truth."""
     with bags.BagWriter(path, "mcap") as w:
         for i in range(n):
@@ -100,7 +100,8 @@ def _palette_bag(path, n=3, down=1):
             w.write(bags.GT_TOPIC, bags.IMAGE_TYPE, t, bags.image_message(scene.labels, "mono8", stamp, "cam"))
             w.write(bags.CAMERA_INFO_TOPIC, bags.CAMERA_INFO_TYPE, t,
                     bags.camera_info_message(480, 640, stamp, "cam", scene.camera))
-            w.write(bags.DEPTH_TOPIC, bags.IMAGE_TYPE, t, bags.image_message(scene.depth_mm, "16UC1", stamp, "cam"))
+            d_stamp = bags.ns_to_stamp(t + depth_offset_ns)  # a real camera stamps depth a little apart
+            w.write(bags.DEPTH_TOPIC, bags.IMAGE_TYPE, t, bags.image_message(scene.depth_mm, "16UC1", d_stamp, "cam"))
             w.write(bags.OBJECTS_GT_TOPIC, bags.STRING_TYPE, t,
                     bags.string_message(truth_to_json(scene.truths, stamp, "cam")))
 
@@ -131,3 +132,18 @@ def test_offline_replay_scores_3d_boxes(tmp_path, capsys, full_res_colour_model)
                         "-p", "use_depth=false"]) == 0
     assert "geometry" not in json.loads(capsys.readouterr().out)
     assert replay.main([str(bag), "--offline", "-p", "use_depth=maybe"]) == 2
+
+
+def test_offline_replay_pairs_depth_by_nearest_stamp(tmp_path, capsys, full_res_colour_model):
+    model = ["--backend", "onnx", "--model-path", full_res_colour_model, "-p", "min_object_area=50"]
+    near, far = tmp_path / "near", tmp_path / "far"
+    _palette_bag(near, n=2, depth_offset_ns=5_000_000)  # 5 ms: within depth_sync_tolerance_s = 0.02
+    _palette_bag(far, n=2, depth_offset_ns=50_000_000)  # 50 ms: never paired
+    assert replay.main([str(near), "--offline", *model]) == 0
+    geo = json.loads(capsys.readouterr().out)["geometry"]
+    assert geo["accuracy_3d"]["matched"] == 6 and geo["frames_without_depth"] == 0
+    assert replay.main([str(far), "--offline", *model]) == 0
+    geo = json.loads(capsys.readouterr().out)["geometry"]
+    assert geo["accuracy_3d"]["frames"] == 0 and geo["frames_without_depth"] == 2
+    assert replay.main([str(far), "--offline", *model, "-p", "depth_sync_tolerance_s=0.06"]) == 0
+    assert json.loads(capsys.readouterr().out)["geometry"]["accuracy_3d"]["matched"] == 6

@@ -795,8 +795,8 @@ def replay(args: argparse.Namespace) -> Dict[str, Any]:
         args.params.setdefault("use_depth", True)
     cfg = node_config(args.backend, args.model_path, args.params, plan.msgtype == bags.COMPRESSED_TYPE)
     classes = class_set_for(cfg)
-    args.geometry = (replay_geometry.GeometryReplay.for_plan(plan, list(classes.names), cfg.resolve_size_pairs)
-                     if cfg.use_depth else None)
+    args.geometry = (replay_geometry.GeometryReplay.for_plan(plan, list(classes.names), cfg.resolve_size_pairs,
+                                                             cfg.depth_sync_tolerance_s) if cfg.use_depth else None)
     warnings: List[str] = []
     check_gt_variant(plan, classes, warnings)
     out_path = _out_bag_path(args)

@@ -33,8 +33,11 @@ def has_depth(plan: Any) -> bool:
 class GeometryReplay:
     """The depth side of one replay (one instance per replay; not shared between threads but its own)."""
 
-    def __init__(self, plan: Any, class_names: List[str], resolve_pairs: bool = True):
+    def __init__(self, plan: Any, class_names: List[str], resolve_pairs: bool = True, tolerance_s: float = 0.02):
+        from ..depth_sync import StampBuffer
+
         self.plan = plan
+        self.tolerance_ns = int(round(tolerance_s * 1e9))
         self.class_names = class_names
         self.resolve_pairs = resolve_pairs
         self.gt_topic = bags.OBJECTS_GT_TOPIC if bags.OBJECTS_GT_TOPIC in plan.topics else None
@@ -46,14 +49,16 @@ class GeometryReplay:
         self._preds: Dict[Stamp, list] = {}
         self._lock = threading.Lock()
         self._pubs: Dict[str, Any] = {}
-        self._depth: Dict[Stamp, Any] = {}
+        self._depth: Any = StampBuffer(8)  # offline: depth images by stamp
         self._info: Any = None
         self._geometry: Any = None
-        self.counts = {"depth_frames_published": 0, "marker_arrays": 0, "objects_3d": 0, "size_resolved": 0}
+        self.counts = {"depth_frames_published": 0, "marker_arrays": 0, "objects_3d": 0, "size_resolved": 0,
+                       "frames_without_depth": 0}
 
     @classmethod
-    def for_plan(cls, plan: Any, class_names: List[str], resolve_pairs: bool = True) -> Optional["GeometryReplay"]:
-        return cls(plan, class_names, resolve_pairs) if has_depth(plan) else None
+    def for_plan(cls, plan: Any, class_names: List[str], resolve_pairs: bool = True,
+                 tolerance_s: float = 0.02) -> Optional["GeometryReplay"]:
+        return cls(plan, class_names, resolve_pairs, tolerance_s) if has_depth(plan) else None
 
     # --- node side
     @staticmethod
@@ -136,12 +141,14 @@ class GeometryReplay:
         for topic, _, raw in self._advance(t_ns):
             if topic == bags.DEPTH_TOPIC:
                 msg = bags.deserialize(raw, bags.IMAGE_TYPE)
-                self._depth = {bags.stamp_of(msg): msg}
+                self._depth.add(bags.stamp_to_ns(bags.stamp_of(msg)), msg)
             else:
                 self._info = bags.deserialize(raw, bags.CAMERA_INFO_TYPE)
-        depth = self._depth.get(stamp)
-        if depth is None or self._info is None:
+        pair = self._depth.match(bags.stamp_to_ns(stamp), self.tolerance_ns)  # as the node pairs them
+        if pair is None or self._info is None:
+            self.counts["frames_without_depth"] += 1
             return
+        depth = pair[1]
         if self._geometry is None:
             self._geometry = ObjectGeometry(self.class_names)
         try:
