@@ -36,6 +36,9 @@ class NodeConfig:
     max_image_pixels: int = 4096 * 4096
     stall_timeout_s: float = 2.0
     diagnostics_period_s: float = 1.0
+    use_depth: bool = False
+    depth_sync_tolerance_s: float = 0.02
+    resolve_size_pairs: bool = True
 
     def validate(self) -> "NodeConfig":
         names = backend_names()
@@ -60,6 +63,8 @@ class NodeConfig:
             raise ConfigError("max_image_pixels must be >= 1")
         if self.stall_timeout_s <= 0 or self.diagnostics_period_s <= 0:
             raise ConfigError("stall_timeout_s and diagnostics_period_s must be > 0")
+        if not 0.0 <= self.depth_sync_tolerance_s <= 1.0:
+            raise ConfigError(f"depth_sync_tolerance_s {self.depth_sync_tolerance_s} must be in [0, 1]")
         return self
 
     @classmethod
@@ -85,8 +90,8 @@ class NodeConfig:
 
 
 def _coerce(name: str, value: Any, typ: type) -> Any:
-    """Accept ints for float fields and integral floats for int fields; nothing else."""
-    ok = (not isinstance(value, bool)) and (
+    """Accept ints for float fields and integral floats for int fields; bools only for bool fields."""
+    ok = (typ is bool and isinstance(value, bool)) or (not isinstance(value, bool)) and (
         (typ is str and isinstance(value, str))
         or (typ is int and (isinstance(value, int) or (isinstance(value, float) and value.is_integer())))
         or (typ is float and isinstance(value, (int, float))))
@@ -110,4 +115,10 @@ DESCRIPTIONS: Dict[str, str] = {
     "max_image_pixels": "frames with more pixels are rejected before decoding",
     "stall_timeout_s": "no frame for this long = camera stall warning in diagnostics",
     "diagnostics_period_s": "period of /diagnostics",
+    "use_depth": "subscribe to 'depth' (registered to the colour image, 16UC1 mm or 32FC1 m) and 'camera_info' and "
+                 "publish 3D boxes (segmentation/object_markers, object_poses, detections_3d); start-up only",
+    "depth_sync_tolerance_s": "a depth image pairs with the colour frame of the same stamp, or the nearest one at "
+                              "most this far apart",
+    "resolve_size_pairs": "report an object of a size pair (f20_20/s40_40, m20/m30) as its twin when depth measures "
+                          "it closer to the twin's size",
 }

@@ -23,17 +23,18 @@ from sensor_msgs.msg import CompressedImage, Image
 from .backends import BackendError
 from .config import DESCRIPTIONS, ConfigError, NodeConfig
 from .encodings import ImageDecodeError, compressed_to_rgb, image_to_rgb
+from .object_msgs import detections_2d
 from .pipeline import Segmenter, make_segmenter
 from .stats import Counters, Percentiles, RateMeter
 
 try:  # only in a ROS distro; the pip wheels have no vision_msgs
-    from vision_msgs.msg import (Detection2D, Detection2DArray, LabelInfo, ObjectHypothesisWithPose,
-                                 VisionClass)
+    import vision_msgs.msg as vision_msgs
+    from vision_msgs.msg import Detection2DArray, LabelInfo, VisionClass
 except ImportError:  # pragma: no cover - depends on the install
     Detection2DArray = None
 
 # Changing these needs a new subscription: rejected at runtime with this reason.
-_RESTART_ONLY = ("transport", "qos_reliability", "qos_depth", "diagnostics_period_s")
+_RESTART_ONLY = ("transport", "qos_reliability", "qos_depth", "diagnostics_period_s", "use_depth")
 _THROTTLE_S = 2.0
 
 
@@ -96,6 +97,12 @@ class SegmentationNode(Node):
             self._publish_label_info()
         else:
             self.get_logger().info("vision_msgs not installed: /segmentation/detections and label_info are off")
+        # --- depth (use_depth): 3D boxes, seg_perception.node_depth
+        self.depth_side = None
+        if self.cfg.use_depth:
+            from .node_depth import DepthSide
+
+            self.depth_side = DepthSide(self, out_qos)
 
         in_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=self.cfg.qos_depth,
                             reliability=(ReliabilityPolicy.BEST_EFFORT if self.cfg.qos_reliability == "best_effort"
@@ -212,8 +219,12 @@ class SegmentationNode(Node):
         if self.pub_overlay.get_subscription_count() > 0:
             self.pub_overlay.publish(fill_image(Image(), seg.overlay(rgb, res, self.cfg.overlay_alpha), "rgb8",
                                                 header))
+        boxes = None
+        if self.depth_side is not None:  # use_depth: 3D boxes from the paired depth image, after the 2D outputs
+            boxes = self.depth_side.process(header, res, seg, self.cfg.depth_sync_tolerance_s,
+                                            self.cfg.resolve_size_pairs)
         if want_det:
-            self._publish_detections(seg, res, header)
+            self._publish_detections(seg, res, header, boxes)
         now_ns = self.get_clock().now().nanoseconds
         age = (now_ns - (header.stamp.sec * 1_000_000_000 + header.stamp.nanosec)) / 1e6
         self._last_age_ms = age
@@ -223,23 +234,10 @@ class SegmentationNode(Node):
         self.counters.inc("processed")
         self.out_rate.tick()
 
-    def _publish_detections(self, seg: Segmenter, res: Any, header: Any) -> None:  # pragma: no cover - distro only
-        arr = Detection2DArray()
-        arr.header = header
-        for obj in seg.objects(res):
-            d = Detection2D()
-            d.header = header
-            d.id = str(obj.instance_id)
-            hyp = ObjectHypothesisWithPose()
-            hyp.hypothesis.class_id = obj.class_name
-            hyp.hypothesis.score = obj.score
-            d.results.append(hyp)
-            x, y, w, h = obj.bbox
-            d.bbox.center.position.x = x + w / 2.0
-            d.bbox.center.position.y = y + h / 2.0
-            d.bbox.size_x, d.bbox.size_y = float(w), float(h)
-            arr.detections.append(d)
-        self.pub_det.publish(arr)
+    def _publish_detections(self, seg: Segmenter, res: Any, header: Any,
+                            boxes: Optional[dict] = None) -> None:  # pragma: no cover - distro only
+        # class_id: the numeric id as a string, as in LabelInfo (object_msgs.detections_2d)
+        self.pub_det.publish(detections_2d(seg.objects(res), header, vision_msgs, boxes))
 
     def _publish_label_info(self) -> None:  # pragma: no cover - distro only
         info = LabelInfo()
@@ -270,6 +268,12 @@ class SegmentationNode(Node):
             messages.append(f"camera stall: no frame for {stalled_for:.1f} s")
         elif self._last_frame_t is None:
             messages.append("waiting for the first frame")
+        depth_values: dict = {}
+        if self.depth_side is not None:  # use_depth: its counters; a frame without usable depth is a WARN
+            depth_problem, depth_values = self.depth_side.diagnostics()
+            if depth_problem:
+                level = max(level, DiagnosticStatus.WARN)
+                messages.append(depth_problem)
         st.level = level
         st.message = "; ".join(messages) or "ok"
         inf = self.infer_ms.get(50, 95, 99)
@@ -288,6 +292,7 @@ class SegmentationNode(Node):
             "output_age_ms_p50": f"{age[50]:.2f}", "output_age_ms_p95": f"{age[95]:.2f}",
             "seconds_since_last_frame": f"{stalled_for:.2f}" if stalled_for is not None else "inf",
             **{f"frames_{k}": str(v) for k, v in c.items()},
+            **depth_values,
         }
         st.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
         return st

@@ -30,6 +30,8 @@ class SegResult:
     confidence: Optional[np.ndarray]  # float32 HxW max class probability (when asked for)
     infer_ms: float  # backend only
     total_ms: float  # preprocess + backend + postprocess
+    scores: Optional[np.ndarray] = None  # the backend's (h, w, C) output, model resolution (object scores)
+    scores_quant: Optional[Tuple[float, int]] = None  # its (scale, zero point) when quantised
 
 
 class Segmenter:
@@ -112,7 +114,7 @@ class Segmenter:
         labels, instances = self._to_frame(scores, low_labels, low_inst, hw)
         conf = resize_nearest(low_conf, hw) if low_conf is not None else None
         t3 = time.perf_counter()
-        return SegResult(labels, instances, conf, (t2 - t1) * 1e3, (t3 - t0) * 1e3)
+        return SegResult(labels, instances, conf, (t2 - t1) * 1e3, (t3 - t0) * 1e3, scores, self.backend.output_quant)
 
     def objects(self, result: SegResult) -> List[SegObject]:
         return extract_objects(result.labels, result.instances, self.classes.names, result.confidence)

@@ -1,12 +1,13 @@
 """seg-demo: the whole pipeline on a stream the project makes itself (README command 1).
 
-1. builds a rosbag2 camera stream: frames rendered by ``seg_perception.demo_frames`` (no
-   dataset pixels, exact ground truth), or with ``--dataset PATH`` the photos of an
-   atWork-layout folder with their masks;
+1. builds a rosbag2 camera stream: table scenes ray-cast by ``seg_perception.demo_scene3d`` (no
+   dataset pixels; exact labels, depth, camera info and 3D truth), or with ``--dataset PATH``
+   the photos of an atWork-layout folder with their masks;
 2. replays it at its recorded rate into a node started in its own process (default backend)
    over real DDS, records the node's outputs into a second bag;
 3. prints the seg-replay JSON summary (frames sent/processed/dropped, latency from stamp to
-   output, mIoU against the ground truth) and writes a PNG report with overlays.
+   output, mIoU against the ground truth; with rendered depth also the 3D boxes' position,
+   size and yaw errors) and writes a PNG report with overlays.
 
 Rendered frames show made-up shapes the models never saw in training: their mIoU checks the
 plumbing, not the model. Use ``--dataset`` for an accuracy number.
@@ -72,7 +73,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     rc, summary = run_checked(rargs)
     if summary is None:
         return rc
-    summary["source"] = str(args.dataset) if args.dataset else "rendered demo frames (seg_perception.demo_frames)"
+    summary["source"] = str(args.dataset) if args.dataset else "rendered demo scenes (seg_perception.demo_scene3d)"
     text = json.dumps(summary, indent=2)
     (out / "summary.json").write_text(text + "\n")
     print(text)

@@ -55,7 +55,7 @@ import numpy as np
 
 from ..metrics import confusion_matrix, iou_per_class
 
-from . import bags
+from . import bags, replay_geometry
 from .bags import BagError, Stamp
 
 LOG = logging.getLogger("seg_replay")
@@ -262,7 +262,12 @@ def parse_params(pairs: Sequence[str]) -> Dict[str, Any]:
             raise BagError(f"-p {pair!r}: expected KEY=VALUE with KEY one of {sorted(defaults)}")
         typ = type(defaults[key])
         try:
-            out[key] = typ(float(value)) if typ is int else typ(value)
+            if typ is bool:
+                if value.strip().lower() not in ("true", "false"):
+                    raise ValueError(value)
+                out[key] = value.strip().lower() == "true"
+            else:
+                out[key] = typ(float(value)) if typ is int else typ(value)
         except ValueError:
             raise BagError(f"-p {pair!r}: {key} needs a {typ.__name__}") from None
     return out
@@ -331,7 +336,7 @@ class OfflineResult:
 
 def run_segmenter_over_bag(plan: ReplayPlan, cfg: Any, classes: Any, only: Optional[set] = None,
                            max_frames: int = 0, writer: Optional[bags.BagWriter] = None,
-                           samples: Optional[Samples] = None) -> OfflineResult:
+                           samples: Optional[Samples] = None, geo: Any = None) -> OfflineResult:
     """``make_segmenter`` on the bag's frames (all, or the stamps in ``only``): the node's code, no DDS."""
     from ..backends import BackendError
     from ..encodings import ImageDecodeError
@@ -363,6 +368,8 @@ def run_segmenter_over_bag(plan: ReplayPlan, cfg: Any, classes: Any, only: Optio
             LOG.warning("frame %d (stamp %s) rejected: %s", index, stamp, e)
             continue
         out = seg.run(rgb)
+        if geo is not None:  # depth in the bag: 3D boxes (replay_geometry)
+            geo.offline_frame(stamp, item.t_ns, out, seg)
         res.pipeline_ms.append(out.total_ms)
         res.processed[stamp] = label_digest(out.labels)
         if plan.gt_topic:
@@ -425,16 +432,19 @@ class LiveReplay:
         self.join = StampJoin(classes.num_classes, max_age_s=max(10.0, 3 * args.frame_timeout))
         self.state = LiveState()
         self.node = None
+        self.geo = args.geometry  # depth in the bag: replay_geometry.GeometryReplay
         self.log_dir = Path(tempfile.mkdtemp(prefix="seg_replay_"))
         if not args.no_start_node:
             remap = f"{'image/compressed' if self.compressed else 'image'}:={self.topic}"
             self.node = NodeProcess(ros_param_values(cfg, args.params), args.node_log or self.log_dir / "node.log",
-                                    remap=[remap])
+                                    remap=[remap, *(self.geo.remaps() if self.geo else [])])
         try:
             # StreamClient publishes sensor_msgs/Image; compressed frames need their own publisher.
             self.client = StreamClient(self.topic if not self.compressed else "/_seg_replay/unused_image",
                                        namespace=args.node_namespace, name="seg_replay")
             self.pub = self.client.pub if not self.compressed else self._compressed_publisher()
+            if self.geo is not None:
+                self.geo.attach(self.client.node, args.node_namespace)
         except BaseException:
             if self.node is not None:
                 self.node.stop()
@@ -537,6 +547,8 @@ class LiveReplay:
                 self.state.max_lag_s = max(self.state.max_lag_s, time.monotonic() - target)
             self._remember(index, stamp, item)
             self.state.sent[stamp] = SentFrame(index, item.t_ns, time.time())
+            if self.geo is not None:
+                self.geo.before_frame(item.t_ns)  # the frame's depth and camera info first
             self.pub.publish(item.raw)
             if args.as_fast_as_node:
                 self._idle_until(time.monotonic() + args.frame_timeout, stamp)
@@ -742,7 +754,8 @@ def _json_clean(obj: Any) -> Any:
 def _run_offline(plan: ReplayPlan, cfg: Any, classes: Any, args: argparse.Namespace,
                  writer: Optional[bags.BagWriter], samples: Samples) -> Tuple[Dict[str, Any], List[float]]:
     t0 = time.monotonic()
-    res = run_segmenter_over_bag(plan, cfg, classes, max_frames=args.max_frames, writer=writer, samples=samples)
+    res = run_segmenter_over_bag(plan, cfg, classes, max_frames=args.max_frames, writer=writer, samples=samples,
+                                 geo=args.geometry)
     sent = len(res.processed) + res.rejected
     out = offline_summary(plan, res, classes, sent)
     out["seconds"] = round(time.monotonic() - t0, 3)
@@ -778,8 +791,12 @@ def replay(args: argparse.Namespace) -> Dict[str, Any]:
     _validate_args(args)
     gt_topic = args.gt_topic or bags.GT_TOPIC
     plan = plan_replay(args.bag, args.topic, gt_topic, gt_explicit=args.gt_topic is not None)
+    if replay_geometry.has_depth(plan):
+        args.params.setdefault("use_depth", True)
     cfg = node_config(args.backend, args.model_path, args.params, plan.msgtype == bags.COMPRESSED_TYPE)
     classes = class_set_for(cfg)
+    args.geometry = (replay_geometry.GeometryReplay.for_plan(plan, list(classes.names), cfg.resolve_size_pairs,
+                                                             cfg.depth_sync_tolerance_s) if cfg.use_depth else None)
     warnings: List[str] = []
     check_gt_variant(plan, classes, warnings)
     out_path = _out_bag_path(args)
@@ -800,6 +817,9 @@ def replay(args: argparse.Namespace) -> Dict[str, Any]:
     if writer is not None:
         summary["out_bag"] = {"path": str(out_path), "storage": storage, "topics": dict(writer.counts)}
     summary.update(result)
+    if args.geometry is not None:
+        summary["geometry"] = args.geometry.summary()
+        args.geometry.close()
     if warnings:
         summary["warnings"] = warnings
     if args.overlays is not None:
