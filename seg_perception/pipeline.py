@@ -88,9 +88,13 @@ class Segmenter:
 
     def labels(self, rgb: np.ndarray) -> np.ndarray:
         """The label map of :meth:`run` alone (uint8, the frame's size): no instances, confidence or timing."""
-        scores = self.scores(rgb)
-        low_labels, _ = scores_to_labels(scores, self.backend.output_quant)
-        return self._to_frame(scores, low_labels, None, rgb.shape[:2])[0]
+        return self.frame_labels(self.scores(rgb), rgb.shape[:2])
+
+    def frame_labels(self, scores: np.ndarray, hw: Tuple[int, int], quantised: bool = True) -> np.ndarray:
+        """Labels at ``hw`` from scores on the model's grid, as :meth:`run` makes them (``quantised=False``:
+        float scores, e.g. PyTorch's, for an int8 model)."""
+        low_labels, _ = scores_to_labels(scores, self.backend.output_quant if quantised else None)
+        return self._to_frame(scores, low_labels, None, hw)[0]
 
     def _to_frame(self, scores: np.ndarray, low_labels: np.ndarray, low_inst: Optional[np.ndarray],
                   hw: Tuple[int, int]) -> Tuple[np.ndarray, Optional[np.ndarray]]:

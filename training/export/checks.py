@@ -56,19 +56,23 @@ def check_exported(seg: Segmenter, images: np.ndarray, labels: Optional[np.ndarr
     """Argmax agreement, max |logit difference| and mIoU (with its delta) of the file vs PyTorch.
 
     ``images`` are uint8 NHWC at the model's input size; ``ref_logits`` the PyTorch logits of the
-    same images (:func:`torch_logits`). The file's scores come from ``seg.scores`` (the node's
-    preprocessing and backend), its labels from the node's argmax; int8 scores are dequantised
-    only for the logit difference.
+    same images (:func:`torch_logits`), on the graph's output grid. The file's scores come from
+    ``seg.scores`` (the node's preprocessing and backend), compared on that grid; int8 scores are
+    dequantised only for the logit difference. The mIoU is of labels at the images' size, made by the
+    node's own upsampling (:meth:`Segmenter.frame_labels`) from the file's and from PyTorch's scores.
     """
     quant = seg.backend.output_quant
     name = seg.backend.path.name
-    preds, max_diff = [], 0.0
+    preds, frame_preds, ref_frame_preds, max_diff = [], [], [], 0.0
     for img, ref in zip(images, ref_logits):
         scores = seg.scores(img)
         if scores.shape != ref.shape:
             raise ExportCheckError(f"{name}: output shape {scores.shape} != PyTorch {ref.shape}")
         max_diff = max(max_diff, float(np.abs(dequantize(scores, quant) - ref).max()))
         preds.append(scores_to_labels(scores, quant)[0])
+        if labels is not None:
+            frame_preds.append(seg.frame_labels(scores, img.shape[:2]))
+            ref_frame_preds.append(seg.frame_labels(ref, img.shape[:2], quantised=False))
     pred = np.stack(preds)
     ref_pred = np.argmax(ref_logits, -1)
     metrics: Dict[str, Any] = {
@@ -79,8 +83,8 @@ def check_exported(seg: Segmenter, images: np.ndarray, labels: Optional[np.ndarr
     }
     if labels is not None:
         n = seg.backend.num_classes
-        metrics["miou"] = accuracy_summary(confusion_matrix(pred, labels, n))["miou"]
-        metrics["miou_torch"] = accuracy_summary(confusion_matrix(ref_pred, labels, n))["miou"]
+        metrics["miou"] = accuracy_summary(confusion_matrix(np.stack(frame_preds), labels, n))["miou"]
+        metrics["miou_torch"] = accuracy_summary(confusion_matrix(np.stack(ref_frame_preds), labels, n))["miou"]
         if metrics["miou"] is not None and metrics["miou_torch"] is not None:
             metrics["miou_delta"] = metrics["miou"] - metrics["miou_torch"]
     return metrics

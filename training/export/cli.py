@@ -69,6 +69,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     help="int8 models: layers kept in float: auto (weight-sensitivity probe), none, or conv names")
     ap.add_argument("--keep-float-max", type=int, default=6, help="most layers 'auto' keeps in float")
     ap.add_argument("--min-agreement", type=float, default=0.90, help="argmax agreement floor for int8")
+    ap.add_argument("--logits-grid", choices=("model", "input"), default="model",
+                    help="model: the graph ends at the model's logit grid and the node upsamples (default); "
+                         "input: logits resized to the input size inside the graph")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -90,7 +93,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         tflite_range_update=args.tflite_range_update, keep_float=args.keep_float,
         keep_float_max=args.keep_float_max,
         num_calib=args.num_calib, num_val=args.num_val, class_variant=info["class_variant"],
-        threads=args.threads, min_agreement_quant=args.min_agreement)
+        threads=args.threads, min_agreement_quant=args.min_agreement, logits_grid=args.logits_grid)
     ci, vi, vl, csrc, vsrc = _image_sets(args, info["class_variant"], num_classes, h, w, info.get("split"))
     settings.calib_source, settings.val_source = csrc, vsrc
     provenance = {

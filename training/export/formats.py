@@ -56,6 +56,10 @@ class ExportSettings:
     min_agreement_float: float = 0.99
     min_agreement_quant: float = 0.90
     max_abs_diff_fp32: float = 1e-2
+    # "model": the graph ends at the model's own logit grid (DeepLab stride 4, FCN stride 8) and the
+    # node upsamples (bilinear, only the classes present): no C-channel full-size resize in the graph;
+    # "input": logits resized to the input size inside the graph (files exported before this option)
+    logits_grid: str = "model"
 
     def entry_name(self, fmt: str) -> str:
         return self.entry_names.get(fmt, f"{self.name_prefix}_{fmt}")
@@ -145,6 +149,10 @@ class ExportContext:
         self.calib_images = calib_images
         self.calib = calibration_batches(calib_images, settings.height, settings.width)
         self.sample = sample
+        if settings.logits_grid not in ("model", "input"):
+            raise ValueError(f"logits_grid must be 'model' or 'input', got {settings.logits_grid!r}")
+        if hasattr(model, "full_resolution_logits"):
+            model.full_resolution_logits = settings.logits_grid == "input"
         self.wrapper = NHWCExportWrapper(model.eval()).eval()
         self.float_layers: Dict[str, Any] = {}
         self._fp32: Dict[str, Path] = {}
