@@ -16,7 +16,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-IGNORE_INDEX = 255
+from seg_perception.classes import IGNORE_INDEX
+
 LOSSES = ("ce", "dice", "ce+dice")
 CLASS_WEIGHTINGS = ("none", "median_freq", "inv_log")
 

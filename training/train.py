@@ -50,6 +50,7 @@ from . import metrics as seg_metrics
 from .checkpoint import build_checkpoint, load_checkpoint, save_checkpoint, strip_prefix, unwrap
 from .config import ConfigError, add_config_arguments, build_config, flag_overrides, load_yaml, save_config
 from .losses import DistillationLoss, SegmentationLoss, class_pixel_counts, class_weights_from_counts
+from .models import count_parameters
 
 log = logging.getLogger("training.train")
 
@@ -639,7 +640,7 @@ def fit(cfg: Dict[str, Any], info: DistInfo, resume_ckpt: Optional[Mapping[str, 
         log.info("resuming after epoch %d (best mIoU %.4f at epoch %d)", start_epoch, best, best_epoch)
 
     log.info("model %s: %d parameters; %d iters/epoch x %d epochs on %s (world size %d)",
-             cfg["model"]["name"], sum(p.numel() for p in model.parameters()), iters_per_epoch, t["epochs"],
+             cfg["model"]["name"], count_parameters(model), iters_per_epoch, t["epochs"],
              info.device, info.world_size)
     for epoch in range(start_epoch, t["epochs"]):
         if sampler is not None:
