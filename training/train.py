@@ -48,7 +48,8 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from . import metrics as seg_metrics
 from .checkpoint import build_checkpoint, load_checkpoint, save_checkpoint, strip_prefix, unwrap
-from .config import ConfigError, add_config_arguments, build_config, flag_overrides, load_yaml, save_config
+from .config import (ConfigError, TrainingConfig, add_config_arguments, build_config, flag_overrides, load_yaml,
+                     save_config)
 from .losses import DistillationLoss, SegmentationLoss, class_pixel_counts, class_weights_from_counts
 from .models import count_parameters
 
@@ -123,82 +124,81 @@ def all_reduce_sum(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
 # --------------------------------------------------------------------------- data
 
 
-def _transforms(cfg: Mapping[str, Any]) -> Tuple[Optional[Callable], Optional[Callable]]:
-    h, w = cfg["data"]["height"], cfg["data"]["width"]
+def _transforms(cfg: TrainingConfig) -> Tuple[Optional[Callable], Optional[Callable]]:
+    h, w = cfg.data.height, cfg.data.width
     try:
         from training.data.augment import build_train_transform, build_val_transform
     except ImportError:
         log.warning("training.data.augment not available: training without augmentation")
         return None, None
-    return build_train_transform(h, w, dict(cfg["data"]["augment"])), build_val_transform(h, w)
+    return build_train_transform(h, w, dict(cfg.data.augment)), build_val_transform(h, w)
 
 
-def build_datasets(cfg: Mapping[str, Any]) -> Tuple[Dataset, Dataset]:
+def build_datasets(cfg: TrainingConfig) -> Tuple[Dataset, Dataset]:
     """Train = real train split (x ``real_repeats``) + synthetic folders; val = real val split."""
     from training.data.atwork import (
         AtWorkSegmentation,
-        SplitSpec,
         SyntheticSegmentation,
         list_samples,
         mix_datasets,
         split_samples,
     )
 
-    d = cfg["data"]
-    size = (d["height"], d["width"])
+    d = cfg.data
+    size = (d.height, d.width)
     train_tf, val_tf = _transforms(cfg)
     # the transforms end at H x W themselves; cropping from the full-resolution photo keeps
     # zoomed-in crops sharp, pre-resizing (data.preresize) is cheaper on a slow CPU
-    train_size = size if (d["preresize"] or train_tf is None) else None
-    val_size = size if (d["preresize"] or val_tf is None) else None
-    samples = list_samples(d["root"])
-    train_samples, val_samples = split_samples(samples, SplitSpec.from_mapping(d))
-    train_ds: Dataset = AtWorkSegmentation(train_samples, d["variant"], train_tf, train_size)
-    if d["synthetic"]:
-        synth = SyntheticSegmentation(d["synthetic"], d["variant"], train_tf, train_size)
-        train_ds = mix_datasets([train_ds, synth], [d["real_repeats"], 1])
-        log.info("train: %d real photos x%d + %d synthetic scenes", len(train_samples), d["real_repeats"], len(synth))
-    elif d["real_repeats"] > 1:
-        train_ds = mix_datasets([train_ds], [d["real_repeats"]])
-    val_ds = AtWorkSegmentation(val_samples, d["variant"], val_tf, val_size)
-    log.info("data: %d train items, %d val photos (%s, %dx%d)", len(train_ds), len(val_ds), d["variant"], *size)
+    train_size = size if (d.preresize or train_tf is None) else None
+    val_size = size if (d.preresize or val_tf is None) else None
+    samples = list_samples(d.root)
+    train_samples, val_samples = split_samples(samples, d.split_spec())
+    train_ds: Dataset = AtWorkSegmentation(train_samples, d.variant, train_tf, train_size)
+    if d.synthetic:
+        synth = SyntheticSegmentation(d.synthetic, d.variant, train_tf, train_size)
+        train_ds = mix_datasets([train_ds, synth], [d.real_repeats, 1])
+        log.info("train: %d real photos x%d + %d synthetic scenes", len(train_samples), d.real_repeats, len(synth))
+    elif d.real_repeats > 1:
+        train_ds = mix_datasets([train_ds], [d.real_repeats])
+    val_ds = AtWorkSegmentation(val_samples, d.variant, val_tf, val_size)
+    log.info("data: %d train items, %d val photos (%s, %dx%d)", len(train_ds), len(val_ds), d.variant, *size)
     return train_ds, val_ds
 
 
 def build_loaders(
-    cfg: Mapping[str, Any], train_ds: Dataset, val_ds: Dataset, info: DistInfo
+    cfg: TrainingConfig, train_ds: Dataset, val_ds: Dataset, info: DistInfo
 ) -> Tuple[DataLoader, DataLoader, Optional[DistributedSampler]]:
     """Train: shuffled (DistributedSampler under DDP). Val: each rank an exact shard (no padding,
     so the all-reduced confusion matrix counts every val pixel exactly once)."""
-    t = cfg["train"]
-    workers = cfg["data"]["num_workers"]
+    t = cfg.train
+    workers = cfg.data.num_workers
     common = dict(num_workers=workers, pin_memory=info.device.type == "cuda", persistent_workers=workers > 0)
     sampler = None
     if info.distributed:
-        sampler = DistributedSampler(train_ds, info.world_size, info.rank, shuffle=True, seed=t["seed"])
+        sampler = DistributedSampler(train_ds, info.world_size, info.rank, shuffle=True, seed=t.seed)
         per_rank = len(sampler)
     else:
         per_rank = len(train_ds)
     # BatchNorm cannot train on a batch of 1: drop the ragged last batch when a full one exists
-    drop_last = per_rank >= t["batch_size"]
-    train_loader = DataLoader(train_ds, batch_size=t["batch_size"], shuffle=sampler is None, sampler=sampler,
+    drop_last = per_rank >= t.batch_size
+    train_loader = DataLoader(train_ds, batch_size=t.batch_size, shuffle=sampler is None, sampler=sampler,
                               drop_last=drop_last, **common)
     val_part = Subset(val_ds, list(range(info.rank, len(val_ds), info.world_size))) if info.distributed else val_ds
-    val_loader = DataLoader(val_part, batch_size=t["val_batch_size"], shuffle=False, **common)
+    val_loader = DataLoader(val_part, batch_size=t.val_batch_size, shuffle=False, **common)
     return train_loader, val_loader, sampler
 
 
-def num_classes_of(cfg: Mapping[str, Any]) -> Tuple[int, List[str]]:
+def num_classes_of(cfg: TrainingConfig) -> Tuple[int, List[str]]:
     from seg_perception.classes import load_classes
 
-    cs = load_classes(cfg["data"]["variant"])
+    cs = load_classes(cfg.data.variant)
     return cs.num_classes, list(cs.names)
 
 
 # --------------------------------------------------------------------------- model, optimiser, loss
 
 
-def build_model(cfg: Mapping[str, Any], model_config: Optional[Mapping[str, Any]] = None) -> nn.Module:
+def build_model(cfg: TrainingConfig, model_config: Optional[Mapping[str, Any]] = None) -> nn.Module:
     """Registry model from ``model.name``/``model.kwargs`` (or a checkpoint's ``model_config``),
     optionally initialised from the TFLite peer or another checkpoint's weights."""
     from training.models import create_model
@@ -206,28 +206,28 @@ def build_model(cfg: Mapping[str, Any], model_config: Optional[Mapping[str, Any]
     if model_config is not None:
         return create_model(**model_config)
     num_classes, _ = num_classes_of(cfg)
-    model = create_model(cfg["model"]["name"], num_classes, **dict(cfg["model"]["kwargs"]))
-    init = cfg["init"]
-    if init["peer_tflite"]:
+    model = create_model(cfg.model.name, num_classes, **dict(cfg.model.kwargs))
+    init = cfg.init
+    if init.reference_tflite:
         from training.models import aspp_matches_reference, load_reference_weights
 
         with_aspp = aspp_matches_reference(model)  # the reference ASPP (1x1 + pooling, 256 ch) loads too
-        loaded = load_reference_weights(model, init["peer_tflite"], include_aspp=with_aspp)
+        loaded = load_reference_weights(model, init.reference_tflite, include_aspp=with_aspp)
         log.info("initialised encoder%s from reference %s (%d convolutions)", " and ASPP" if with_aspp else "",
-                 init["peer_tflite"], len(loaded))
-    if init["espnet_weights"]:
+                 init.reference_tflite, len(loaded))
+    if init.espnet_weights:
         from training.models.espnet_import import load_released_espnet
 
-        loaded = load_released_espnet(model, init["espnet_weights"])
-        log.info("initialised from the released ESPNet %s (%d tensors)", init["espnet_weights"], len(loaded))
-    if init["checkpoint"]:
-        load_matching_weights(model, load_checkpoint(init["checkpoint"])["state_dict"], init["checkpoint"])
+        loaded = load_released_espnet(model, init.espnet_weights)
+        log.info("initialised from the released ESPNet %s (%d tensors)", init.espnet_weights, len(loaded))
+    if init.checkpoint:
+        load_matching_weights(model, load_checkpoint(init.checkpoint)["state_dict"], init.checkpoint)
     return model
 
 
-def build_teacher(cfg: Mapping[str, Any], device: torch.device) -> Optional[nn.Module]:
+def build_teacher(cfg: TrainingConfig, device: torch.device) -> Optional[nn.Module]:
     """The frozen distillation teacher of ``distill.teacher`` (a checkpoint), in eval mode; or None."""
-    path = cfg["distill"]["teacher"]
+    path = cfg.distill.teacher
     if not path:
         return None
     from training.models import create_model
@@ -275,14 +275,14 @@ def _param_groups(model: nn.Module, weight_decay: float) -> List[Dict[str, Any]]
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def build_optimizer(cfg: Mapping[str, Any], model: nn.Module) -> torch.optim.Optimizer:
-    t = cfg["train"]
-    groups = _param_groups(unwrap(model), t["weight_decay"])
-    if t["optimizer"] == "sgd":
-        return torch.optim.SGD(groups, lr=t["lr"], momentum=t["momentum"])
-    if t["optimizer"] == "adam":
-        return torch.optim.Adam(groups, lr=t["lr"])
-    return torch.optim.AdamW(groups, lr=t["lr"])
+def build_optimizer(cfg: TrainingConfig, model: nn.Module) -> torch.optim.Optimizer:
+    t = cfg.train
+    groups = _param_groups(unwrap(model), t.weight_decay)
+    if t.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=t.lr, momentum=t.momentum)
+    if t.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=t.lr)
+    return torch.optim.AdamW(groups, lr=t.lr)
 
 
 def lr_factor(it: int, total: int, kind: str, power: float = 0.9, warmup: int = 0, min_ratio: float = 0.0) -> float:
@@ -297,30 +297,30 @@ def lr_factor(it: int, total: int, kind: str, power: float = 0.9, warmup: int = 
     return min_ratio + (1.0 - min_ratio) * f
 
 
-def build_scheduler(cfg: Mapping[str, Any], optimizer: torch.optim.Optimizer, iters_per_epoch: int):
+def build_scheduler(cfg: TrainingConfig, optimizer: torch.optim.Optimizer, iters_per_epoch: int):
     """Per-iteration LambdaLR (its state dict is plain numbers, so checkpoints stay weights_only)."""
-    t = cfg["train"]
-    total = t["epochs"] * max(1, iters_per_epoch)
-    min_ratio = t["min_lr"] / t["lr"]
+    t = cfg.train
+    total = t.epochs * max(1, iters_per_epoch)
+    min_ratio = t.min_lr / t.lr
     return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda it: lr_factor(it, total, t["scheduler"], t["poly_power"], t["warmup_iters"], min_ratio)
+        optimizer, lambda it: lr_factor(it, total, t.scheduler, t.poly_power, t.warmup_iters, min_ratio)
     )
 
 
-def compute_dataset_class_weights(cfg: Mapping[str, Any], train_ds: Dataset, num_classes: int) -> np.ndarray:
+def compute_dataset_class_weights(cfg: TrainingConfig, train_ds: Dataset, num_classes: int) -> np.ndarray:
     """Class weights from the training labels (one pass over the train set)."""
-    loader = DataLoader(train_ds, batch_size=8, num_workers=cfg["data"]["num_workers"])
-    counts, image_pixels = class_pixel_counts((y for _, y in loader), num_classes, cfg["train"]["ignore_index"])
-    w = class_weights_from_counts(counts, image_pixels, cfg["train"]["class_weights"])
-    log.info("class weights (%s): %s", cfg["train"]["class_weights"], [round(float(v), 3) for v in w])
+    loader = DataLoader(train_ds, batch_size=8, num_workers=cfg.data.num_workers)
+    counts, image_pixels = class_pixel_counts((y for _, y in loader), num_classes, cfg.train.ignore_index)
+    w = class_weights_from_counts(counts, image_pixels, cfg.train.class_weights)
+    log.info("class weights (%s): %s", cfg.train.class_weights, [round(float(v), 3) for v in w])
     return w
 
 
 def build_loss(
-    cfg: Mapping[str, Any], num_classes: int, class_weights: Optional[Sequence[float]] = None
+    cfg: TrainingConfig, num_classes: int, class_weights: Optional[Sequence[float]] = None
 ) -> SegmentationLoss:
-    t = cfg["train"]
-    return SegmentationLoss(t["loss"], num_classes, class_weights, t["ignore_index"], t["dice_weight"])
+    t = cfg.train
+    return SegmentationLoss(t.loss, num_classes, class_weights, t.ignore_index, t.dice_weight)
 
 
 # --------------------------------------------------------------------------- loops
@@ -532,7 +532,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def resolve_config(args: argparse.Namespace, resume_ckpt: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+def resolve_config(args: argparse.Namespace, resume_ckpt: Optional[Mapping[str, Any]] = None) -> TrainingConfig:
     """Defaults < checkpoint's config (resume) < --config < --set < flags; a resumed run writes
     into its checkpoint's folder unless --out says otherwise."""
     base = resume_ckpt.get("train_config") if resume_ckpt else None
@@ -552,14 +552,14 @@ def _setup_logging(info: DistInfo, verbose: bool) -> None:
     )
 
 
-def run_benchmark(cfg: Mapping[str, Any], info: DistInfo, iters: int) -> Dict[str, float]:
+def run_benchmark(cfg: TrainingConfig, info: DistInfo, iters: int) -> Dict[str, float]:
     num_classes, _ = num_classes_of(cfg)
     model = build_model(cfg).to(info.device)
     loss_fn = build_loss(cfg, num_classes).to(info.device)
     opt = build_optimizer(cfg, model)
-    size = (cfg["data"]["height"], cfg["data"]["width"])
-    res = benchmark_training(model, loss_fn, opt, cfg["train"]["batch_size"], size, num_classes, info.device, iters)
-    res.update(model=cfg["model"]["name"], threads=torch.get_num_threads(), device=str(info.device),
+    size = (cfg.data.height, cfg.data.width)
+    res = benchmark_training(model, loss_fn, opt, cfg.train.batch_size, size, num_classes, info.device, iters)
+    res.update(model=cfg.model.name, threads=torch.get_num_threads(), device=str(info.device),
                height=size[0], width=size[1])
     return res
 
@@ -573,12 +573,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         logging.basicConfig()
         log.error("%s", e)
         return 2
-    t = cfg["train"]
-    info = setup_distributed(t["device"])
+    t = cfg.train
+    info = setup_distributed(t.device)
     _setup_logging(info, args.verbose)
-    if t["threads"] > 0:
-        torch.set_num_threads(t["threads"])
-    seed_everything(t["seed"])
+    if t.threads > 0:
+        torch.set_num_threads(t.threads)
+    seed_everything(t.seed)
     try:
         if args.benchmark > 0:
             res = run_benchmark(cfg, info, args.benchmark)
@@ -592,11 +592,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return 0
 
 
-def fit(cfg: Dict[str, Any], info: DistInfo, resume_ckpt: Optional[Mapping[str, Any]] = None,
+def fit(cfg: TrainingConfig, info: DistInfo, resume_ckpt: Optional[Mapping[str, Any]] = None,
         command: str = "") -> Dict[str, Any]:
     """The training run: data, model, epochs, validation, logs and checkpoints."""
-    t = cfg["train"]
-    out_dir = Path(cfg["log"]["out"])
+    t = cfg.train
+    out_dir = Path(cfg.log.out)
     if info.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out_dir)
@@ -604,14 +604,14 @@ def fit(cfg: Dict[str, Any], info: DistInfo, resume_ckpt: Optional[Mapping[str, 
 
     train_ds, val_ds = build_datasets(cfg)
     train_loader, val_loader, sampler = build_loaders(cfg, train_ds, val_ds, info)
-    iters_per_epoch = len(train_loader) if t["max_iters_per_epoch"] <= 0 else min(len(train_loader), t["max_iters_per_epoch"])
+    iters_per_epoch = len(train_loader) if t.max_iters_per_epoch <= 0 else min(len(train_loader), t.max_iters_per_epoch)
     if iters_per_epoch == 0:
         raise RuntimeError("the training split yields no batch")
 
     model = build_model(cfg, resume_ckpt["model_config"] if resume_ckpt else None)
     if resume_ckpt:
         model.load_state_dict(strip_prefix(resume_ckpt["state_dict"]))
-    elif cfg["init"]["peer_tflite"] and not cfg["init"]["checkpoint"]:
+    elif cfg.init.reference_tflite and not cfg.init.checkpoint:
         # peer weights come without BN statistics of our data; a checkpoint brings its own
         calibrate_peer_bn(model, train_loader)
     model.to(info.device)
@@ -621,18 +621,18 @@ def fit(cfg: Dict[str, Any], info: DistInfo, resume_ckpt: Optional[Mapping[str, 
     teacher = build_teacher(cfg, info.device)
     train_loss_fn: nn.Module = loss_fn
     if teacher is not None:  # validation keeps the label loss alone
-        train_loss_fn = DistillationLoss(loss_fn, cfg["distill"]["weight"], cfg["distill"]["temperature"],
-                                         t["ignore_index"]).to(info.device)
+        train_loss_fn = DistillationLoss(loss_fn, cfg.distill.weight, cfg.distill.temperature,
+                                         t.ignore_index).to(info.device)
 
     if info.distributed:
-        if t["sync_bn"] and info.device.type == "cuda":
+        if t.sync_bn and info.device.type == "cuda":
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         model = nn.parallel.DistributedDataParallel(
             model, device_ids=[info.device.index] if info.device.type == "cuda" else None
         )
     optimizer = build_optimizer(cfg, model)
     scheduler = build_scheduler(cfg, optimizer, iters_per_epoch)
-    scaler = torch.amp.GradScaler("cuda") if t["amp"] and info.device.type == "cuda" else None
+    scaler = torch.amp.GradScaler("cuda") if t.amp and info.device.type == "cuda" else None
 
     start_epoch, best, best_epoch, rows = 0, -1.0, -1, []
     if resume_ckpt:
@@ -640,17 +640,17 @@ def fit(cfg: Dict[str, Any], info: DistInfo, resume_ckpt: Optional[Mapping[str, 
         log.info("resuming after epoch %d (best mIoU %.4f at epoch %d)", start_epoch, best, best_epoch)
 
     log.info("model %s: %d parameters; %d iters/epoch x %d epochs on %s (world size %d)",
-             cfg["model"]["name"], count_parameters(model), iters_per_epoch, t["epochs"],
+             cfg.model.name, count_parameters(model), iters_per_epoch, t.epochs,
              info.device, info.world_size)
-    for epoch in range(start_epoch, t["epochs"]):
+    for epoch in range(start_epoch, t.epochs):
         if sampler is not None:
             sampler.set_epoch(epoch)
         lr = optimizer.param_groups[0]["lr"]
         tr = train_one_epoch(model, train_loader, train_loss_fn, optimizer, scheduler, info, epoch,
-                             t["max_iters_per_epoch"], t["grad_clip"], scaler, cfg["log"]["progress"], teacher)
+                             t.max_iters_per_epoch, t.grad_clip, scaler, cfg.log.progress, teacher)
         val_loss, miou, summary = float("nan"), float("nan"), {}
-        if (epoch + 1) % t["val_every"] == 0 or epoch + 1 == t["epochs"]:
-            val_loss, cm = evaluate(model, val_loader, loss_fn, num_classes, info, t["ignore_index"])
+        if (epoch + 1) % t.val_every == 0 or epoch + 1 == t.epochs:
+            val_loss, cm = evaluate(model, val_loader, loss_fn, num_classes, info, t.ignore_index)
             summary = seg_metrics.summarize(cm, class_names)
             miou = summary["miou"] if summary["miou"] is not None else float("nan")
         row = {"epoch": epoch + 1, "train_loss": _fmt(tr["loss"]), "val_loss": _fmt(val_loss), "miou": _fmt(miou),
@@ -662,7 +662,7 @@ def fit(cfg: Dict[str, Any], info: DistInfo, resume_ckpt: Optional[Mapping[str, 
         if improved:
             best, best_epoch = miou, epoch + 1
         log.info("epoch %d/%d: train loss %.4f, val loss %.4f, mIoU %.4f (best %.4f @%d), %.1f img/s",
-                 epoch + 1, t["epochs"], tr["loss"], val_loss, miou, best, best_epoch, tr["images_per_s"])
+                 epoch + 1, t.epochs, tr["loss"], val_loss, miou, best, best_epoch, tr["images_per_s"])
         if info.is_main:
             extra = {"class_weights": class_weights, "log": rows, "command": command,
                      "val_metrics": {k: v for k, v in summary.items() if k != "confusion_matrix"}}
@@ -672,7 +672,7 @@ def fit(cfg: Dict[str, Any], info: DistInfo, resume_ckpt: Optional[Mapping[str, 
             if improved:
                 save_checkpoint(out_dir / "best.pt", ckpt)
             write_log(rows, out_dir)
-            if cfg["log"]["plots"]:
+            if cfg.log.plots:
                 _write_plots(rows, out_dir)
     if info.distributed:
         dist.barrier()
@@ -680,11 +680,11 @@ def fit(cfg: Dict[str, Any], info: DistInfo, resume_ckpt: Optional[Mapping[str, 
 
 
 def _class_weights(
-    cfg: Mapping[str, Any], train_ds: Dataset, num_classes: int, info: DistInfo,
+    cfg: TrainingConfig, train_ds: Dataset, num_classes: int, info: DistInfo,
     resume_ckpt: Optional[Mapping[str, Any]],
 ) -> Optional[np.ndarray]:
     """Computed once on rank 0 and broadcast (augmentation makes passes differ); reused on resume."""
-    if cfg["train"]["class_weights"] == "none":
+    if cfg.train.class_weights == "none":
         return None
     stored = (resume_ckpt or {}).get("extra", {}).get("class_weights")
     if stored is not None:
