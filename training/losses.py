@@ -1,6 +1,6 @@
 """Segmentation losses: cross-entropy, soft multi-class Dice, and their sum.
 
-The seed study found CE + Dice best on the atWork data: CE gives well-behaved
+The reference study found CE + Dice best on the atWork data: CE gives well-behaved
 per-pixel gradients from the start, Dice counters the heavy background / small
 object imbalance because every class contributes equally to it regardless of
 its pixel count. Class weights (median-frequency or inverse-log) are the other,

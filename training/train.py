@@ -10,10 +10,10 @@ Writes into the output folder (rank 0 only): ``config.yaml`` (resolved config),
 random batch (no data loading) and prints images/s.
 
 Optimiser default: AdamW + poly decay. We fine-tune small nets on ~370 real photos
-from a pretrained (peer) encoder in few CPU epochs; AdamW's per-parameter step
+from a pretrained (reference model) encoder in few CPU epochs; AdamW's per-parameter step
 sizes converge in far fewer epochs there than SGD, and are less sensitive to the
 learning rate across the three model families. SGD (momentum 0.9) + poly(0.9) is
-the DeepLab / seed recipe and is available via ``train.optimizer: sgd``
+the DeepLab / reference study recipe and is available via ``train.optimizer: sgd``
 (use ``lr`` ~1e-2 then).
 
 Resume (``--resume last.pt``) restores weights, optimiser, LR schedule, RNG, best mIoU and
@@ -200,7 +200,7 @@ def num_classes_of(cfg: TrainingConfig) -> Tuple[int, List[str]]:
 
 def build_model(cfg: TrainingConfig, model_config: Optional[Mapping[str, Any]] = None) -> nn.Module:
     """Registry model from ``model.name``/``model.kwargs`` (or a checkpoint's ``model_config``),
-    optionally initialised from the TFLite peer or another checkpoint's weights."""
+    optionally initialised from the reference TFLite model or another checkpoint's weights."""
     from training.models import create_model
 
     if model_config is not None:
@@ -245,15 +245,15 @@ def build_teacher(cfg: TrainingConfig, device: torch.device) -> Optional[nn.Modu
     return teacher.eval().to(device)
 
 
-def calibrate_peer_bn(model: nn.Module, loader: DataLoader, num_batches: int = 4) -> None:
-    """Peer weights come with folded (identity) BatchNorms that only hold in eval mode; measure
-    real activation statistics on a few training batches so training mode starts from the peer too."""
+def calibrate_reference_bn(model: nn.Module, loader: DataLoader, num_batches: int = 4) -> None:
+    """Reference-model weights come with folded (identity) BatchNorms that only hold in eval mode; measure
+    real activation statistics on a few training batches so training mode starts from the reference too."""
     from itertools import islice
 
-    from training.models import calibrate_peer_batchnorm
+    from training.models import calibrate_folded_batchnorm
 
-    n = calibrate_peer_batchnorm(model, (images for images, _ in islice(iter(loader), num_batches)))
-    log.info("calibrated %d peer BatchNorms on %d training batches", n, num_batches)
+    n = calibrate_folded_batchnorm(model, (images for images, _ in islice(iter(loader), num_batches)))
+    log.info("calibrated %d folded BatchNorms of the reference model on %d training batches", n, num_batches)
 
 
 def load_matching_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "") -> List[str]:
@@ -612,8 +612,8 @@ def fit(cfg: TrainingConfig, info: DistInfo, resume_ckpt: Optional[Mapping[str, 
     if resume_ckpt:
         model.load_state_dict(strip_prefix(resume_ckpt["state_dict"]))
     elif cfg.init.reference_tflite and not cfg.init.checkpoint:
-        # peer weights come without BN statistics of our data; a checkpoint brings its own
-        calibrate_peer_bn(model, train_loader)
+        # reference weights come without BN statistics of our data; a checkpoint brings its own
+        calibrate_reference_bn(model, train_loader)
     model.to(info.device)
 
     class_weights = _class_weights(cfg, train_ds, num_classes, info, resume_ckpt)
