@@ -34,7 +34,8 @@ from torch.utils.data import DataLoader, Dataset
 from . import metrics as seg_metrics
 from .checkpoint import load_checkpoint, load_model, state_dict_bytes
 from .config import TrainingConfig, build_config, save_config
-from .train import DistInfo, evaluate as evaluate_loader, pick_device
+from .distributed import DistInfo, pick_device
+from .loops import evaluate as evaluate_loader
 
 log = logging.getLogger("training.evaluate")
 

@@ -343,10 +343,12 @@ class _TrainHelperLoop:
     """Fine-tuning and evaluation with the train helper's loop, loss, optimiser and data."""
 
     def __init__(self, cfg: TrainingConfig, class_weights: Optional[Sequence[float]] = None):
+        from training import loops
         from training import train as T
+        from training.distributed import DistInfo
 
-        self.T, self.cfg = T, cfg
-        self.info = T.DistInfo()
+        self.T, self.loops, self.cfg = T, loops, cfg
+        self.info = DistInfo()
         self.num_classes, _ = T.num_classes_of(cfg)
         train_ds, val_ds = T.build_datasets(cfg)
         self.train_loader, self.val_loader, _ = T.build_loaders(cfg, train_ds, val_ds, self.info)
@@ -359,8 +361,8 @@ class _TrainHelperLoop:
         opt = self.T.build_optimizer(self.cfg, model)  # fresh: parameter tensors changed shape
         sched = self.T.build_scheduler(self.cfg, opt, iters)
         for epoch in range(t.epochs):
-            r = self.T.train_one_epoch(model, self.train_loader, self.loss_fn, opt, sched, self.info, epoch,
-                                       t.max_iters_per_epoch, t.grad_clip, None, False)
+            r = self.loops.train_one_epoch(model, self.train_loader, self.loss_fn, opt, sched, self.info, epoch,
+                                           t.max_iters_per_epoch, t.grad_clip, None, False)
             log.info("prune step %d fine-tune epoch %d/%d: loss %.4f (%.1f img/s)", step, epoch + 1,
                      t.epochs, r["loss"], r["images_per_s"])
         model.eval()
@@ -368,8 +370,8 @@ class _TrainHelperLoop:
     def evaluate(self, model: nn.Module) -> Dict[str, float]:
         from training.metrics import mean_iou, pixel_accuracy
 
-        _, cm = self.T.evaluate(model, self.val_loader, None, self.num_classes, self.info,
-                                self.cfg.train.ignore_index)
+        _, cm = self.loops.evaluate(model, self.val_loader, None, self.num_classes, self.info,
+                                    self.cfg.train.ignore_index)
         return {"miou": float(mean_iou(cm)), "pixel_accuracy": float(pixel_accuracy(cm))}
 
 

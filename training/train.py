@@ -23,108 +23,58 @@ schedule would be at that iteration.
 
 CPU DDP: ``torchrun`` starts one process per rank, each with ``train.threads`` threads;
 on a 2-core machine use ``--nproc_per_node=2 ... --threads 1`` to avoid oversubscription.
+Process and device helpers live in :mod:`training.distributed`, ``log.csv``/plots in
+:mod:`training.run_log`, the ``--benchmark`` timing in :mod:`training.throughput`.
 """
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
 import math
-import os
-import random
-import shlex
 import sys
-import time
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from . import metrics as seg_metrics
 from .checkpoint import build_checkpoint, load_checkpoint, save_checkpoint, strip_prefix, unwrap
-from .config import (ConfigError, TrainingConfig, add_config_arguments, build_config, flag_overrides, load_yaml,
-                     save_config)
+from .config import (
+    ConfigError,
+    TrainingConfig,
+    add_config_arguments,
+    build_config,
+    flag_overrides,
+    load_yaml,
+    save_config,
+)
+from .distributed import (
+    DistInfo,
+    barrier,
+    broadcast_from_main,
+    cleanup_distributed,
+    seed_everything,
+    setup_distributed,
+    wrap_model,
+)
+from .loops import evaluate, train_one_epoch
 from .losses import DistillationLoss, SegmentationLoss, class_pixel_counts, class_weights_from_counts
 from .models import count_parameters
+from .run_log import command_line, epoch_row, write_log, write_plots
+from .throughput import benchmark_training
 
 log = logging.getLogger("training.train")
-
-LOG_FIELDS = ("epoch", "train_loss", "val_loss", "miou", "pixel_acc", "mean_dice", "lr", "epoch_time_s",
-              "train_images_per_s")
-
-
-# --------------------------------------------------------------------------- processes and devices
-
-
-@dataclass
-class DistInfo:
-    """Where this process runs: rank / world size (1 when not launched by torchrun) and device."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    device: torch.device = torch.device("cpu")
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def pick_device(requested: str, local_rank: int = 0) -> torch.device:
-    """``auto``: CUDA when present, else CPU."""
-    if requested == "cuda" or (requested == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise RuntimeError("train.device=cuda but CUDA is not available")
-        return torch.device("cuda", local_rank % torch.cuda.device_count())
-    return torch.device("cpu")
-
-
-def setup_distributed(device_request: str = "auto") -> DistInfo:
-    """Join the process group when launched by torchrun (nccl on GPU, gloo on CPU)."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = pick_device(device_request, local_rank)
-    if world_size > 1 and not dist.is_initialized():
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-        dist.init_process_group(backend=backend)
-        log.info("rank %d/%d joined (%s on %s)", rank, world_size, backend, device)
-    return DistInfo(rank, world_size, local_rank, device)
-
-
-def cleanup_distributed() -> None:
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % (2**32))
-    torch.manual_seed(seed)
-
-
-def all_reduce_sum(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
-    if info.distributed:
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    return t
 
 
 # --------------------------------------------------------------------------- data
 
 
-def _transforms(cfg: TrainingConfig) -> Tuple[Optional[Callable], Optional[Callable]]:
+def _transforms(cfg: TrainingConfig) -> tuple[Callable | None, Callable | None]:
     h, w = cfg.data.height, cfg.data.width
     try:
         from training.data.augment import build_train_transform, build_val_transform
@@ -134,7 +84,7 @@ def _transforms(cfg: TrainingConfig) -> Tuple[Optional[Callable], Optional[Calla
     return build_train_transform(h, w, dict(cfg.data.augment)), build_val_transform(h, w)
 
 
-def build_datasets(cfg: TrainingConfig) -> Tuple[Dataset, Dataset]:
+def build_datasets(cfg: TrainingConfig) -> tuple[Dataset, Dataset]:
     """Train = real train split (x ``real_repeats``) + synthetic folders; val = real val split."""
     from training.data.atwork import (
         AtWorkSegmentation,
@@ -167,7 +117,7 @@ def build_datasets(cfg: TrainingConfig) -> Tuple[Dataset, Dataset]:
 
 def build_loaders(
     cfg: TrainingConfig, train_ds: Dataset, val_ds: Dataset, info: DistInfo
-) -> Tuple[DataLoader, DataLoader, Optional[DistributedSampler]]:
+) -> tuple[DataLoader, DataLoader, DistributedSampler | None]:
     """Train: shuffled (DistributedSampler under DDP). Val: each rank an exact shard (no padding,
     so the all-reduced confusion matrix counts every val pixel exactly once)."""
     t = cfg.train
@@ -188,7 +138,7 @@ def build_loaders(
     return train_loader, val_loader, sampler
 
 
-def num_classes_of(cfg: TrainingConfig) -> Tuple[int, List[str]]:
+def num_classes_of(cfg: TrainingConfig) -> tuple[int, list[str]]:
     from seg_perception.classes import load_classes
 
     cs = load_classes(cfg.data.variant)
@@ -198,7 +148,7 @@ def num_classes_of(cfg: TrainingConfig) -> Tuple[int, List[str]]:
 # --------------------------------------------------------------------------- model, optimiser, loss
 
 
-def build_model(cfg: TrainingConfig, model_config: Optional[Mapping[str, Any]] = None) -> nn.Module:
+def build_model(cfg: TrainingConfig, model_config: Mapping[str, Any] | None = None) -> nn.Module:
     """Registry model from ``model.name``/``model.kwargs`` (or a checkpoint's ``model_config``),
     optionally initialised from the reference TFLite model or another checkpoint's weights."""
     from training.models import create_model
@@ -225,7 +175,7 @@ def build_model(cfg: TrainingConfig, model_config: Optional[Mapping[str, Any]] =
     return model
 
 
-def build_teacher(cfg: TrainingConfig, device: torch.device) -> Optional[nn.Module]:
+def build_teacher(cfg: TrainingConfig, device: torch.device) -> nn.Module | None:
     """The frozen distillation teacher of ``distill.teacher`` (a checkpoint), in eval mode; or None."""
     path = cfg.distill.teacher
     if not path:
@@ -256,7 +206,7 @@ def calibrate_reference_bn(model: nn.Module, loader: DataLoader, num_batches: in
     log.info("calibrated %d folded BatchNorms of the reference model on %d training batches", n, num_batches)
 
 
-def load_matching_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "") -> List[str]:
+def load_matching_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "") -> list[str]:
     """Copy every tensor whose name and shape match (fine-tuning across class variants)."""
     own = model.state_dict()
     take = {k: v for k, v in strip_prefix(state_dict).items() if k in own and own[k].shape == v.shape}
@@ -266,7 +216,7 @@ def load_matching_weights(model: nn.Module, state_dict: Mapping[str, torch.Tenso
     return skipped
 
 
-def _param_groups(model: nn.Module, weight_decay: float) -> List[Dict[str, Any]]:
+def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """No weight decay on biases, BatchNorm and PReLU parameters (1-D tensors)."""
     decay, no_decay = [], []
     for p in model.parameters():
@@ -317,212 +267,161 @@ def compute_dataset_class_weights(cfg: TrainingConfig, train_ds: Dataset, num_cl
 
 
 def build_loss(
-    cfg: TrainingConfig, num_classes: int, class_weights: Optional[Sequence[float]] = None
+    cfg: TrainingConfig, num_classes: int, class_weights: Sequence[float] | None = None
 ) -> SegmentationLoss:
     t = cfg.train
     return SegmentationLoss(t.loss, num_classes, class_weights, t.ignore_index, t.dice_weight)
 
 
-# --------------------------------------------------------------------------- loops
+# --------------------------------------------------------------------------- the run
 
 
-def torch_confusion(pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int = 255) -> torch.Tensor:
-    """Same matrix as :func:`training.metrics.confusion_matrix`, on the tensors' device."""
-    valid = target != ignore_index
-    idx = target[valid].long() * num_classes + pred[valid].long()
-    return torch.bincount(idx, minlength=num_classes * num_classes)[: num_classes * num_classes].reshape(
-        num_classes, num_classes
-    )
+def fit(cfg: TrainingConfig, info: DistInfo, resume_ckpt: Mapping[str, Any] | None = None,
+        command: str = "") -> dict[str, Any]:
+    """The training run: data, model, epochs, validation, logs and checkpoints."""
+    t = cfg.train
+    out_dir = Path(cfg.log.out)
+    if info.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out_dir)
+    num_classes, class_names = num_classes_of(cfg)
+
+    train_ds, val_ds = build_datasets(cfg)
+    train_loader, val_loader, sampler = build_loaders(cfg, train_ds, val_ds, info)
+    iters_per_epoch = len(train_loader) if t.max_iters_per_epoch <= 0 else min(len(train_loader),
+                                                                                t.max_iters_per_epoch)
+    if iters_per_epoch == 0:
+        raise RuntimeError("the training split yields no batch")
+
+    model = _starting_model(cfg, info, train_loader, resume_ckpt)
+    class_weights = _class_weights(cfg, train_ds, num_classes, info, resume_ckpt)
+    loss_fn = build_loss(cfg, num_classes, class_weights).to(info.device)
+    teacher = build_teacher(cfg, info.device)
+    train_loss_fn: nn.Module = loss_fn
+    if teacher is not None:  # validation keeps the label loss alone
+        train_loss_fn = DistillationLoss(loss_fn, cfg.distill.weight, cfg.distill.temperature,
+                                         t.ignore_index).to(info.device)
+
+    model = wrap_model(model, info, t.sync_bn)
+    optimizer = build_optimizer(cfg, model)
+    scheduler = build_scheduler(cfg, optimizer, iters_per_epoch)
+    scaler = torch.amp.GradScaler("cuda") if t.amp and info.device.type == "cuda" else None
+
+    start_epoch, best, best_epoch, rows = 0, -1.0, -1, []
+    if resume_ckpt:
+        start_epoch, best, best_epoch, rows = restore_state(resume_ckpt, optimizer, scheduler)
+        log.info("resuming after epoch %d (best mIoU %.4f at epoch %d)", start_epoch, best, best_epoch)
+
+    log.info("model %s: %d parameters; %d iters/epoch x %d epochs on %s (world size %d)",
+             cfg.model.name, count_parameters(model), iters_per_epoch, t.epochs,
+             info.device, info.world_size)
+    for epoch in range(start_epoch, t.epochs):
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        lr = optimizer.param_groups[0]["lr"]
+        tr = train_one_epoch(model, train_loader, train_loss_fn, optimizer, scheduler, info, epoch,
+                             t.max_iters_per_epoch, t.grad_clip, scaler, cfg.log.progress, teacher)
+        val_loss, miou, summary = float("nan"), float("nan"), {}
+        if (epoch + 1) % t.val_every == 0 or epoch + 1 == t.epochs:
+            val_loss, cm = evaluate(model, val_loader, loss_fn, num_classes, info, t.ignore_index)
+            summary = seg_metrics.summarize(cm, class_names)
+            miou = summary["miou"] if summary["miou"] is not None else float("nan")
+        rows.append(epoch_row(epoch + 1, lr, tr, val_loss, miou, summary))
+        improved = not math.isnan(miou) and miou > best
+        if improved:
+            best, best_epoch = miou, epoch + 1
+        log.info("epoch %d/%d: train loss %.4f, val loss %.4f, mIoU %.4f (best %.4f @%d), %.1f img/s",
+                 epoch + 1, t.epochs, tr["loss"], val_loss, miou, best, best_epoch, tr["images_per_s"])
+        if info.is_main:
+            extra = {"class_weights": class_weights, "log": rows, "command": command,
+                     "val_metrics": {k: v for k, v in summary.items() if k != "confusion_matrix"}}
+            ckpt = build_checkpoint(model, optimizer, scheduler, epoch + 1, best if best >= 0 else None, best_epoch,
+                                    cfg, class_names, extra)
+            _record_epoch(cfg, out_dir, ckpt, improved, rows)
+    barrier(info)
+    return {"best_miou": best, "best_epoch": best_epoch, "rows": rows}
 
 
-def _progress(iterable, enabled: bool, total: int, desc: str):
-    if not enabled:
-        return iterable
-    from tqdm import tqdm
-
-    return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True)
-
-
-def train_one_epoch(
-    model: nn.Module,
-    loader: DataLoader,
-    loss_fn: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Optional[Any],
-    info: DistInfo,
-    epoch: int = 0,
-    max_iters: int = 0,
-    grad_clip: float = 0.0,
-    scaler: Optional["torch.amp.GradScaler"] = None,
-    progress: bool = False,
-    teacher: Optional[nn.Module] = None,
-) -> Dict[str, float]:
-    """One pass over ``loader`` (or ``max_iters`` batches); loss averaged over all ranks' images.
-
-    With a ``teacher``, ``loss_fn`` is called as ``loss_fn(logits, targets, teacher_logits)``."""
-    model.train()
-    device = info.device
-    total = len(loader) if max_iters <= 0 else min(max_iters, len(loader))
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    n_images = torch.zeros((), dtype=torch.float64, device=device)
-    start = time.perf_counter()
-    bar = _progress(loader, progress and info.is_main, total, f"epoch {epoch + 1}")
-    for i, (images, targets) in enumerate(bar):
-        images = images.to(device, non_blocking=True)
-        targets = targets.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=torch.float16, enabled=scaler is not None):
-            logits = model(images)
-            if teacher is None:
-                loss = loss_fn(logits, targets)
-            else:
-                with torch.no_grad():
-                    teacher_logits = teacher(images)
-                loss = loss_fn(logits, targets, teacher_logits)
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-        else:
-            loss.backward()
-        if grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        if scaler is not None:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
-        loss_sum += loss.detach().double() * images.shape[0]
-        n_images += images.shape[0]
-        if bar is not loader and hasattr(bar, "set_postfix"):
-            bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
-        if i + 1 >= total:
-            break
-    elapsed = time.perf_counter() - start
-    stats = all_reduce_sum(torch.stack([loss_sum, n_images]), info).cpu()
-    images_seen = float(stats[1])
-    return {
-        "loss": float(stats[0] / max(stats[1], 1.0)),
-        "images": images_seen,
-        "seconds": elapsed,
-        "images_per_s": images_seen / elapsed if elapsed > 0 else float("nan"),
-    }
+def _starting_model(cfg: TrainingConfig, info: DistInfo, train_loader: DataLoader,
+                    resume_ckpt: Mapping[str, Any] | None) -> nn.Module:
+    """The model the first epoch starts from, on the process's device: the resumed checkpoint's
+    weights, or a fresh one initialised as ``init`` says."""
+    model = build_model(cfg, resume_ckpt["model_config"] if resume_ckpt else None)
+    if resume_ckpt:
+        model.load_state_dict(strip_prefix(resume_ckpt["state_dict"]))
+    elif cfg.init.reference_tflite and not cfg.init.checkpoint:
+        # reference weights come without BN statistics of our data; a checkpoint brings its own
+        calibrate_reference_bn(model, train_loader)
+    return model.to(info.device)
 
 
-@torch.no_grad()
-def evaluate(
-    model: nn.Module,
-    loader: DataLoader,
-    loss_fn: Optional[nn.Module],
-    num_classes: int,
-    info: DistInfo,
-    ignore_index: int = 255,
-) -> Tuple[float, np.ndarray]:
-    """Validation loss (mean over images) and the dataset-wide confusion matrix, summed over ranks.
+def _record_epoch(cfg: TrainingConfig, out_dir: Path, ckpt: Mapping[str, Any], improved: bool,
+                  rows: Sequence[Mapping[str, Any]]) -> None:
+    """Rank 0 after each epoch: ``last.pt`` (and ``best.pt`` when validation improved), ``log.csv``, plots."""
+    save_checkpoint(out_dir / "last.pt", ckpt)
+    if improved:
+        save_checkpoint(out_dir / "best.pt", ckpt)
+    write_log(rows, out_dir)
+    if cfg.log.plots:
+        write_plots(rows, out_dir)
 
-    Runs the bare model (not the DDP wrapper): val shards may differ in size between ranks,
-    and a DDP forward could wait on collectives another rank never joins.
+
+def _class_weights(
+    cfg: TrainingConfig, train_ds: Dataset, num_classes: int, info: DistInfo,
+    resume_ckpt: Mapping[str, Any] | None,
+) -> np.ndarray | None:
+    """Computed once on rank 0 and broadcast (augmentation makes passes differ); reused on resume."""
+    if cfg.train.class_weights == "none":
+        return None
+    stored = (resume_ckpt or {}).get("extra", {}).get("class_weights")
+    if stored is not None:
+        return np.asarray(stored, dtype=np.float32)
+    w = torch.zeros(num_classes, dtype=torch.float32)
+    if info.is_main:
+        w = torch.from_numpy(compute_dataset_class_weights(cfg, train_ds, num_classes))
+    return broadcast_from_main(w, info).numpy()
+
+
+def _sync_lr(optimizer: torch.optim.Optimizer, scheduler: Any) -> None:
+    """Set the groups' LR from the (possibly re-configured) schedule at the restored iteration.
+
+    The saved optimiser LR belongs to the old schedule; when a resume changes ``train.epochs``
+    the schedule is stretched over the new total and the LR must follow it from the first step.
     """
-    model = unwrap(model)
-    model.eval()
-    device = info.device
-    cm = torch.zeros((num_classes, num_classes), dtype=torch.int64, device=device)
-    loss_sum = torch.zeros(2, dtype=torch.float64, device=device)
-    for images, targets in loader:
-        images = images.to(device, non_blocking=True)
-        targets = targets.to(device, non_blocking=True)
-        logits = model(images)
-        if loss_fn is not None:
-            loss_sum[0] += loss_fn(logits, targets).double() * images.shape[0]
-        loss_sum[1] += images.shape[0]
-        cm += torch_confusion(logits.argmax(1), targets, num_classes, ignore_index)
-    all_reduce_sum(cm, info)
-    all_reduce_sum(loss_sum, info)
-    val_loss = float(loss_sum[0] / loss_sum[1]) if loss_fn is not None and loss_sum[1] > 0 else float("nan")
-    return val_loss, cm.cpu().numpy()
+    lambdas = getattr(scheduler, "lr_lambdas", None)
+    if not lambdas:
+        return
+    lrs = [base * fn(scheduler.last_epoch) for base, fn in zip(scheduler.base_lrs, lambdas, strict=True)]
+    for group, lr in zip(optimizer.param_groups, lrs, strict=True):
+        group["lr"] = lr
+    scheduler._last_lr = lrs
 
 
-# --------------------------------------------------------------------------- logging
+def restore_state(
+    ckpt: Mapping[str, Any], optimizer: torch.optim.Optimizer, scheduler: Any
+) -> tuple[int, float, int, list[dict[str, Any]]]:
+    """Optimiser / scheduler / RNG state; returns (finished epochs, best mIoU, best epoch, log rows).
+
+    Call after building the scheduler: LambdaLR's constructor resets the groups' LR, and
+    the optimiser state (loaded here afterwards) puts the saved LR back.
+    """
+    if ckpt.get("optimizer"):
+        optimizer.load_state_dict(ckpt["optimizer"])
+    if ckpt.get("scheduler"):
+        scheduler.load_state_dict(ckpt["scheduler"])
+        _sync_lr(optimizer, scheduler)
+    if isinstance(ckpt.get("rng"), torch.Tensor):
+        torch.set_rng_state(ckpt["rng"])
+    epoch = int(ckpt["epoch"])
+    rows = [dict(r) for r in ckpt.get("extra", {}).get("log", []) if int(r["epoch"]) <= epoch]
+    best = ckpt.get("best_metric")
+    return epoch, (-1.0 if best is None else float(best)), int(ckpt.get("best_epoch", -1)), rows
 
 
-def write_log(rows: Sequence[Mapping[str, Any]], out_dir: Path) -> Path:
-    path = out_dir / "log.csv"
-    tmp = out_dir / "log.csv.tmp"
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=LOG_FIELDS)
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: r.get(k, "") for k in LOG_FIELDS})
-    os.replace(tmp, path)
-    return path
+# --------------------------------------------------------------------------- command line
 
 
-def command_line(argv: Optional[Sequence[str]] = None) -> str:
-    """The command line of this training run (recorded in checkpoints, then in the manifest)."""
-    prog = "torchrun ... -m training.train" if "LOCAL_RANK" in os.environ else "python -m training.train"
-    return prog + " " + shlex.join(str(a) for a in (sys.argv[1:] if argv is None else argv))
-
-
-def _fmt(v: float, digits: int = 5) -> Any:
-    return "" if v is None or (isinstance(v, float) and math.isnan(v)) else round(float(v), digits)
-
-
-def _write_plots(rows: Sequence[Mapping[str, Any]], out_dir: Path) -> None:
-    try:
-        from .plots import plot_training_curves
-
-        plot_training_curves(rows, out_dir)
-    except Exception:  # noqa: BLE001 - a plot must never stop a training run
-        log.exception("could not write plots")
-
-
-# --------------------------------------------------------------------------- benchmark
-
-
-def benchmark_training(
-    model: nn.Module,
-    loss_fn: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    batch_size: int,
-    size: Tuple[int, int],
-    num_classes: int,
-    device: torch.device,
-    iters: int = 20,
-    warmup: int = 3,
-) -> Dict[str, float]:
-    """Images/s of full optimisation steps on a fixed random batch (model + loss + optimiser only)."""
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(batch_size, 3, *size, generator=gen).to(device)
-    y = torch.randint(0, num_classes, (batch_size, *size), generator=gen).to(device)
-    model.train()
-
-    def step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        loss_fn(model(x), y).backward()
-        optimizer.step()
-
-    for _ in range(warmup):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start, cpu_start = time.perf_counter(), time.process_time()
-    for _ in range(iters):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elapsed = time.perf_counter() - start
-    # CPU time / (wall time x threads) well below 1 means other processes shared the cores
-    cpu_util = (time.process_time() - cpu_start) / (elapsed * max(1, torch.get_num_threads()))
-    return {"iters": iters, "batch_size": batch_size, "seconds": round(elapsed, 3),
-            "images_per_s": round(iters * batch_size / elapsed, 3), "s_per_iter": round(elapsed / iters, 4),
-            "cpu_util": round(cpu_util, 3)}
-
-
-# --------------------------------------------------------------------------- main
-
-
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.split("\n\n")[0])
     add_config_arguments(p)
     p.add_argument("--resume", type=Path, help="continue from a checkpoint (last.pt): weights, optimiser, epoch")
@@ -532,7 +431,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def resolve_config(args: argparse.Namespace, resume_ckpt: Optional[Mapping[str, Any]] = None) -> TrainingConfig:
+def resolve_config(args: argparse.Namespace, resume_ckpt: Mapping[str, Any] | None = None) -> TrainingConfig:
     """Defaults < checkpoint's config (resume) < --config < --set < flags; a resumed run writes
     into its checkpoint's folder unless --out says otherwise."""
     base = resume_ckpt.get("train_config") if resume_ckpt else None
@@ -552,7 +451,7 @@ def _setup_logging(info: DistInfo, verbose: bool) -> None:
     )
 
 
-def run_benchmark(cfg: TrainingConfig, info: DistInfo, iters: int) -> Dict[str, float]:
+def run_benchmark(cfg: TrainingConfig, info: DistInfo, iters: int) -> dict[str, float]:
     num_classes, _ = num_classes_of(cfg)
     model = build_model(cfg).to(info.device)
     loss_fn = build_loss(cfg, num_classes).to(info.device)
@@ -564,7 +463,7 @@ def run_benchmark(cfg: TrainingConfig, info: DistInfo, iters: int) -> Dict[str, 
     return res
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     resume_ckpt = load_checkpoint(args.resume) if args.resume else None
     try:
@@ -590,148 +489,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     finally:
         cleanup_distributed()
     return 0
-
-
-def fit(cfg: TrainingConfig, info: DistInfo, resume_ckpt: Optional[Mapping[str, Any]] = None,
-        command: str = "") -> Dict[str, Any]:
-    """The training run: data, model, epochs, validation, logs and checkpoints."""
-    t = cfg.train
-    out_dir = Path(cfg.log.out)
-    if info.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out_dir)
-    num_classes, class_names = num_classes_of(cfg)
-
-    train_ds, val_ds = build_datasets(cfg)
-    train_loader, val_loader, sampler = build_loaders(cfg, train_ds, val_ds, info)
-    iters_per_epoch = len(train_loader) if t.max_iters_per_epoch <= 0 else min(len(train_loader), t.max_iters_per_epoch)
-    if iters_per_epoch == 0:
-        raise RuntimeError("the training split yields no batch")
-
-    model = build_model(cfg, resume_ckpt["model_config"] if resume_ckpt else None)
-    if resume_ckpt:
-        model.load_state_dict(strip_prefix(resume_ckpt["state_dict"]))
-    elif cfg.init.reference_tflite and not cfg.init.checkpoint:
-        # reference weights come without BN statistics of our data; a checkpoint brings its own
-        calibrate_reference_bn(model, train_loader)
-    model.to(info.device)
-
-    class_weights = _class_weights(cfg, train_ds, num_classes, info, resume_ckpt)
-    loss_fn = build_loss(cfg, num_classes, class_weights).to(info.device)
-    teacher = build_teacher(cfg, info.device)
-    train_loss_fn: nn.Module = loss_fn
-    if teacher is not None:  # validation keeps the label loss alone
-        train_loss_fn = DistillationLoss(loss_fn, cfg.distill.weight, cfg.distill.temperature,
-                                         t.ignore_index).to(info.device)
-
-    if info.distributed:
-        if t.sync_bn and info.device.type == "cuda":
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[info.device.index] if info.device.type == "cuda" else None
-        )
-    optimizer = build_optimizer(cfg, model)
-    scheduler = build_scheduler(cfg, optimizer, iters_per_epoch)
-    scaler = torch.amp.GradScaler("cuda") if t.amp and info.device.type == "cuda" else None
-
-    start_epoch, best, best_epoch, rows = 0, -1.0, -1, []
-    if resume_ckpt:
-        start_epoch, best, best_epoch, rows = restore_state(resume_ckpt, optimizer, scheduler)
-        log.info("resuming after epoch %d (best mIoU %.4f at epoch %d)", start_epoch, best, best_epoch)
-
-    log.info("model %s: %d parameters; %d iters/epoch x %d epochs on %s (world size %d)",
-             cfg.model.name, count_parameters(model), iters_per_epoch, t.epochs,
-             info.device, info.world_size)
-    for epoch in range(start_epoch, t.epochs):
-        if sampler is not None:
-            sampler.set_epoch(epoch)
-        lr = optimizer.param_groups[0]["lr"]
-        tr = train_one_epoch(model, train_loader, train_loss_fn, optimizer, scheduler, info, epoch,
-                             t.max_iters_per_epoch, t.grad_clip, scaler, cfg.log.progress, teacher)
-        val_loss, miou, summary = float("nan"), float("nan"), {}
-        if (epoch + 1) % t.val_every == 0 or epoch + 1 == t.epochs:
-            val_loss, cm = evaluate(model, val_loader, loss_fn, num_classes, info, t.ignore_index)
-            summary = seg_metrics.summarize(cm, class_names)
-            miou = summary["miou"] if summary["miou"] is not None else float("nan")
-        row = {"epoch": epoch + 1, "train_loss": _fmt(tr["loss"]), "val_loss": _fmt(val_loss), "miou": _fmt(miou),
-               "pixel_acc": _fmt(summary.get("pixel_accuracy")), "mean_dice": _fmt(summary.get("mean_dice")),
-               "lr": f"{lr:.6g}", "epoch_time_s": _fmt(tr["seconds"], 2),
-               "train_images_per_s": _fmt(tr["images_per_s"], 2)}
-        rows.append(row)
-        improved = not math.isnan(miou) and miou > best
-        if improved:
-            best, best_epoch = miou, epoch + 1
-        log.info("epoch %d/%d: train loss %.4f, val loss %.4f, mIoU %.4f (best %.4f @%d), %.1f img/s",
-                 epoch + 1, t.epochs, tr["loss"], val_loss, miou, best, best_epoch, tr["images_per_s"])
-        if info.is_main:
-            extra = {"class_weights": class_weights, "log": rows, "command": command,
-                     "val_metrics": {k: v for k, v in summary.items() if k != "confusion_matrix"}}
-            ckpt = build_checkpoint(model, optimizer, scheduler, epoch + 1, best if best >= 0 else None, best_epoch,
-                                    cfg, class_names, extra)
-            save_checkpoint(out_dir / "last.pt", ckpt)
-            if improved:
-                save_checkpoint(out_dir / "best.pt", ckpt)
-            write_log(rows, out_dir)
-            if cfg.log.plots:
-                _write_plots(rows, out_dir)
-    if info.distributed:
-        dist.barrier()
-    return {"best_miou": best, "best_epoch": best_epoch, "rows": rows}
-
-
-def _class_weights(
-    cfg: TrainingConfig, train_ds: Dataset, num_classes: int, info: DistInfo,
-    resume_ckpt: Optional[Mapping[str, Any]],
-) -> Optional[np.ndarray]:
-    """Computed once on rank 0 and broadcast (augmentation makes passes differ); reused on resume."""
-    if cfg.train.class_weights == "none":
-        return None
-    stored = (resume_ckpt or {}).get("extra", {}).get("class_weights")
-    if stored is not None:
-        return np.asarray(stored, dtype=np.float32)
-    w = torch.zeros(num_classes, dtype=torch.float32)
-    if info.is_main:
-        w = torch.from_numpy(compute_dataset_class_weights(cfg, train_ds, num_classes))
-    if info.distributed:
-        w = w.to(info.device)
-        dist.broadcast(w, src=0)
-    return w.cpu().numpy()
-
-
-def _sync_lr(optimizer: torch.optim.Optimizer, scheduler: Any) -> None:
-    """Set the groups' LR from the (possibly re-configured) schedule at the restored iteration.
-
-    The saved optimiser LR belongs to the old schedule; when a resume changes ``train.epochs``
-    the schedule is stretched over the new total and the LR must follow it from the first step.
-    """
-    lambdas = getattr(scheduler, "lr_lambdas", None)
-    if not lambdas:
-        return
-    lrs = [base * fn(scheduler.last_epoch) for base, fn in zip(scheduler.base_lrs, lambdas)]
-    for group, lr in zip(optimizer.param_groups, lrs):
-        group["lr"] = lr
-    scheduler._last_lr = lrs
-
-
-def restore_state(
-    ckpt: Mapping[str, Any], optimizer: torch.optim.Optimizer, scheduler: Any
-) -> Tuple[int, float, int, List[Dict[str, Any]]]:
-    """Optimiser / scheduler / RNG state; returns (finished epochs, best mIoU, best epoch, log rows).
-
-    Call after building the scheduler: LambdaLR's constructor resets the groups' LR, and
-    the optimiser state (loaded here afterwards) puts the saved LR back.
-    """
-    if ckpt.get("optimizer"):
-        optimizer.load_state_dict(ckpt["optimizer"])
-    if ckpt.get("scheduler"):
-        scheduler.load_state_dict(ckpt["scheduler"])
-        _sync_lr(optimizer, scheduler)
-    if isinstance(ckpt.get("rng"), torch.Tensor):
-        torch.set_rng_state(ckpt["rng"])
-    epoch = int(ckpt["epoch"])
-    rows = [dict(r) for r in ckpt.get("extra", {}).get("log", []) if int(r["epoch"]) <= epoch]
-    best = ckpt.get("best_metric")
-    return epoch, (-1.0 if best is None else float(best)), int(ckpt.get("best_epoch", -1)), rows
 
 
 if __name__ == "__main__":

@@ -27,8 +27,9 @@ from training.config import (ConfigError, TrainingConfig, build_config, load_con
                              to_plain, valid_keys)
 from training.data.augment import build_train_transform
 from training.losses import SegmentationLoss
-from training.train import (DistInfo, build_optimizer, build_scheduler, evaluate, lr_factor, main, restore_state,
-                            train_one_epoch)
+from training.distributed import DistInfo
+from training.loops import evaluate, train_one_epoch
+from training.train import build_optimizer, build_scheduler, lr_factor, main, restore_state
 
 REPO = Path(__file__).resolve().parents[2]
 H, W = 64, 80
@@ -349,6 +350,25 @@ def test_resume_continues_the_run(tiny_run: Path, tmp_path: Path) -> None:
     second = ckpt_mod.load_checkpoint(run / "last.pt")
     assert second["epoch"] == 2 and second["train_config"]["train"]["epochs"] == 2
     assert second["optimizer"]["state"], "optimiser state restored and stepped"
+
+
+def test_resume_reads_a_checkpoint_of_the_old_config_layout(tiny_run: Path, tmp_path: Path) -> None:
+    """Checkpoints written before the typed config (init.peer_tflite; no distill section, run split or
+    espnet_weights keys) resume; the continued run stores the current layout."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    old = ckpt_mod.load_checkpoint(run / "last.pt")
+    stored = old["train_config"]
+    stored.pop("distill")
+    for key in ("split", "folds", "val_fold"):
+        stored["data"].pop(key)
+    stored["init"] = {"peer_tflite": None, "checkpoint": None}
+    ckpt_mod.save_checkpoint(run / "last.pt", old, write_config=False)
+    assert main(["--resume", str(run / "last.pt"), "--epochs", "2"]) == 0
+    assert [r["epoch"] for r in read_log(run)] == ["1", "2"]
+    resumed = ckpt_mod.load_checkpoint(run / "last.pt")["train_config"]
+    assert resumed["init"] == {"reference_tflite": None, "espnet_weights": None, "checkpoint": None}
+    assert resumed["distill"]["teacher"] is None and resumed["data"]["split"] == "run"
 
 
 def test_evaluate_cli_writes_metrics_and_plots(fake_atwork: Path, tiny_run: Path, tmp_path: Path) -> None:
