@@ -187,6 +187,17 @@ def test_shipped_recipes_validate_by_run_and_keep_apparent_size(name: str) -> No
     assert min(aug["crop_scale"]) >= 0.9 and tuple(aug["affine_scale"]) == (1.0, 1.0)
 
 
+def test_benchmark_times_training_steps_without_data(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """``--benchmark N`` runs N optimisation steps on a random batch (no dataset root) and prints JSON."""
+    needs_stack()
+    argv = [*TINY_MODEL, "--benchmark", "2", "--batch-size", "2", "--threads", "1", "--out", str(tmp_path / "b"),
+            "--root", str(tmp_path / "no_dataset"), "--set", f"data.height={H}", "--set", f"data.width={W}"]
+    assert main(argv) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert res["iters"] == 2 and res["batch_size"] == 2 and res["images_per_s"] > 0
+    assert (res["model"], res["height"], res["width"]) == ("espnet_c", H, W)
+
+
 def test_lr_schedules() -> None:
     assert lr_factor(0, 100, "poly") == 1.0 and lr_factor(100, 100, "poly") == 0.0
     assert lr_factor(50, 100, "poly", 0.9) == pytest.approx(0.5**0.9)
