@@ -26,7 +26,6 @@ log = logging.getLogger("training.data.atwork")
 
 PathLike = Union[str, os.PathLike]
 IMAGE_EXTENSIONS = frozenset({"jpg", "jpeg", "png", "bmp"})
-IGNORE_INDEX = 255
 SPLITS = {"train": "training", "training": "training", "val": "validation", "validation": "validation"}
 BACKGROUND_KINDS = ("backgrounds", "white_backgrounds")
 

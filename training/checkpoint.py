@@ -7,7 +7,7 @@ A training checkpoint is a plain dict of tensors and str/int/float/bool/None con
 * ``state_dict``: the model weights (DDP ``module.`` prefix removed);
 * ``optimizer`` / ``scheduler``: their ``state_dict()`` for resuming (optional);
 * ``epoch`` (number of finished epochs; a resume starts the next one), ``best_metric`` (best val mIoU so far),
-  ``best_epoch``, ``train_config`` (the resolved training config), ``class_names``,
+  ``best_epoch``, ``train_config`` (the resolved training config, :func:`~training.config.to_plain`), ``class_names``,
   ``rng`` (torch RNG state) and ``extra`` (e.g. class weights, metrics).
 
 A pruned model (:func:`save_pruned`, format :data:`PRUNED_FORMAT`) is an *architecture spec +
@@ -26,13 +26,13 @@ import io
 import logging
 import os
 from pathlib import Path
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-from .config import save_config, to_plain
+from .config import TrainingConfig, save_config, to_plain
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ def build_checkpoint(
     epoch: int = 0,
     best_metric: Optional[float] = None,
     best_epoch: int = -1,
-    train_config: Optional[Mapping[str, Any]] = None,
+    train_config: Optional[Union[TrainingConfig, Mapping[str, Any]]] = None,
     class_names: Optional[list] = None,
     extra: Optional[Mapping[str, Any]] = None,
 ) -> Dict[str, Any]:
@@ -119,7 +119,7 @@ def build_checkpoint(
         "epoch": int(epoch),
         "best_metric": None if best_metric is None else float(best_metric),
         "best_epoch": int(best_epoch),
-        "train_config": dict(train_config or {}),
+        "train_config": to_plain(train_config) if train_config is not None else {},
         "class_names": list(class_names or []),
         "rng": torch.get_rng_state(),
         "extra": dict(extra or {}),

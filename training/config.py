@@ -1,169 +1,283 @@
 """Training configuration: defaults < YAML file < ``--set key.sub=value`` < direct flags.
 
-Every key has a default in :data:`DEFAULTS`; a YAML file or an override may only
-change existing keys (a typo is an error that lists the valid keys), except
-inside the free-form sections :data:`FREE_FORM` (model constructor kwargs,
-augmentation options), which are passed through to their owners. The resolved
-config is written as ``config.yaml`` beside every checkpoint and artifact so a
-run can be reproduced from its output folder alone.
+:class:`TrainingConfig` holds one frozen dataclass per section (``model``, ``data``, ``train``,
+``init``, ``distill``, ``log``); every key has a default there. A YAML file or an override may only
+change existing keys (a typo is an error that lists the valid keys), except inside the free-form
+mappings ``model.kwargs`` and ``data.augment``, which their owners validate (the model builder,
+:func:`training.data.augment.build_train_transform`). Keys renamed since a config was written
+(:data:`RENAMED_KEYS`) are still read, with a deprecation line in the log.
 
-Paths are relative to the working directory (the project root for the
-documented commands).
+Where a plain mapping is stored (checkpoints, manifests, ``config.yaml``), :func:`to_plain` of
+the config is stored; :func:`build_config` reads such a mapping back. The resolved config is
+written as ``config.yaml`` beside every checkpoint and artifact so a run can be reproduced from
+its output folder alone.
+
+Paths are relative to the working directory (the project root for the documented commands).
 """
 from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
+import functools
 import logging
 import os
+import typing
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import Any
 
 import yaml
 
+from seg_perception.atwork import SPLIT_KINDS, SplitSpec
+from seg_perception.classes import VARIANTS
+
+from .losses import CLASS_WEIGHTINGS, LOSSES
+
 log = logging.getLogger(__name__)
 
-DEFAULTS: Dict[str, Any] = {
-    "model": {
-        "name": "deeplabv3plus_mobilenetv2",  # a name of training.models.MODEL_NAMES
-        "kwargs": {},  # free-form constructor kwargs (width, p/q, ...)
-    },
-    "data": {
-        "root": "../shared/datasets/atwork",  # real atWork photos (objects/image, objects/semantic_labels)
-        "variant": "full",  # class variant of config/classes.yaml
-        "height": 256,
-        "width": 320,
-        "split": "run",  # run: whole capture runs held out (config/atwork_runs.yaml); random: the old split
-        "folds": 5,  # run split: contiguous folds of capture runs per class
-        "val_fold": -1,  # run split: the validation fold (-1 = the last: the latest runs)
-        "val_fraction": 0.2,  # random split only
-        "split_seed": 0,  # random split only
-        "synthetic": [],  # generator output folders mixed into the train split
-        "real_repeats": 1,  # how often the real train photos appear per epoch (balances vs synthetic)
-        "preresize": False,  # resize photos to height x width before augmenting (faster, blurrier crops)
-        "augment": {},  # free-form options for training.data.augment.build_train_transform
-        "num_workers": 2,
-    },
-    "train": {
-        "epochs": 30,
-        "batch_size": 8,
-        "val_batch_size": 8,
-        "optimizer": "adamw",
-        "lr": 1.0e-3,
-        "weight_decay": 1.0e-4,
-        "momentum": 0.9,
-        "scheduler": "poly",
-        "poly_power": 0.9,
-        "warmup_iters": 0,
-        "min_lr": 0.0,
-        "loss": "ce+dice",
-        "dice_weight": 1.0,
-        "class_weights": "none",
-        "ignore_index": 255,
-        "grad_clip": 0.0,  # max grad norm; 0 = off
-        "seed": 0,
-        "threads": 2,  # torch.set_num_threads per process; 0 = torch's default
-        "device": "auto",  # auto (cuda if available) | cpu | cuda
-        "amp": False,  # mixed precision, CUDA only
-        "sync_bn": False,  # SyncBatchNorm under DDP on CUDA
-        "max_iters_per_epoch": 0,  # 0 = whole epoch; >0 for smoke runs / timing
-        "val_every": 1,
-    },
-    "init": {
-        "peer_tflite": None,  # TFLite DeepLab v3 reference model whose encoder (+ ASPP when it fits) initialises deeplabv3plus_mobilenetv2
-        "espnet_weights": None,  # the ESPNet authors' released .pth that initialises espnet (training.models.espnet_import)
-        "checkpoint": None,  # start from these model weights (fine-tuning), not a resume
-    },
-    "distill": {
-        "teacher": None,  # checkpoint of a trained model whose soft predictions the student also learns
-        "weight": 0.5,  # loss = (1 - weight) * label loss + weight * T^2 * KL(teacher_T || student_T)
-        "temperature": 2.0,
-    },
-    "log": {
-        "out": "runs/default",
-        "progress": True,  # tqdm bar per epoch (rank 0 only)
-        "plots": True,
-    },
-}
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULERS = ("poly", "cosine", "none")
+DEVICES = ("auto", "cpu", "cuda")
 
-FREE_FORM = {"model.kwargs", "data.augment"}
-
-CHOICES: Dict[str, Sequence[Any]] = {
-    "data.variant": ("full", "size_invariant", "similar_shapes", "binary"),
-    "data.split": ("run", "random"),
-    "train.optimizer": ("sgd", "adam", "adamw"),
-    "train.scheduler": ("poly", "cosine", "none"),
-    "train.loss": ("ce", "dice", "ce+dice"),
-    "train.class_weights": ("none", "median_freq", "inv_log"),
-    "train.device": ("auto", "cpu", "cuda"),
-}
-
-POSITIVE = {"data.height", "data.width", "train.epochs", "train.batch_size", "train.val_batch_size",
-            "train.lr", "train.val_every", "data.real_repeats", "distill.temperature"}
-NON_NEGATIVE = {"data.num_workers", "train.weight_decay", "train.momentum", "train.warmup_iters",
-                "train.min_lr", "train.dice_weight", "train.grad_clip", "train.threads",
-                "train.max_iters_per_epoch", "train.poly_power"}
-
-# keys whose default is None but that hold a path string when set
-OPTIONAL_STR = {"init.peer_tflite", "init.espnet_weights", "init.checkpoint", "distill.teacher"}
+#: old dotted key -> its current name (configs, ``--set`` and checkpoints written before the rename)
+RENAMED_KEYS: dict[str, str] = {"init.peer_tflite": "init.reference_tflite"}
 
 
 class ConfigError(ValueError):
     """Unknown key, wrong type or out-of-range value in a training config."""
 
 
-def _valid_keys(section: Mapping[str, Any], prefix: str = "") -> List[str]:
+# --------------------------------------------------------------------------- field kinds
+
+
+def _choice(default: str, options: tuple[str, ...]) -> Any:
+    return field(default=default, metadata={"choices": options})
+
+
+def _positive(default: Any) -> Any:
+    return field(default=default, metadata={"bound": "positive"})
+
+
+def _non_negative(default: Any) -> Any:
+    return field(default=default, metadata={"bound": "non_negative"})
+
+
+def _free_form() -> Any:
+    """A mapping passed through to its owner, merged key by key across layers."""
+    return field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- sections
+
+
+@dataclass(frozen=True)
+class ModelSection:
+    name: str = "deeplabv3plus_mobilenetv2"  # a name of training.models.MODEL_NAMES
+    kwargs: dict[str, Any] = _free_form()  # constructor kwargs (width, p/q, ...), checked by the builder
+
+    def validate(self) -> None:
+        if not self.name:
+            raise ConfigError("model.name must be a non-empty string")
+
+
+@dataclass(frozen=True)
+class DataSection:
+    root: str = "../shared/datasets/atwork"  # real atWork photos (objects/image, objects/semantic_labels)
+    variant: str = _choice("full", VARIANTS)  # class variant of config/classes.yaml
+    height: int = _positive(256)
+    width: int = _positive(320)
+    split: str = _choice("run", SPLIT_KINDS)  # run: whole capture runs held out (config/atwork_runs.yaml)
+    folds: int = 5  # run split: contiguous folds of capture runs per class
+    val_fold: int = -1  # run split: the validation fold (-1 = the last: the latest runs)
+    val_fraction: float = 0.2  # random split only
+    split_seed: int = 0  # random split only
+    synthetic: list[str] = field(default_factory=list)  # generator output folders mixed into the train split
+    real_repeats: int = _positive(1)  # how often the real train photos appear per epoch (balances vs synthetic)
+    preresize: bool = False  # resize photos to height x width before augmenting (faster, blurrier crops)
+    augment: dict[str, Any] = _free_form()  # options of training.data.augment.build_train_transform
+    num_workers: int = _non_negative(2)
+
+    def split_spec(self) -> SplitSpec:
+        return SplitSpec(kind=self.split, folds=self.folds, val_fold=self.val_fold,
+                         val_fraction=self.val_fraction, seed=self.split_seed)
+
+    def validate(self) -> None:
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ConfigError(f"data.val_fraction must be in (0, 1), got {self.val_fraction}")
+        try:
+            self.split_spec()
+        except ValueError as e:
+            raise ConfigError(f"data: {e}") from None
+
+
+@dataclass(frozen=True)
+class TrainSection:
+    epochs: int = _positive(30)
+    batch_size: int = _positive(8)
+    val_batch_size: int = _positive(8)
+    optimizer: str = _choice("adamw", OPTIMIZERS)
+    lr: float = _positive(1.0e-3)
+    weight_decay: float = _non_negative(1.0e-4)
+    momentum: float = _non_negative(0.9)
+    scheduler: str = _choice("poly", SCHEDULERS)
+    poly_power: float = _non_negative(0.9)
+    warmup_iters: int = _non_negative(0)
+    min_lr: float = _non_negative(0.0)
+    loss: str = _choice("ce+dice", LOSSES)
+    dice_weight: float = _non_negative(1.0)
+    class_weights: str = _choice("none", CLASS_WEIGHTINGS)
+    ignore_index: int = 255
+    grad_clip: float = _non_negative(0.0)  # max grad norm; 0 = off
+    seed: int = 0
+    threads: int = _non_negative(2)  # torch.set_num_threads per process; 0 = torch's default
+    device: str = _choice("auto", DEVICES)  # auto: cuda if available
+    amp: bool = False  # mixed precision, CUDA only
+    sync_bn: bool = False  # SyncBatchNorm under DDP on CUDA
+    max_iters_per_epoch: int = _non_negative(0)  # 0 = whole epoch; >0 for smoke runs / timing
+    val_every: int = _positive(1)
+
+    def validate(self) -> None:
+        if self.momentum >= 1.0:
+            raise ConfigError("train.momentum must be < 1")
+
+
+@dataclass(frozen=True)
+class InitSection:
+    # the official TFLite DeepLab v3 model whose encoder (+ ASPP when it fits) initialises deeplabv3plus_mobilenetv2
+    reference_tflite: str | None = None
+    espnet_weights: str | None = None  # the ESPNet authors' released .pth (training.models.espnet_import)
+    checkpoint: str | None = None  # start from these model weights (fine-tuning), not a resume
+
+
+@dataclass(frozen=True)
+class DistillSection:
+    teacher: str | None = None  # checkpoint of a trained model whose soft predictions the student also learns
+    weight: float = 0.5  # loss = (1 - weight) * label loss + weight * T^2 * KL(teacher_T || student_T)
+    temperature: float = _positive(2.0)
+
+    def validate(self) -> None:
+        if not 0.0 <= self.weight <= 1.0:
+            raise ConfigError(f"distill.weight must be in [0, 1], got {self.weight}")
+
+
+@dataclass(frozen=True)
+class LogSection:
+    out: str = "runs/default"
+    progress: bool = True  # tqdm bar per epoch (rank 0 only)
+    plots: bool = True
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """The resolved training config; build it with :func:`build_config` (validated)."""
+
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
+    train: TrainSection = field(default_factory=TrainSection)
+    init: InitSection = field(default_factory=InitSection)
+    distill: DistillSection = field(default_factory=DistillSection)
+    log: LogSection = field(default_factory=LogSection)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any] | None) -> TrainingConfig:
+        """From a plain mapping (a stored config; missing keys take their defaults)."""
+        return build_config(base=values)
+
+    def updated(self, changes: Mapping[str, Any]) -> TrainingConfig:
+        """A copy with ``changes`` (a nested mapping) applied and validated."""
+        return build_config(base=to_plain(self), flags=changes)
+
+
+# --------------------------------------------------------------------------- schema helpers
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _is_section(hint: Any) -> bool:
+    return isinstance(hint, type) and dataclasses.is_dataclass(hint)
+
+
+def _is_free_form(hint: Any) -> bool:
+    return hint == dict[str, Any]
+
+
+def _keys_of(cls: type, prefix: str = "") -> list[str]:
     keys = []
-    for k, v in section.items():
-        full = f"{prefix}{k}"
-        if isinstance(v, dict) and full not in FREE_FORM:
-            keys.extend(_valid_keys(v, full + "."))
-        else:
-            keys.append(full)
+    for name, hint in _hints(cls).items():
+        keys.extend(_keys_of(hint, f"{prefix}{name}.") if _is_section(hint) else [f"{prefix}{name}"])
     return keys
 
 
-def valid_keys() -> List[str]:
-    """All settable dotted keys (free-form sections as one key)."""
-    return _valid_keys(DEFAULTS)
+def valid_keys() -> list[str]:
+    """All settable dotted keys (free-form mappings as one key)."""
+    return _keys_of(TrainingConfig)
 
 
-def _unknown(key: str, defaults_section: Mapping[str, Any], prefix: str) -> ConfigError:
-    here = sorted(f"{prefix}{k}" for k in defaults_section)
+# --------------------------------------------------------------------------- layering
+
+
+def _unknown(key: str, cls: type, prefix: str) -> ConfigError:
+    here = sorted(f"{prefix}{name}" for name in _hints(cls))
     return ConfigError(f"unknown config key {key!r}; valid keys here: {', '.join(here)}")
 
 
-def _merge(base: Dict[str, Any], update: Mapping[str, Any], defaults: Mapping[str, Any], prefix: str = "") -> None:
-    """Merge ``update`` into ``base`` in place, refusing keys that ``defaults`` lacks."""
+def _deep_update(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
     for k, v in update.items():
-        full = f"{prefix}{k}"
-        if full in FREE_FORM:
-            if v is None:
-                v = {}
-            if not isinstance(v, dict):
-                raise ConfigError(f"{full} must be a mapping, got {type(v).__name__}")
-            base[k] = _deep_update(copy.deepcopy(base.get(k) or {}), v)
-            continue
-        if k not in defaults:
-            raise _unknown(full, defaults, prefix)
-        if isinstance(defaults[k], dict):
-            if not isinstance(v, dict):
-                raise ConfigError(f"{full} is a section; expected a mapping, got {v!r}")
-            _merge(base[k], v, defaults[k], full + ".")
-        else:
-            base[k] = copy.deepcopy(v)
-
-
-def _deep_update(base: Dict[str, Any], update: Mapping[str, Any]) -> Dict[str, Any]:
-    for k, v in update.items():
-        if isinstance(v, dict) and isinstance(base.get(k), dict):
+        if isinstance(v, Mapping) and isinstance(base.get(k), dict):
             _deep_update(base[k], v)
         else:
             base[k] = copy.deepcopy(v)
     return base
 
 
-def parse_override(text: str) -> Dict[str, Any]:
+def _merge(base: dict[str, Any], update: Mapping[str, Any], cls: type, prefix: str = "") -> None:
+    """Merge ``update`` into the plain ``base`` in place, refusing keys that ``cls`` lacks."""
+    hints = _hints(cls)
+    for k, v in update.items():
+        full = f"{prefix}{k}"
+        if k not in hints:
+            raise _unknown(full, cls, prefix)
+        hint = hints[k]
+        if _is_section(hint):
+            if not isinstance(v, Mapping):
+                raise ConfigError(f"{full} is a section; expected a mapping, got {v!r}")
+            _merge(base[k], v, hint, full + ".")
+        elif _is_free_form(hint):
+            if v is None:
+                v = {}
+            if not isinstance(v, Mapping):
+                raise ConfigError(f"{full} must be a mapping, got {type(v).__name__}")
+            base[k] = _deep_update(copy.deepcopy(base.get(k) or {}), v)
+        else:
+            base[k] = copy.deepcopy(v)
+
+
+def _renamed(layer: Mapping[str, Any], source: str) -> Mapping[str, Any]:
+    """``layer`` with the old names of :data:`RENAMED_KEYS` moved to the current ones."""
+    out: dict[str, Any] | None = None
+    for old, new in RENAMED_KEYS.items():
+        (old_section, old_key), (new_section, new_key) = old.split("."), new.split(".")
+        section = layer.get(old_section)
+        if not isinstance(section, Mapping) or old_key not in section:
+            continue
+        if out is None:
+            out = {k: dict(v) if isinstance(v, Mapping) else v for k, v in layer.items()}
+        value = out[old_section].pop(old_key)
+        target = out.setdefault(new_section, {})
+        if new_key in target and target[new_key] != value:
+            raise ConfigError(f"{source}: {old} (the old name of {new}) and {new} disagree: {value!r} vs "
+                              f"{target[new_key]!r}")
+        target[new_key] = value
+        log.warning("%s: config key %s is deprecated, read as %s", source, old, new)
+    return layer if out is None else out
+
+
+def parse_override(text: str) -> dict[str, Any]:
     """``"train.lr=3e-4"`` -> ``{"train": {"lr": 3e-4}}``; the value is parsed as a YAML scalar/flow value."""
     if "=" not in text:
         raise ConfigError(f"override {text!r} is not of the form key.sub=value")
@@ -175,7 +289,7 @@ def parse_override(text: str) -> Dict[str, Any]:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as e:
         raise ConfigError(f"override {text!r}: value is not valid YAML: {e}") from e
-    nested: Dict[str, Any] = {}
+    nested: dict[str, Any] = {}
     cur = nested
     parts = key.split(".")
     for p in parts[:-1]:
@@ -184,113 +298,132 @@ def parse_override(text: str) -> Dict[str, Any]:
     return nested
 
 
-def _coerce(key: str, value: Any, default: Any) -> Any:
-    """Check/convert one leaf value against the type of its default."""
-    if key in OPTIONAL_STR:
-        if value is None or isinstance(value, str):
-            return value
-        if isinstance(value, os.PathLike):
-            return os.fspath(value)
-        raise ConfigError(f"{key} must be a path string or null, got {value!r}")
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key} must be true/false, got {value!r}")
+# --------------------------------------------------------------------------- values
+
+
+def _path_or_none(key: str, value: Any) -> str | None:
+    if value is None or isinstance(value, str):
         return value
-    if isinstance(default, int):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
-            raise ConfigError(f"{key} must be an integer, got {value!r}")
-        return int(value)
-    if isinstance(default, float):
-        if isinstance(value, str):  # PyYAML reads "1e-3" (no dot) as a string
-            try:
-                value = float(value)
-            except ValueError:
-                raise ConfigError(f"{key} must be a number, got {value!r}") from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key} must be a number, got {value!r}")
-        return float(value)
-    if isinstance(default, str):
-        if isinstance(value, os.PathLike):
-            return os.fspath(value)
-        if not isinstance(value, str):
-            raise ConfigError(f"{key} must be a string, got {value!r}")
-        return value
-    if isinstance(default, list):
-        if value is None:
-            return []
-        if isinstance(value, str):
-            return [value]
-        if not isinstance(value, list):
-            raise ConfigError(f"{key} must be a list, got {value!r}")
-        return [os.fspath(v) if isinstance(v, os.PathLike) else v for v in value]
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    raise ConfigError(f"{key} must be a path string or null, got {value!r}")
+
+
+def _bool(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key} must be true/false, got {value!r}")
     return value
 
 
-def _validate_section(cfg: Dict[str, Any], defaults: Mapping[str, Any], prefix: str = "") -> None:
-    for k, default in defaults.items():
-        full = f"{prefix}{k}"
-        if full in FREE_FORM:
+def _int(key: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+        raise ConfigError(f"{key} must be an integer, got {value!r}")
+    return int(value)
+
+
+def _float(key: str, value: Any) -> float:
+    if isinstance(value, str):  # PyYAML reads "1e-3" (no dot) as a string
+        try:
+            value = float(value)
+        except ValueError:
+            raise ConfigError(f"{key} must be a number, got {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{key} must be a number, got {value!r}")
+    return float(value)
+
+
+def _str(key: str, value: Any) -> str:
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if not isinstance(value, str):
+        raise ConfigError(f"{key} must be a string, got {value!r}")
+    return value
+
+
+def _paths(key: str, value: Any) -> list[str]:
+    """A list of paths; one path or null are read as a list of one or none."""
+    if value is None:
+        return []
+    if isinstance(value, (str, os.PathLike)):
+        value = [value]
+    if not isinstance(value, list):
+        raise ConfigError(f"{key} must be a list, got {value!r}")
+    items = [os.fspath(v) if isinstance(v, os.PathLike) else v for v in value]
+    if not all(isinstance(v, str) for v in items):
+        raise ConfigError(f"{key} must be a list of paths, got {value!r}")
+    return items
+
+
+def _mapping(key: str, value: Any) -> dict[str, Any]:
+    return copy.deepcopy(dict(value))  # a free-form mapping, already checked by _merge
+
+
+#: a field's type -> the function that checks and converts a value for it
+_COERCE: dict[Any, Callable[[str, Any], Any]] = {
+    str | None: _path_or_none, bool: _bool, int: _int, float: _float, str: _str, list[str]: _paths,
+    dict[str, Any]: _mapping,
+}
+
+
+def _check(key: str, value: Any, metadata: Mapping[str, Any]) -> None:
+    choices = metadata.get("choices")
+    if choices and value not in choices:
+        raise ConfigError(f"{key}={value!r} not in {list(choices)}")
+    bound = metadata.get("bound")
+    if bound == "positive" and not value > 0:
+        raise ConfigError(f"{key} must be > 0, got {value!r}")
+    if bound == "non_negative" and not value >= 0:
+        raise ConfigError(f"{key} must be >= 0, got {value!r}")
+
+
+def _build(cls: type, values: Mapping[str, Any], prefix: str = "") -> Any:
+    """The (validated) dataclass ``cls`` from a merged plain mapping holding every key."""
+    hints = _hints(cls)
+    kwargs = {}
+    for f in fields(cls):
+        full, hint = f"{prefix}{f.name}", hints[f.name]
+        if _is_section(hint):
+            kwargs[f.name] = _build(hint, values[f.name], full + ".")
             continue
-        if isinstance(default, dict):
-            _validate_section(cfg[k], default, full + ".")
-            continue
-        v = _coerce(full, cfg[k], default)
-        if full in CHOICES and v not in CHOICES[full]:
-            raise ConfigError(f"{full}={v!r} not in {list(CHOICES[full])}")
-        if full in POSITIVE and not v > 0:
-            raise ConfigError(f"{full} must be > 0, got {v!r}")
-        if full in NON_NEGATIVE and not v >= 0:
-            raise ConfigError(f"{full} must be >= 0, got {v!r}")
-        cfg[k] = v
-
-
-def validate(cfg: Dict[str, Any]) -> Dict[str, Any]:
-    """Type-check and range-check a merged config in place; returns it."""
-    _validate_section(cfg, DEFAULTS)
-    if not isinstance(cfg["model"]["name"], str) or not cfg["model"]["name"]:
-        raise ConfigError("model.name must be a non-empty string")
-    if not 0.0 < cfg["data"]["val_fraction"] < 1.0:
-        raise ConfigError(f"data.val_fraction must be in (0, 1), got {cfg['data']['val_fraction']}")
-    from seg_perception.atwork import SplitSpec
-
-    try:
-        SplitSpec.from_mapping(cfg["data"])
-    except ValueError as e:
-        raise ConfigError(f"data: {e}") from None
-    if not 0.0 <= cfg["distill"]["weight"] <= 1.0:
-        raise ConfigError(f"distill.weight must be in [0, 1], got {cfg['distill']['weight']}")
-    if cfg["train"]["momentum"] >= 1.0:
-        raise ConfigError("train.momentum must be < 1")
-    return cfg
+        kwargs[f.name] = _COERCE[hint](full, values[f.name])
+        _check(full, kwargs[f.name], f.metadata)
+    obj = cls(**kwargs)
+    if hasattr(obj, "validate"):
+        obj.validate()
+    return obj
 
 
 def build_config(
-    file_cfg: Optional[Mapping[str, Any]] = None,
+    file_cfg: Mapping[str, Any] | None = None,
     overrides: Iterable[str] = (),
-    base: Optional[Mapping[str, Any]] = None,
-    flags: Optional[Mapping[str, Any]] = None,
-) -> Dict[str, Any]:
+    base: Mapping[str, Any] | None = None,
+    flags: Mapping[str, Any] | None = None,
+) -> TrainingConfig:
     """Defaults < ``base`` (e.g. a checkpoint's config) < ``file_cfg`` < ``--set`` overrides < flags, validated."""
-    cfg = copy.deepcopy(DEFAULTS)
-    for layer in (base, file_cfg):
+    merged = to_plain(TrainingConfig())
+    layers = [("stored config", base), ("config file", file_cfg)]
+    layers += [(f"--set {o}", parse_override(o)) for o in overrides]
+    layers.append(("flags", flags))
+    for source, layer in layers:
         if layer:
-            _merge(cfg, layer, DEFAULTS)
-    for o in overrides:
-        _merge(cfg, parse_override(o), DEFAULTS)
-    if flags:
-        _merge(cfg, flags, DEFAULTS)
-    return validate(cfg)
+            if not isinstance(layer, Mapping):
+                raise ConfigError(f"{source}: top level must be a mapping")
+            _merge(merged, _renamed(layer, source), TrainingConfig)
+    return _build(TrainingConfig, merged)
 
 
-def load_yaml(path: os.PathLike) -> Dict[str, Any]:
-    with open(path, "r", encoding="utf-8") as f:
+# --------------------------------------------------------------------------- files and storage
+
+
+def load_yaml(path: os.PathLike) -> dict[str, Any]:
+    with open(path, encoding="utf-8") as f:
         doc = yaml.safe_load(f) or {}
     if not isinstance(doc, dict):
         raise ConfigError(f"{path}: top level must be a mapping")
     return doc
 
 
-def load_config(path: Optional[os.PathLike] = None, overrides: Iterable[str] = ()) -> Dict[str, Any]:
+def load_config(path: os.PathLike | None = None, overrides: Iterable[str] = ()) -> TrainingConfig:
     """Load a YAML config file (optional) and apply ``key.sub=value`` overrides."""
     try:
         return build_config(load_yaml(path) if path else None, overrides)
@@ -298,8 +431,8 @@ def load_config(path: Optional[os.PathLike] = None, overrides: Iterable[str] = (
         raise ConfigError(f"{path}: {e}" if path else str(e)) from None
 
 
-def save_config(cfg: Mapping[str, Any], directory: os.PathLike, name: str = "config.yaml") -> Path:
-    """Write the resolved config as ``config.yaml`` in ``directory``."""
+def save_config(cfg: Any, directory: os.PathLike, name: str = "config.yaml") -> Path:
+    """Write the resolved config (a :class:`TrainingConfig` or its plain form) as ``config.yaml`` in ``directory``."""
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     path = d / name
@@ -311,7 +444,9 @@ def save_config(cfg: Mapping[str, Any], directory: os.PathLike, name: str = "con
 
 
 def to_plain(obj: Any) -> Any:
-    """Containers of str/int/float/bool/None only (YAML- and ``weights_only``-safe)."""
+    """Containers of str/int/float/bool/None only (YAML- and ``weights_only``-safe); dataclasses as mappings."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_plain(getattr(obj, f.name)) for f in fields(obj)}
     if isinstance(obj, Mapping):
         return {str(k): to_plain(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -327,6 +462,9 @@ def to_plain(obj: Any) -> Any:
     raise TypeError(f"cannot store {type(obj).__name__} in a config")
 
 
+# --------------------------------------------------------------------------- command line
+
+
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """The shared CLI: ``--config``, repeated ``--set``, and direct flags for common keys."""
     parser.add_argument("--config", type=Path, help="YAML config (see training/configs/)")
@@ -337,16 +475,20 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, help="train.epochs")
     parser.add_argument("--batch-size", type=int, help="train.batch_size")
     parser.add_argument("--threads", type=int, help="train.threads (torch.set_num_threads)")
-    parser.add_argument("--device", choices=CHOICES["train.device"], help="train.device")
+    parser.add_argument("--device", choices=DEVICES, help="train.device")
 
 
-def flag_overrides(args: argparse.Namespace) -> Dict[str, Any]:
+#: direct flag (argparse dest) -> the key it sets
+FLAG_KEYS: dict[str, tuple[str, str]] = {
+    "out": ("log", "out"), "root": ("data", "root"), "epochs": ("train", "epochs"),
+    "batch_size": ("train", "batch_size"), "threads": ("train", "threads"), "device": ("train", "device"),
+}
+
+
+def flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """Direct flags as a nested mapping (applied after ``--set``)."""
-    mapping = {"out": ("log", "out"), "root": ("data", "root"), "epochs": ("train", "epochs"),
-               "batch_size": ("train", "batch_size"), "threads": ("train", "threads"),
-               "device": ("train", "device")}
-    out: Dict[str, Any] = {}
-    for attr, (section, key) in mapping.items():
+    out: dict[str, Any] = {}
+    for attr, (section, key) in FLAG_KEYS.items():
         v = getattr(args, attr, None)
         if v is not None:
             out.setdefault(section, {})[key] = v

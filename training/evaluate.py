@@ -24,7 +24,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -33,30 +33,31 @@ from torch.utils.data import DataLoader, Dataset
 
 from . import metrics as seg_metrics
 from .checkpoint import load_checkpoint, load_model, state_dict_bytes
-from .config import build_config, save_config
-from .train import DistInfo, evaluate as evaluate_loader, pick_device
+from .config import TrainingConfig, build_config, save_config
+from .distributed import DistInfo, pick_device
+from .loops import evaluate as evaluate_loader
 
 log = logging.getLogger("training.evaluate")
 
 SPLITS = ("val", "train", "all")
 
 
-def build_eval_dataset(cfg: Mapping[str, Any], split: str) -> Dataset:
+def build_eval_dataset(cfg: TrainingConfig, split: str) -> Dataset:
     """Real photos of ``split`` as the run split them, resized deterministically to the input size."""
-    from training.data.atwork import AtWorkSegmentation, SplitSpec, list_samples, split_samples
+    from training.data.atwork import AtWorkSegmentation, list_samples, split_samples
 
-    d = cfg["data"]
-    samples = list_samples(d["root"])
+    d = cfg.data
+    samples = list_samples(d.root)
     if split != "all":
-        train, val = split_samples(samples, SplitSpec.from_mapping(d))
+        train, val = split_samples(samples, d.split_spec())
         samples = val if split == "val" else train
-    size = (d["height"], d["width"])
+    size = (d.height, d.width)
     try:
         from training.data.augment import build_val_transform
 
-        return AtWorkSegmentation(samples, d["variant"], build_val_transform(*size), None)
+        return AtWorkSegmentation(samples, d.variant, build_val_transform(*size), None)
     except ImportError:
-        return AtWorkSegmentation(samples, d["variant"], None, size)
+        return AtWorkSegmentation(samples, d.variant, None, size)
 
 
 @torch.inference_mode()
@@ -130,17 +131,17 @@ def run_evaluation(args: argparse.Namespace) -> Dict[str, Any]:
     num_classes = int(ckpt["model_config"]["num_classes"])
     from seg_perception.classes import load_classes
 
-    classes = load_classes(cfg["data"]["variant"])
+    classes = load_classes(cfg.data.variant)
     names = list(ckpt.get("class_names") or classes.names)
-    size = (cfg["data"]["height"], cfg["data"]["width"])
+    size = (cfg.data.height, cfg.data.width)
 
     ds = build_eval_dataset(cfg, args.split)
     loader = DataLoader(ds, batch_size=args.batch_size, shuffle=False, num_workers=args.workers)
     log.info("evaluating %s on %d %s photos at %dx%d", ckpt_path, len(ds), args.split, *size)
-    _, cm = evaluate_loader(model, loader, None, num_classes, DistInfo(device=device), cfg["train"]["ignore_index"])
+    _, cm = evaluate_loader(model, loader, None, num_classes, DistInfo(device=device), cfg.train.ignore_index)
     result: Dict[str, Any] = seg_metrics.summarize(cm, names)
     result.update(checkpoint=str(ckpt_path), epoch=ckpt.get("epoch"), split=args.split, num_images=len(ds),
-                  variant=cfg["data"]["variant"], input_size=list(size),
+                  variant=cfg.data.variant, input_size=list(size),
                   model=model_cost(model, size, ckpt_path),
                   latency_ms=measure_latency(model, size, device, args.latency_runs, args.warmup))
 

@@ -1,6 +1,6 @@
 """Segmentation losses: cross-entropy, soft multi-class Dice, and their sum.
 
-The seed study found CE + Dice best on the atWork data: CE gives well-behaved
+The reference study found CE + Dice best on the atWork data: CE gives well-behaved
 per-pixel gradients from the start, Dice counters the heavy background / small
 object imbalance because every class contributes equally to it regardless of
 its pixel count. Class weights (median-frequency or inverse-log) are the other,
@@ -16,7 +16,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-IGNORE_INDEX = 255
+from seg_perception.classes import IGNORE_INDEX
+
 LOSSES = ("ce", "dice", "ce+dice")
 CLASS_WEIGHTINGS = ("none", "median_freq", "inv_log")
 

@@ -34,7 +34,7 @@ import torch
 import torch.nn as nn
 
 from training.checkpoint import class_variant_of, load_any_model, save_pruned
-from training.config import to_plain
+from training.config import TrainingConfig, to_plain
 from training.models import count_parameters
 
 log = logging.getLogger(__name__)
@@ -342,34 +342,36 @@ def _merge_prune(base: Dict[str, Any], upd: Mapping[str, Any]) -> None:
 class _TrainHelperLoop:
     """Fine-tuning and evaluation with the train helper's loop, loss, optimiser and data."""
 
-    def __init__(self, cfg: Dict[str, Any], class_weights: Optional[Sequence[float]] = None):
+    def __init__(self, cfg: TrainingConfig, class_weights: Optional[Sequence[float]] = None):
+        from training import loops
         from training import train as T
+        from training.distributed import DistInfo
 
-        self.T, self.cfg = T, cfg
-        self.info = T.DistInfo()
+        self.T, self.loops, self.cfg = T, loops, cfg
+        self.info = DistInfo()
         self.num_classes, _ = T.num_classes_of(cfg)
         train_ds, val_ds = T.build_datasets(cfg)
         self.train_loader, self.val_loader, _ = T.build_loaders(cfg, train_ds, val_ds, self.info)
         self.loss_fn = T.build_loss(cfg, self.num_classes, class_weights)
 
     def finetune(self, model: nn.Module, step: int) -> None:
-        t = self.cfg["train"]
-        iters = len(self.train_loader) if t["max_iters_per_epoch"] <= 0 else \
-            min(len(self.train_loader), t["max_iters_per_epoch"])
+        t = self.cfg.train
+        iters = len(self.train_loader) if t.max_iters_per_epoch <= 0 else \
+            min(len(self.train_loader), t.max_iters_per_epoch)
         opt = self.T.build_optimizer(self.cfg, model)  # fresh: parameter tensors changed shape
         sched = self.T.build_scheduler(self.cfg, opt, iters)
-        for epoch in range(t["epochs"]):
-            r = self.T.train_one_epoch(model, self.train_loader, self.loss_fn, opt, sched, self.info, epoch,
-                                       t["max_iters_per_epoch"], t["grad_clip"], None, False)
+        for epoch in range(t.epochs):
+            r = self.loops.train_one_epoch(model, self.train_loader, self.loss_fn, opt, sched, self.info, epoch,
+                                           t.max_iters_per_epoch, t.grad_clip, None, False)
             log.info("prune step %d fine-tune epoch %d/%d: loss %.4f (%.1f img/s)", step, epoch + 1,
-                     t["epochs"], r["loss"], r["images_per_s"])
+                     t.epochs, r["loss"], r["images_per_s"])
         model.eval()
 
     def evaluate(self, model: nn.Module) -> Dict[str, float]:
         from training.metrics import mean_iou, pixel_accuracy
 
-        _, cm = self.T.evaluate(model, self.val_loader, None, self.num_classes, self.info,
-                                self.cfg["train"]["ignore_index"])
+        _, cm = self.loops.evaluate(model, self.val_loader, None, self.num_classes, self.info,
+                                    self.cfg.train.ignore_index)
         return {"miou": float(mean_iou(cm)), "pixel_accuracy": float(pixel_accuracy(cm))}
 
 
@@ -406,22 +408,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     cfg = build_config(rest, train_overrides + [f"log.out={args.out}"], base=base or None)
     from seg_perception.classes import load_classes
 
-    if load_classes(cfg["data"]["variant"]).num_classes != num_classes:
-        cfg["data"]["variant"] = class_variant_of(doc, num_classes)
+    if load_classes(cfg.data.variant).num_classes != num_classes:
+        cfg = cfg.updated({"data": {"variant": class_variant_of(doc, num_classes)}})
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out)
     (out / "prune.yaml").write_text(yaml.safe_dump({"prune": asdict(settings), "checkpoint": str(args.checkpoint),
                                                     "argv": sys.argv}, sort_keys=False), encoding="utf-8")
-    if cfg["train"]["threads"]:
-        torch.set_num_threads(int(cfg["train"]["threads"]))
-    torch.manual_seed(int(cfg["train"]["seed"]))
+    if cfg.train.threads:
+        torch.set_num_threads(int(cfg.train.threads))
+    torch.manual_seed(int(cfg.train.seed))
 
     weights = (doc.get("extra") or {}).get("class_weights") if isinstance(doc.get("extra"), Mapping) else None
     loop = _TrainHelperLoop(cfg, weights)
-    h, w = int(cfg["data"]["height"]), int(cfg["data"]["width"])
+    h, w = int(cfg.data.height), int(cfg.data.width)
     extra = {"source_checkpoint": str(args.checkpoint), "source_sha256": sha256_file(args.checkpoint),
-             "class_variant": cfg["data"]["variant"], "input_size": [h, w], "train_config": to_plain(cfg)}
+             "class_variant": cfg.data.variant, "input_size": [h, w], "train_config": to_plain(cfg)}
     records = prune_iteratively(model, torch.zeros(1, 3, h, w), settings, loop.finetune, loop.evaluate, out,
                                 num_classes, extra)
     last = records[-1]

@@ -115,7 +115,7 @@ def test_errors_and_edge_cases() -> None:
 
 
 def test_torch_confusion_matches_numpy() -> None:
-    from training.train import torch_confusion
+    from training.loops import torch_confusion
 
     rng = np.random.default_rng(3)
     pred, target = _random_maps(rng, 3, 7)

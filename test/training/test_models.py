@@ -1,4 +1,4 @@
-"""Tests for training/models: shapes, registry, parameter counts, export, pruning, peer init."""
+"""Tests for training/models: shapes, registry, parameter counts, export, pruning, reference-model init."""
 
 from __future__ import annotations
 
@@ -12,15 +12,15 @@ torch = pytest.importorskip("torch")
 nn = torch.nn
 
 from training.models import (  # noqa: E402  (after importorskip)
-    DEFAULT_PEER_TFLITE,
+    DEFAULT_REFERENCE_TFLITE,
     MODEL_NAMES,
     NORM_MEAN,
     NORM_STD,
-    calibrate_peer_batchnorm,
+    calibrate_folded_batchnorm,
     count_macs,
     count_parameters,
     create_model,
-    load_peer_encoder,
+    load_reference_weights,
 )
 from training.models.espnet import ESPModule  # noqa: E402
 
@@ -240,19 +240,19 @@ def test_esp_pruning_keeps_hff_channels_aligned() -> None:
     assert torch.allclose(out, ref[:, keep], atol=1e-5)
 
 
-# ----------------------------------------------------------------------------- peer init
+# ----------------------------------------------------------------------------- reference-model init
 
 
-def _peer_path() -> Path:
-    if not DEFAULT_PEER_TFLITE.is_file():
-        pytest.skip(f"peer model not present at {DEFAULT_PEER_TFLITE}")
+def _reference_path() -> Path:
+    if not DEFAULT_REFERENCE_TFLITE.is_file():
+        pytest.skip(f"reference model not present at {DEFAULT_REFERENCE_TFLITE}")
     pytest.importorskip("ai_edge_litert")
-    return DEFAULT_PEER_TFLITE
+    return DEFAULT_REFERENCE_TFLITE
 
 
-def test_peer_init_matches_tflite_activations() -> None:
+def test_reference_init_matches_tflite_activations() -> None:
     np = pytest.importorskip("numpy")
-    path = _peer_path()
+    path = _reference_path()
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_path=str(path), experimental_preserve_all_tensors=True)
@@ -262,11 +262,11 @@ def test_peer_init_matches_tflite_activations() -> None:
     interpreter.invoke()
     index = {d["name"]: d["index"] for d in interpreter.get_tensor_details()}
 
-    # Same layout as the peer: width 0.5, output stride 8, 1x1-only ASPP with 256 channels.
+    # Same layout as the reference model: width 0.5, output stride 8, 1x1-only ASPP with 256 channels.
     model = create_model(
         "deeplabv3plus_mobilenetv2", 21, output_stride=8, aspp_rates=(), aspp_channels=256
     ).eval()
-    loaded = load_peer_encoder(model, path, include_aspp=True)
+    loaded = load_reference_weights(model, path, include_aspp=True)
     assert len(loaded) == 1 + 16 * 3 + 2 + 3  # convolutions: stem, 17 blocks (first has no expand), aspp
 
     acts: Dict[str, Any] = {}
@@ -346,34 +346,34 @@ def test_reference_1_0_quant_import_matches_tflite_activations() -> None:
     assert checked == set(wanted.values())
 
 
-def test_peer_init_rejects_wrong_width() -> None:
-    path = _peer_path()
+def test_reference_init_rejects_wrong_width() -> None:
+    path = _reference_path()
     with pytest.raises(ValueError):
-        load_peer_encoder(create_model("deeplabv3plus_mobilenetv2", 21, width_mult=1.0), path)
+        load_reference_weights(create_model("deeplabv3plus_mobilenetv2", 21, width_mult=1.0), path)
     with pytest.raises(ValueError):
-        load_peer_encoder(create_model("deeplabv3plus_mobilenetv2", 21), path, include_aspp=True)
+        load_reference_weights(create_model("deeplabv3plus_mobilenetv2", 21), path, include_aspp=True)
 
 
-def test_peer_bn_is_identity_in_eval() -> None:
-    path = _peer_path()
+def test_reference_bn_is_identity_in_eval() -> None:
+    path = _reference_path()
     model = create_model("deeplabv3plus_mobilenetv2", 21).eval()
-    load_peer_encoder(model, path)
+    load_reference_weights(model, path)
     bn = model.encoder.blocks[5].project.bn
     y = torch.randn(1, bn.num_features, 4, 4)
     with torch.no_grad():
         assert torch.equal(bn(y), y + bn.bias.view(1, -1, 1, 1))
 
 
-def test_peer_bn_calibration_keeps_eval_and_fixes_train_mode() -> None:
-    path = _peer_path()
+def test_reference_bn_calibration_keeps_eval_and_fixes_train_mode() -> None:
+    path = _reference_path()
     model = create_model("deeplabv3plus_mobilenetv2", 21).eval()
-    load_peer_encoder(model, path)
+    load_reference_weights(model, path)
     torch.manual_seed(0)
     batch = torch.rand(2, 3, 64, 64) * 2.0 - 1.0
     with torch.no_grad():
         _, before = model.encoder(batch)
-    assert calibrate_peer_batchnorm(model, [batch]) == 1 + 16 * 3 + 2
-    assert calibrate_peer_batchnorm(model, [batch]) == 0  # no identity BN left
+    assert calibrate_folded_batchnorm(model, [batch]) == 1 + 16 * 3 + 2
+    assert calibrate_folded_batchnorm(model, [batch]) == 0  # no identity BN left
     with torch.no_grad():
         _, after_eval = model.encoder(batch)
         model.train()

@@ -23,11 +23,13 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from training import checkpoint as ckpt_mod
-from training.config import ConfigError, build_config, load_config, parse_override, valid_keys
+from training.config import (ConfigError, TrainingConfig, build_config, load_config, parse_override, save_config,
+                             to_plain, valid_keys)
 from training.data.augment import build_train_transform
 from training.losses import SegmentationLoss
-from training.train import (DistInfo, build_optimizer, build_scheduler, evaluate, lr_factor, main, restore_state,
-                            train_one_epoch)
+from training.distributed import DistInfo
+from training.loops import evaluate, train_one_epoch
+from training.train import build_optimizer, build_scheduler, lr_factor, main, restore_state
 
 REPO = Path(__file__).resolve().parents[2]
 H, W = 64, 80
@@ -74,12 +76,12 @@ def test_override_parsing() -> None:
     assert parse_override("train.lr=3e-4") == {"train": {"lr": "3e-4"}}  # YAML 1.1; coerced later
     assert parse_override("data.synthetic=[a, b]") == {"data": {"synthetic": ["a", "b"]}}
     assert parse_override("train.amp=true") == {"train": {"amp": True}}
-    assert parse_override("init.peer_tflite=") == {"init": {"peer_tflite": None}}
+    assert parse_override("init.reference_tflite=") == {"init": {"reference_tflite": None}}
     cfg = build_config(None, ["train.lr=3e-4", "train.epochs=3", "model.kwargs.width_mult=0.25",
                               "data.synthetic=[x/y]", "train.optimizer=sgd"])
-    assert cfg["train"]["lr"] == pytest.approx(3e-4) and isinstance(cfg["train"]["lr"], float)
-    assert cfg["train"]["epochs"] == 3 and cfg["model"]["kwargs"] == {"width_mult": 0.25}
-    assert cfg["data"]["synthetic"] == ["x/y"] and cfg["train"]["optimizer"] == "sgd"
+    assert cfg.train.lr == pytest.approx(3e-4) and isinstance(cfg.train.lr, float)
+    assert cfg.train.epochs == 3 and cfg.model.kwargs == {"width_mult": 0.25}
+    assert cfg.data.synthetic == ["x/y"] and cfg.train.optimizer == "sgd"
     with pytest.raises(ConfigError, match="form key.sub=value"):
         parse_override("train.lr")
 
@@ -101,6 +103,61 @@ def test_unknown_and_invalid_keys() -> None:
     assert "model.kwargs" in valid_keys() and "train.lr" in valid_keys()
 
 
+def test_config_is_typed_and_frozen() -> None:
+    cfg = build_config(None, ["train.lr=1e-3", "train.warmup_iters=5.0"])
+    assert isinstance(cfg, TrainingConfig) and cfg.train.warmup_iters == 5 and isinstance(cfg.train.warmup_iters, int)
+    with pytest.raises(AttributeError):
+        cfg.train.lr = 1.0  # what was validated (and saved) is what runs
+    changed = cfg.updated({"data": {"variant": "binary"}})
+    assert changed.data.variant == "binary" and cfg.data.variant == "full"
+    with pytest.raises(ConfigError, match="not in"):
+        cfg.updated({"data": {"variant": "nope"}})
+
+
+def test_free_form_sections_merge_across_layers() -> None:
+    """model.kwargs / data.augment take any keys and merge key by key: a stored config's kwargs survive
+    a file or --set that changes one of them."""
+    stored = {"model": {"kwargs": {"p": 1, "r": 3}}}
+    cfg = build_config({"model": {"kwargs": {"p": 2}}}, ["model.kwargs.q=8"], base=stored)
+    assert cfg.model.kwargs == {"p": 2, "q": 8, "r": 3}
+    with pytest.raises(ConfigError, match="data.augment must be a mapping"):
+        build_config(None, ["data.augment=3"])
+
+
+def test_plain_form_round_trips(tmp_path: Path) -> None:
+    cfg = build_config(None, ["data.synthetic=[a, b]", "model.kwargs={p: 1}", "init.checkpoint=x.pt"])
+    plain = to_plain(cfg)
+    assert plain["data"]["synthetic"] == ["a", "b"] and plain["init"]["checkpoint"] == "x.pt"
+    assert list(plain) == ["model", "data", "train", "init", "distill", "log"]
+    assert TrainingConfig.from_dict(plain) == cfg
+    assert load_config(save_config(cfg, tmp_path)) == cfg  # config.yaml reproduces the run's config
+
+
+def test_old_key_names_are_read_with_a_deprecation_line(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """init.peer_tflite (configs, --set, checkpoints written before the rename) is read as init.reference_tflite."""
+    old_file = tmp_path / "old.yaml"
+    old_file.write_text("init:\n  peer_tflite: ref.tflite\n", encoding="utf-8")
+    with caplog.at_level("WARNING", logger="training.config"):
+        assert load_config(old_file).init.reference_tflite == "ref.tflite"
+    assert "init.peer_tflite is deprecated" in caplog.text
+    assert build_config(None, ["init.peer_tflite=a.tflite"]).init.reference_tflite == "a.tflite"
+    assert TrainingConfig.from_dict({"init": {"peer_tflite": None}}).init.reference_tflite is None
+    stored = to_plain(build_config(base={"init": {"peer_tflite": "b.tflite"}}))
+    assert stored["init"] == {"reference_tflite": "b.tflite", "espnet_weights": None, "checkpoint": None}
+    with pytest.raises(ConfigError, match="disagree"):
+        build_config({"init": {"peer_tflite": "a", "reference_tflite": "b"}})
+
+
+@pytest.mark.parametrize("sidecar", sorted((REPO / "models").glob("*.config.yaml")), ids=lambda p: p.name)
+def test_shipped_models_training_configs_load(sidecar: Path) -> None:
+    """The training configs stored beside the shipped models (older key names included) still build."""
+    import yaml
+
+    stored = yaml.safe_load(sidecar.read_text(encoding="utf-8"))["training"]["config"]
+    cfg = TrainingConfig.from_dict(stored)
+    assert cfg.model.name == stored["model"]["name"] and cfg.data.height == stored["data"]["height"]
+
+
 def test_cli_reports_config_errors(tmp_path: Path) -> None:
     assert main(["--set", "train.nope=1", "--out", str(tmp_path)]) == 2
 
@@ -108,16 +165,16 @@ def test_cli_reports_config_errors(tmp_path: Path) -> None:
 @pytest.mark.parametrize("name", ["deeplab_mnv2", "deeplab_mnv2_1_0", "deeplab_mnv2_real_ft", "fcn8s", "espnet"])
 def test_shipped_configs_validate(name: str) -> None:
     cfg = load_config(REPO / "training" / "configs" / f"{name}.yaml")
-    assert (cfg["data"]["height"], cfg["data"]["width"]) == (256, 320)
-    assert cfg["train"]["loss"] == "ce+dice" and cfg["train"]["batch_size"] == 8
-    build_train_transform(256, 320, cfg["data"]["augment"])  # refuses unknown augmentation keys
+    assert (cfg.data.height, cfg.data.width) == (256, 320)
+    assert cfg.train.loss == "ce+dice" and cfg.train.batch_size == 8
+    build_train_transform(256, 320, cfg.data.augment)  # refuses unknown augmentation keys
 
 
 def test_real_ft_config_keeps_apparent_size() -> None:
     """The real-photo fine-tune keeps zoom near 1 (size separates f20_20/s40_40, m20/m30)."""
     cfg = load_config(REPO / "training" / "configs" / "deeplab_mnv2_real_ft.yaml")
-    aug = cfg["data"]["augment"]
-    assert cfg["data"]["synthetic"] == [] and cfg["init"]["checkpoint"]
+    aug = cfg.data.augment
+    assert cfg.data.synthetic == [] and cfg.init.checkpoint
     assert min(aug["crop_scale"]) >= 0.7 and 0.9 <= min(aug["affine_scale"]) <= max(aug["affine_scale"]) <= 1.1
 
 
@@ -125,9 +182,20 @@ def test_real_ft_config_keeps_apparent_size() -> None:
 def test_shipped_recipes_validate_by_run_and_keep_apparent_size(name: str) -> None:
     """The shipped recipes select on held-out capture runs and never zoom (size is a class cue)."""
     cfg = load_config(REPO / "training" / "configs" / f"{name}.yaml")
-    aug = cfg["data"]["augment"]
-    assert cfg["data"]["split"] == "run"
+    aug = cfg.data.augment
+    assert cfg.data.split == "run"
     assert min(aug["crop_scale"]) >= 0.9 and tuple(aug["affine_scale"]) == (1.0, 1.0)
+
+
+def test_benchmark_times_training_steps_without_data(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """``--benchmark N`` runs N optimisation steps on a random batch (no dataset root) and prints JSON."""
+    needs_stack()
+    argv = [*TINY_MODEL, "--benchmark", "2", "--batch-size", "2", "--threads", "1", "--out", str(tmp_path / "b"),
+            "--root", str(tmp_path / "no_dataset"), "--set", f"data.height={H}", "--set", f"data.width={W}"]
+    assert main(argv) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert res["iters"] == 2 and res["batch_size"] == 2 and res["images_per_s"] > 0
+    assert (res["model"], res["height"], res["width"]) == ("espnet_c", H, W)
 
 
 def test_lr_schedules() -> None:
@@ -180,7 +248,7 @@ def test_scheduler_and_max_iters() -> None:
     loader = DataLoader(TensorDataset(x, y), batch_size=2)  # 4 batches
     stats = train_one_epoch(model, loader, SegmentationLoss("ce", 3), opt, sched, DistInfo(), max_iters=3)
     assert stats["images"] == 6
-    assert opt.param_groups[0]["lr"] == pytest.approx(cfg["train"]["lr"] * 0.5**0.9)
+    assert opt.param_groups[0]["lr"] == pytest.approx(cfg.train.lr * 0.5**0.9)
     # no weight decay on biases / BN
     assert opt.param_groups[1]["weight_decay"] == 0.0 and all(p.ndim == 1 for p in opt.param_groups[1]["params"])
 
@@ -293,6 +361,25 @@ def test_resume_continues_the_run(tiny_run: Path, tmp_path: Path) -> None:
     second = ckpt_mod.load_checkpoint(run / "last.pt")
     assert second["epoch"] == 2 and second["train_config"]["train"]["epochs"] == 2
     assert second["optimizer"]["state"], "optimiser state restored and stepped"
+
+
+def test_resume_reads_a_checkpoint_of_the_old_config_layout(tiny_run: Path, tmp_path: Path) -> None:
+    """Checkpoints written before the typed config (init.peer_tflite; no distill section, run split or
+    espnet_weights keys) resume; the continued run stores the current layout."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    old = ckpt_mod.load_checkpoint(run / "last.pt")
+    stored = old["train_config"]
+    stored.pop("distill")
+    for key in ("split", "folds", "val_fold"):
+        stored["data"].pop(key)
+    stored["init"] = {"peer_tflite": None, "checkpoint": None}
+    ckpt_mod.save_checkpoint(run / "last.pt", old, write_config=False)
+    assert main(["--resume", str(run / "last.pt"), "--epochs", "2"]) == 0
+    assert [r["epoch"] for r in read_log(run)] == ["1", "2"]
+    resumed = ckpt_mod.load_checkpoint(run / "last.pt")["train_config"]
+    assert resumed["init"] == {"reference_tflite": None, "espnet_weights": None, "checkpoint": None}
+    assert resumed["distill"]["teacher"] is None and resumed["data"]["split"] == "run"
 
 
 def test_evaluate_cli_writes_metrics_and_plots(fake_atwork: Path, tiny_run: Path, tmp_path: Path) -> None:

@@ -26,10 +26,9 @@ import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, Dataset
 
-from seg_perception.classes import ClassSet, load_classes
+from seg_perception.classes import IGNORE_INDEX, ClassSet, load_classes
 from seg_perception.atwork import (  # noqa: F401 - re-exported: the reader's public API
     BACKGROUND_KINDS,
-    IGNORE_INDEX,
     IMAGE_EXTENSIONS,
     SPLIT_KINDS,
     SPLITS,

@@ -30,7 +30,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no network check at im
 import albumentations as A  # noqa: E402
 import cv2  # noqa: E402
 
-from seg_perception.atwork import IGNORE_INDEX  # noqa: E402
+from seg_perception.classes import IGNORE_INDEX  # noqa: E402
 
 #: Defaults of :func:`build_train_transform`; a cfg overrides any of them.
 DEFAULT_TRAIN_CFG: Dict[str, Any] = {

@@ -23,13 +23,10 @@ from .deeplab import DeepLabV3PlusMobileNetV2, MobileNetV2Encoder
 from .espnet import ESPNet, ESPNetC
 from .fcn import FCN
 from .tflite_import import (
-    DEFAULT_PEER_TFLITE,
     DEFAULT_REFERENCE_TFLITE,
     REFERENCE_TFLITE_MNV2_1_0,
     aspp_matches_reference,
     calibrate_folded_batchnorm,
-    calibrate_peer_batchnorm,
-    load_peer_encoder,
     load_reference_weights,
 )
 
@@ -104,7 +101,6 @@ def count_macs(model: nn.Module, input_hw: Tuple[int, int]) -> int:
 
 
 __all__ = [
-    "DEFAULT_PEER_TFLITE",
     "DEFAULT_REFERENCE_TFLITE",
     "REFERENCE_TFLITE_MNV2_1_0",
     "aspp_matches_reference",
@@ -118,9 +114,7 @@ __all__ = [
     "MobileNetV2Encoder",
     "NORM_MEAN",
     "NORM_STD",
-    "calibrate_peer_batchnorm",
     "count_macs",
     "count_parameters",
     "create_model",
-    "load_peer_encoder",
 ]

@@ -53,7 +53,7 @@ class MobileNetV2Encoder(nn.Module):
 
     ``channel_divisor=None`` picks 8 (standard rounding) except at width 0.5,
     where it picks 1 to reproduce TF DeepLab's MobileNetV2-0.5 widths
-    (16 | 8, 12,12, 16,16,16, 32x4, 48x3, 80x3, 160) and hence the peer model.
+    (16 | 8, 12,12, 16,16,16, 32x4, 48x3, 80x3, 160) and hence the reference model.
     """
 
     def __init__(
@@ -130,7 +130,7 @@ class ImagePooling(nn.Module):
     """Global-average-pool branch of ASPP.
 
     Conv with bias and no BatchNorm: BN over a 1x1 map breaks with batch size
-    1 in training mode, and the peer model has no BN here either.
+    1 in training mode, and the reference model has no BN here either.
     """
 
     def __init__(self, in_ch: int, out_ch: int) -> None:

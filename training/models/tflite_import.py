@@ -30,11 +30,11 @@ from .layers import ConvBNAct
 
 LOGGER = logging.getLogger(__name__)
 
-_PEERS = Path(__file__).resolve().parents[2].parent / "shared" / "peers"
+_REFERENCE_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "peers"
 #: Documented default locations (``<repo>/../shared/peers/``): the float VOC MobileNetV2 0.5 model and
 #: the quantised VOC MobileNetV2 1.0 model.
-DEFAULT_REFERENCE_TFLITE = _PEERS / "deeplabv3_257_mv_gpu.tflite"
-REFERENCE_TFLITE_MNV2_1_0 = _PEERS / "deeplabv3_mnv2_pascal_quant.tflite"
+DEFAULT_REFERENCE_TFLITE = _REFERENCE_DIR / "deeplabv3_257_mv_gpu.tflite"
+REFERENCE_TFLITE_MNV2_1_0 = _REFERENCE_DIR / "deeplabv3_mnv2_pascal_quant.tflite"
 
 Folded = Tuple[np.ndarray, np.ndarray]  # (weight as stored by TFLite, bias), float32
 
@@ -218,8 +218,3 @@ def calibrate_folded_batchnorm(model: nn.Module, batches: Iterable[Tensor]) -> i
     LOGGER.info("calibrated %d folded BatchNorm layers", done)
     return done
 
-
-# Names before the reference-model rename (kept for callers and old notebooks).
-DEFAULT_PEER_TFLITE = DEFAULT_REFERENCE_TFLITE
-load_peer_encoder = load_reference_weights
-calibrate_peer_batchnorm = calibrate_folded_batchnorm
