@@ -22,18 +22,36 @@ def _median_ms(fn, runs: int, warmup: int = 3) -> float:
     return median_ms(fn, runs, warmup)[0]
 
 
-def bench_in_process(backend: str, frame: np.ndarray, runs: int, threads: int) -> Dict[str, float]:
+#: The official int8 DeepLab v3 MobileNetV2-0.5 (513x513, uint8 in, class ids out): the speed target.
+DEFAULT_REFERENCE = Path(__file__).resolve().parents[2].parent / "shared" / "peers" / \
+    "deeplabv3_mnv2_dm05_pascal_quant.tflite"
+
+
+def bench_in_process(backend: str, frame: np.ndarray, runs: int, threads: int,
+                     reference: Optional[Path] = None) -> Dict[str, float]:
+    """Backend alone and the whole in-process pipeline (640x480 in, labels + instances at 640x480 out).
+
+    With ``reference`` (a .tflite), the pipeline and the reference graph are also timed round-robin
+    in this process with the same threads: ``pipeline_over_reference`` < 0.5 is the speed target.
+    """
     from ..config import NodeConfig
     from ..pipeline import make_segmenter
 
     seg = make_segmenter(NodeConfig(backend=backend, num_threads=threads))
     x = seg.preprocess(frame)
-    return {
+    row: Dict[str, float] = {
         "input": f"{seg.backend.input_hw[1]}x{seg.backend.input_hw[0]}",
         "size_mb": round(seg.backend.path.stat().st_size / 1e6, 3),
         "backend_ms": round(_median_ms(lambda: seg.backend.infer(x), runs), 2),
         "pipeline_ms": round(_median_ms(lambda: seg.run(frame), runs), 2),
     }
+    if reference is not None:
+        _, ref_run = _interpreter_call(reference, threads)
+        lat = interleaved_ms({"pipeline": lambda: seg.run(frame), "reference": ref_run}, runs, warmup=5)
+        row["pipeline_rr_ms"] = round(lat["pipeline"][0], 2)
+        row["reference_rr_ms"] = round(lat["reference"][0], 2)
+        row["pipeline_over_reference"] = round(lat["pipeline"][0] / lat["reference"][0], 3)
+    return row
 
 
 def bench_peer(path: Path, runs: int, threads: int) -> Dict[str, float]:
@@ -107,6 +125,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--peer", default="", help="a .tflite peer model to time in the same run")
     ap.add_argument("--compare", default="",
                     help="a .tflite to time round-robin against --peer (e.g. a model exported at the peer's input)")
+    ap.add_argument("--reference", default=str(DEFAULT_REFERENCE) if DEFAULT_REFERENCE.is_file() else "",
+                    help="a .tflite timed round-robin against each in-process pipeline (default: the official int8 "
+                         "DeepLab v3 MobileNetV2-0.5 at 513x513 when ../shared/peers has it; '' to skip)")
     ap.add_argument("--no-node", action="store_true", help="skip the DDS end-to-end measurement")
     ap.add_argument("--depth", action="store_true",
                     help="also time use_depth: a node without and one with depth, frames in turn (bench_depth.py)")
@@ -124,7 +145,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     rows: Dict[str, Dict[str, float]] = {}
     for name in names:
-        rows[name] = bench_in_process(name, frames[0], args.runs, args.threads)
+        rows[name] = bench_in_process(name, frames[0], args.runs, args.threads,
+                                      Path(args.reference) if args.reference else None)
         if not args.no_node:
             rows[name].update(bench_node(name, frames, args.runs, args.threads, out))
         if args.depth:
@@ -138,6 +160,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     for name, r in rows.items():
         print(f"{name:34s} {r.get('input', ''):>8s} {r.get('size_mb', 0):7.3f} {r.get('backend_ms', float('nan')):11.2f} "
               f"{r.get('pipeline_ms', float('nan')):12.2f} {r.get('node_e2e_ms_p50', float('nan')):13.2f}")
+    if args.reference:
+        print(f"in-process pipeline (640x480 -> labels + instances) vs {Path(args.reference).name}, round-robin, "
+              f"{args.threads} threads:")
+        for name, r in rows.items():
+            if "pipeline_over_reference" in r:
+                print(f"  {name:32s} {r['pipeline_rr_ms']:7.2f} ms vs {r['reference_rr_ms']:7.2f} ms "
+                      f"-> {r['pipeline_over_reference']:.3f} (target <= 0.5)")
     if args.compare:
         if not args.peer:
             ap.error("--compare needs --peer")
