@@ -137,6 +137,9 @@ class TrainSection:
     sync_bn: bool = False  # SyncBatchNorm under DDP on CUDA
     max_iters_per_epoch: int = _non_negative(0)  # 0 = whole epoch; >0 for smoke runs / timing
     val_every: int = _positive(1)
+    # submodules kept as initialised (no gradient, batch norm on its running statistics), e.g. the
+    # pretrained early encoder blocks: less to overfit on few photos, and no backward pass through them
+    freeze: list[str] = field(default_factory=list)
 
     def validate(self) -> None:
         if self.momentum >= 1.0:

@@ -7,6 +7,7 @@ when each rank holds its own shard.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -51,11 +52,15 @@ def train_one_epoch(
     scaler: torch.amp.GradScaler | None = None,
     progress: bool = False,
     teacher: nn.Module | None = None,
+    frozen: Sequence[nn.Module] = (),
 ) -> dict[str, float]:
     """One pass over ``loader`` (or ``max_iters`` batches); loss averaged over all ranks' images.
 
-    With a ``teacher``, ``loss_fn`` is called as ``loss_fn(logits, targets, teacher_logits)``."""
+    With a ``teacher``, ``loss_fn`` is called as ``loss_fn(logits, targets, teacher_logits)``;
+    ``frozen`` modules stay in eval mode (their batch norms keep their running statistics)."""
     model.train()
+    for m in frozen:
+        m.eval()
     device = info.device
     total = len(loader) if max_iters <= 0 else min(max_iters, len(loader))
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)

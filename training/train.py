@@ -175,6 +175,25 @@ def build_model(cfg: TrainingConfig, model_config: Mapping[str, Any] | None = No
     return model
 
 
+def freeze_modules(model: nn.Module, names: Sequence[str]) -> list[nn.Module]:
+    """Turn off the gradients of the named submodules (``train.freeze``); returns them so the training
+    loop keeps them in eval mode. An unknown name is an error listing the model's top-level modules."""
+    frozen = []
+    for name in names:
+        try:
+            module = model.get_submodule(name)
+        except AttributeError:
+            tops = ", ".join(n for n, _ in model.named_children())
+            raise ValueError(f"train.freeze: the model has no module {name!r} (top level: {tops})") from None
+        for p in module.parameters():
+            p.requires_grad_(False)
+        frozen.append(module)
+    if frozen:
+        log.info("frozen %d modules (%d parameters): %s", len(frozen),
+                 sum(p.numel() for m in frozen for p in m.parameters()), ", ".join(names))
+    return frozen
+
+
 def build_teacher(cfg: TrainingConfig, device: torch.device) -> nn.Module | None:
     """The frozen distillation teacher of ``distill.teacher`` (a checkpoint), in eval mode; or None."""
     path = cfg.distill.teacher
@@ -302,6 +321,7 @@ def fit(cfg: TrainingConfig, info: DistInfo, resume_ckpt: Mapping[str, Any] | No
         train_loss_fn = DistillationLoss(loss_fn, cfg.distill.weight, cfg.distill.temperature,
                                          t.ignore_index).to(info.device)
 
+    frozen = freeze_modules(model, t.freeze)
     model = wrap_model(model, info, t.sync_bn)
     optimizer = build_optimizer(cfg, model)
     scheduler = build_scheduler(cfg, optimizer, iters_per_epoch)
@@ -320,7 +340,7 @@ def fit(cfg: TrainingConfig, info: DistInfo, resume_ckpt: Mapping[str, Any] | No
             sampler.set_epoch(epoch)
         lr = optimizer.param_groups[0]["lr"]
         tr = train_one_epoch(model, train_loader, train_loss_fn, optimizer, scheduler, info, epoch,
-                             t.max_iters_per_epoch, t.grad_clip, scaler, cfg.log.progress, teacher)
+                             t.max_iters_per_epoch, t.grad_clip, scaler, cfg.log.progress, teacher, frozen)
         val_loss, miou, summary = float("nan"), float("nan"), {}
         if (epoch + 1) % t.val_every == 0 or epoch + 1 == t.epochs:
             val_loss, cm = evaluate(model, val_loader, loss_fn, num_classes, info, t.ignore_index)

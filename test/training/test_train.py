@@ -424,3 +424,32 @@ def test_two_process_gloo_run(fake_atwork: Path, tmp_path: Path) -> None:
     assert ck["extra"]["val_metrics"]["num_pixels"] == 3 * H * W
     assert not any(k.startswith("module.") for k in ck["state_dict"])
     assert sorted(p.name for p in out.iterdir() if p.suffix == ".pt") == ["best.pt", "last.pt"]
+
+
+def test_frozen_modules_keep_weights_and_batch_norm_statistics() -> None:
+    """train.freeze: no gradient reaches the named modules and their batch norms keep their running
+    statistics through a training epoch, while the rest of the model learns."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from training.distributed import DistInfo
+    from training.loops import train_one_epoch
+    from training.models import create_model
+    from training.train import freeze_modules
+
+    torch.manual_seed(0)
+    model = create_model("deeplabv3plus_mobilenetv2", 3, width_mult=0.5)
+    frozen = freeze_modules(model, ["encoder.stem", "encoder.blocks.0"])
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    data = TensorDataset(torch.randn(4, 3, 32, 40), torch.randint(0, 3, (4, 32, 40)))
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    loss = torch.nn.CrossEntropyLoss()
+    train_one_epoch(model, DataLoader(data, batch_size=2), loss, opt, None, DistInfo(), frozen=frozen)
+    after = model.state_dict()
+    for k in before:
+        if k.startswith(("encoder.stem.", "encoder.blocks.0.")):
+            assert torch.equal(before[k], after[k]), k  # weights and running statistics
+    assert not torch.equal(before["classifier.weight"], after["classifier.weight"])
+    assert not torch.equal(before["encoder.blocks.1.project.bn.running_mean"],
+                           after["encoder.blocks.1.project.bn.running_mean"])
+    with pytest.raises(ValueError, match="no module 'encoder.nope'"):
+        freeze_modules(model, ["encoder.nope"])
