@@ -21,6 +21,8 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
 import yaml
 
+from seg_perception.plain import to_plain
+
 log = logging.getLogger(__name__)
 
 DEFAULTS: Dict[str, Any] = {
@@ -265,8 +267,13 @@ def build_config(
 
 
 def load_yaml(path: os.PathLike) -> Dict[str, Any]:
-    with open(path, "r", encoding="utf-8") as f:
-        doc = yaml.safe_load(f) or {}
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            doc = yaml.safe_load(f) or {}
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the file: {e.strerror or e}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
     if not isinstance(doc, dict):
         raise ConfigError(f"{path}: top level must be a mapping")
     return doc
@@ -274,8 +281,9 @@ def load_yaml(path: os.PathLike) -> Dict[str, Any]:
 
 def load_config(path: Optional[os.PathLike] = None, overrides: Iterable[str] = ()) -> Dict[str, Any]:
     """Load a YAML config file (optional) and apply ``key.sub=value`` overrides."""
+    file_cfg = load_yaml(path) if path else None  # its errors name the file
     try:
-        return build_config(load_yaml(path) if path else None, overrides)
+        return build_config(file_cfg, overrides)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}" if path else str(e)) from None
 
@@ -290,23 +298,6 @@ def save_config(cfg: Mapping[str, Any], directory: os.PathLike, name: str = "con
         yaml.safe_dump(to_plain(cfg), f, sort_keys=False)
     os.replace(tmp, path)
     return path
-
-
-def to_plain(obj: Any) -> Any:
-    """Containers of str/int/float/bool/None only (YAML- and ``weights_only``-safe)."""
-    if isinstance(obj, Mapping):
-        return {str(k): to_plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_plain(v) for v in obj]
-    if isinstance(obj, os.PathLike):
-        return os.fspath(obj)
-    if obj is None or isinstance(obj, (str, bool)):
-        return obj
-    if hasattr(obj, "item") and callable(obj.item):  # numpy / torch scalars
-        return obj.item()
-    if isinstance(obj, (int, float)):
-        return obj
-    raise TypeError(f"cannot store {type(obj).__name__} in a config")
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:

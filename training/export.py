@@ -448,10 +448,10 @@ def make_manifest_entry(settings: ExportSettings, fmt: str, path: Path, num_clas
 def _write_sidecar(path: Path, doc: Mapping[str, Any]) -> Path:
     import yaml
 
-    from training.prune import _plain
+    from seg_perception.plain import to_plain
 
     side = path.with_name(path.name + ".config.yaml")
-    side.write_text(yaml.safe_dump(_plain(dict(doc)), sort_keys=False), encoding="utf-8")
+    side.write_text(yaml.safe_dump(to_plain(dict(doc)), sort_keys=False), encoding="utf-8")
     return side
 
 

@@ -45,6 +45,8 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 import torch
 import torch.nn as nn
 
+from seg_perception.plain import to_plain
+
 log = logging.getLogger(__name__)
 
 PRUNED_FORMAT = "seg_perception.pruned_model/v1"
@@ -146,13 +148,13 @@ def save_pruned(model: nn.Module, path: os.PathLike, extra: Optional[Mapping[str
         raise ValueError("model.config needs 'name' (and constructor kwargs) to be rebuilt")
     doc: Dict[str, Any] = {
         "format": PRUNED_FORMAT,
-        "model_config": _plain(config),
+        "model_config": to_plain(config),
         "width_spec": width_spec(model),
         "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
         "num_params": count_params(model),
     }
     if extra:
-        doc.update(_plain(dict(extra)))
+        doc.update(to_plain(dict(extra)))
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_suffix(p.suffix + ".tmp")
@@ -203,21 +205,6 @@ def load_any_model(path: os.PathLike) -> Tuple[nn.Module, Dict[str, Any]]:
     from training.checkpoint import load_model  # the train helper's loader
 
     return load_model(path).eval(), doc if isinstance(doc, dict) else {}
-
-
-def _plain(obj: Any) -> Any:
-    """Containers of str/int/float/bool/None (safe for weights_only loading and YAML)."""
-    if isinstance(obj, Mapping):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, os.PathLike):
-        return os.fspath(obj)
-    if isinstance(obj, torch.Tensor) and obj.numel() == 1:
-        return obj.item()
-    if hasattr(obj, "item") and callable(obj.item) and not isinstance(obj, (str, bytes)):
-        return obj.item()
-    return obj
 
 
 # --------------------------------------------------------------------------------------
@@ -642,7 +629,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     loop = _TrainHelperLoop(cfg, weights)
     h, w = int(cfg["data"]["height"]), int(cfg["data"]["width"])
     extra = {"source_checkpoint": str(args.checkpoint), "source_sha256": sha256_file(args.checkpoint),
-             "class_variant": cfg["data"]["variant"], "input_size": [h, w], "train_config": _plain(cfg)}
+             "class_variant": cfg["data"]["variant"], "input_size": [h, w], "train_config": to_plain(cfg)}
     records = prune_iteratively(model, torch.zeros(1, 3, h, w), settings, loop.finetune, loop.evaluate, out,
                                 num_classes, extra)
     last = records[-1]

@@ -21,6 +21,7 @@ from ..atwork import list_samples, read_label, read_rgb, split_samples
 from ..config import NodeConfig
 from ..metrics import ConfusionMatrix, iou_per_class, mean_iou, pixel_accuracy
 from ..pipeline import make_segmenter
+from ..plain import to_plain
 
 
 def evaluate(backend: str, root: str, split: str = "all", model_path: str = "", threads: int = 2,
@@ -45,13 +46,19 @@ def evaluate(backend: str, root: str, split: str = "all", model_path: str = "", 
         times.append((time.perf_counter() - t) * 1e3)
         cm.update(res.labels, gt)
     iou = iou_per_class(cm.matrix)
-    return {
+    evaluated = int(cm.matrix.sum())
+    return to_plain({
         "backend": backend, "model_file": seg.backend.path.name, "split": split,
-        "miou": round(100 * mean_iou(cm.matrix), 2), "pixel_accuracy": round(100 * pixel_accuracy(cm.matrix), 2),
-        "per_class_iou": {name: (None if np.isnan(v) else round(100 * float(v), 2))
-                          for name, v in zip(seg.classes.names, iou)},
+        "miou": _percent(mean_iou(cm.matrix)) if evaluated else None,
+        "pixel_accuracy": _percent(pixel_accuracy(cm.matrix)) if evaluated else None,
+        "per_class_iou": {name: _percent(v) for name, v in zip(seg.classes.names, iou)},
+        "pixels_evaluated": evaluated,
         "num_images": len(samples), "median_ms": round(float(np.median(times)), 2),
-    }
+    })
+
+
+def _percent(v: float) -> Optional[float]:
+    return None if np.isnan(v) else round(100 * float(v), 2)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -70,7 +77,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     except Exception as e:  # noqa: BLE001 - CLI: one clear line, non-zero exit
         print(f"seg-eval: {type(e).__name__}: {e}", file=sys.stderr)
         return 2
-    print(json.dumps(out))
+    print(json.dumps(out, allow_nan=False))
+    if out["pixels_evaluated"] == 0:
+        print(f"seg-eval: no pixel was evaluated: every mask pixel of the {out['num_images']} photos is 'ignore' "
+              f"(255); miou and pixel_accuracy are null", file=sys.stderr)
+        return 1
     return 0
 
 
