@@ -66,6 +66,70 @@ def publish(args: argparse.Namespace) -> int:
     return 0
 
 
+class NodeControl:
+    """The lifecycle and parameter services of a node in another process, called over DDS.
+
+    ``client`` is a :class:`seg_perception.tools.rosio.StreamClient` (it spins its node in a thread).
+    """
+
+    def __init__(self, client, node: str = "/seg_perception"):
+        from lifecycle_msgs.srv import ChangeState, GetState
+        from rcl_interfaces.srv import DescribeParameters, GetParameters, SetParameters
+
+        n = client.node
+        self._clients = {
+            "change_state": n.create_client(ChangeState, f"{node}/change_state"),
+            "get_state": n.create_client(GetState, f"{node}/get_state"),
+            "get_parameters": n.create_client(GetParameters, f"{node}/get_parameters"),
+            "set_parameters": n.create_client(SetParameters, f"{node}/set_parameters"),
+            "describe_parameters": n.create_client(DescribeParameters, f"{node}/describe_parameters"),
+        }
+
+    def call(self, service: str, request, timeout: float = 60.0):
+        cli = self._clients[service]
+        if not cli.wait_for_service(timeout_sec=timeout):
+            raise TimeoutError(f"service {cli.srv_name} not available")
+        fut = cli.call_async(request)
+        end = time.monotonic() + timeout
+        while not fut.done() and time.monotonic() < end:
+            time.sleep(0.01)
+        if not fut.done():
+            raise TimeoutError(f"no answer from {cli.srv_name} within {timeout} s")
+        return fut.result()
+
+    def state(self) -> str:
+        from lifecycle_msgs.srv import GetState
+
+        return self.call("get_state", GetState.Request()).current_state.label
+
+    def transition(self, label: str) -> bool:
+        from lifecycle_msgs.srv import ChangeState
+
+        req = ChangeState.Request()
+        req.transition.label = label
+        return bool(self.call("change_state", req).success)
+
+    def get(self, *names: str) -> dict:
+        from rcl_interfaces.srv import GetParameters
+        from rclpy.parameter import parameter_value_to_python
+
+        values = self.call("get_parameters", GetParameters.Request(names=list(names))).values
+        return {n: parameter_value_to_python(v) for n, v in zip(names, values)}
+
+    def set(self, **values) -> list:
+        from rcl_interfaces.srv import SetParameters
+        from rclpy.parameter import Parameter
+
+        req = SetParameters.Request(parameters=[Parameter(k, value=v).to_parameter_msg() for k, v in values.items()])
+        return list(self.call("set_parameters", req).results)
+
+    def describe(self, *names: str) -> dict:
+        from rcl_interfaces.srv import DescribeParameters
+
+        return dict(zip(names, self.call("describe_parameters", DescribeParameters.Request(names=list(names)))
+                        .descriptors))
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="cmd", required=True)

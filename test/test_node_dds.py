@@ -71,7 +71,7 @@ def test_node_segments_stream_and_survives_malformed_frame(client, tmp_path, shi
             if k:
                 assert len(np.unique(la[ia == k])) == 1, "an instance must have exactly one class"
                 assert la[ia == k][0] > 0
-    assert int(d["frames_rejected"]) == 1, d
+    assert int(d["frames_rejected"]) == 1, f"{d}\n{log[-3000:]}"
     assert int(d["frames_processed"]) == len(labels), d
     assert int(d["frames_received"]) >= int(d["frames_processed"]) + 1
     assert "rejected frame" in log and "needs" in log
