@@ -245,3 +245,17 @@ def test_an_oversized_model_file_is_refused_before_reading(tmp_path, monkeypatch
     with pytest.raises(BackendError, match=r"huge.onnx is larger than the 512 MiB limit"):
         create_backend("onnx", str(big))
     assert time.perf_counter() - t < 1.0  # refused from its size, not after reading 512 MiB
+
+
+def test_readme_parameter_table_lists_every_parameter_and_when_it_can_change(repo_root):
+    from seg_perception.config import PARAMS
+
+    rows = {}
+    for line in (repo_root / "README.md").read_text().splitlines():
+        if line.startswith("| `"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            for name in cells[0].replace("`", "").split(","):
+                rows[name.strip()] = cells[-1]
+    for name, spec in PARAMS.items():
+        assert name in rows, f"README parameter table misses {name}"
+        assert (rows[name] == "start-up only") == spec.startup_only, name
