@@ -25,23 +25,18 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import HistoryPolicy, QoSProfile, qos_profile_sensor_data
 from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image
 
 from . import diagnostics
 from .backends import BackendError
 from .config import PARAMS, ConfigError, NodeConfig, coerce, field_type, startup_config
-from .encodings import ImageDecodeError, compressed_to_rgb, fill_image, image_to_rgb
+from .encodings import ImageDecodeError, compressed_to_rgb, image_to_rgb
+from .outputs import OutputPublishers, reliability_policy
 from .pipeline import Segmenter, make_segmenter
 from .stamps import stamp_to_ns, stamp_of
 from .stats import Counters, Percentiles, RateMeter
-
-try:  # only in a ROS distro; the pip wheels have no vision_msgs
-    from vision_msgs.msg import (Detection2D, Detection2DArray, LabelInfo, ObjectHypothesisWithPose,
-                                 VisionClass)
-except ImportError:  # pragma: no cover - depends on the install
-    Detection2DArray = None
 
 _THROTTLE_S = 2.0
 _COUNTERS = ("received", "processed", "dropped", "rejected", "inference_errors", "no_backend", "publish_errors")
@@ -66,33 +61,6 @@ def parameter_descriptor(name: str) -> ParameterDescriptor:
     if spec.startup_only:
         d.description += " (start-up only)"
     return d
-
-
-def _reliability(name: str) -> ReliabilityPolicy:
-    return ReliabilityPolicy.BEST_EFFORT if name == "best_effort" else ReliabilityPolicy.RELIABLE
-
-
-class OutputPublishers:
-    """The node's output topics (lifecycle publishers: silent while inactive)."""
-
-    def __init__(self, node: "SegmentationNode", reliability: str):
-        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=2, reliability=_reliability(reliability))
-        self.labels = node.create_lifecycle_publisher(Image, "segmentation/labels", qos)
-        self.instances = node.create_lifecycle_publisher(Image, "segmentation/instances", qos)
-        self.overlay = node.create_lifecycle_publisher(Image, "segmentation/overlay", qos)
-        self.detections = self.label_info = None
-        if Detection2DArray is not None:  # pragma: no cover - distro only
-            self.detections = node.create_lifecycle_publisher(Detection2DArray, "segmentation/detections", qos)
-            latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL,
-                                 reliability=ReliabilityPolicy.RELIABLE)
-            self.label_info = node.create_lifecycle_publisher(LabelInfo, "segmentation/label_info", latched)
-
-    def all(self) -> List[Any]:
-        return [p for p in (self.labels, self.instances, self.overlay, self.detections, self.label_info) if p]
-
-    def destroy(self, node: "SegmentationNode") -> None:
-        for p in self.all():
-            node.destroy_lifecycle_publisher(p)
 
 
 class SegmentationNode(LifecycleNode):
@@ -186,7 +154,8 @@ class SegmentationNode(LifecycleNode):
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._subscribe()
         result = super().on_activate(state)  # enables the lifecycle publishers
-        self._publish_label_info()
+        if self.pubs is not None and self._segmenter is not None:
+            self.pubs.publish_label_info(self._segmenter, self.get_clock().now().to_msg())
         self._lifecycle_state = "active"
         self._active = True
         return result
@@ -209,7 +178,7 @@ class SegmentationNode(LifecycleNode):
     def _subscribe(self) -> None:
         cfg = self.cfg
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=cfg.qos_depth,
-                         reliability=_reliability(cfg.qos_reliability),
+                         reliability=reliability_policy(cfg.qos_reliability),
                          durability=qos_profile_sensor_data.durability)
         msg_type, topic = (CompressedImage, "image/compressed") if cfg.transport == "compressed" else (Image, "image")
         self._last_frame_t = None
@@ -375,25 +344,15 @@ class SegmentationNode(LifecycleNode):
             self.get_logger().error(f"no backend loaded ({self._backend_fault or self._lifecycle_state}); "
                                     f"frame skipped", throttle_duration_sec=_THROTTLE_S)
             return
-        want_det = pubs.detections is not None and pubs.detections.get_subscription_count() > 0
         try:
-            res = seg.run(rgb, want_confidence=want_det)
+            res = seg.run(rgb, want_confidence=pubs.wants_confidence())
         except Exception as e:  # noqa: BLE001 - a backend fault skips the frame, not the node
             self.counters.inc("inference_errors")
             self.get_logger().error(f"inference failed ({seg.backend.name}): {type(e).__name__}: {e}",
                                     throttle_duration_sec=_THROTTLE_S)
             return
-        self._publish_outputs(pubs, seg, rgb, res, msg.header, want_det)
+        pubs.publish(seg, rgb, res, msg.header, self.cfg.overlay_alpha)
         self._record_timing(msg, res)
-
-    def _publish_outputs(self, pubs: OutputPublishers, seg: Segmenter, rgb: Any, res: Any, header: Any,
-                         want_det: bool) -> None:
-        pubs.labels.publish(fill_image(Image(), res.labels, "mono8", header))
-        pubs.instances.publish(fill_image(Image(), res.instances, "mono16", header))
-        if pubs.overlay.get_subscription_count() > 0:
-            pubs.overlay.publish(fill_image(Image(), seg.overlay(rgb, res, self.cfg.overlay_alpha), "rgb8", header))
-        if want_det:
-            self._publish_detections(pubs, seg, res, header)
 
     def _record_timing(self, msg: Any, res: Any) -> None:
         age = (self.get_clock().now().nanoseconds - stamp_to_ns(stamp_of(msg))) / 1e6
@@ -403,37 +362,6 @@ class SegmentationNode(LifecycleNode):
         self.total_ms.add(res.total_ms)
         self.counters.inc("processed")
         self.out_rate.tick()
-
-    def _publish_detections(self, pubs: OutputPublishers, seg: Segmenter, res: Any,
-                            header: Any) -> None:  # pragma: no cover - distro only
-        arr = Detection2DArray()
-        arr.header = header
-        for obj in seg.objects(res):
-            d = Detection2D()
-            d.header = header
-            d.id = str(obj.instance_id)
-            hyp = ObjectHypothesisWithPose()
-            hyp.hypothesis.class_id = obj.class_name
-            hyp.hypothesis.score = obj.score
-            d.results.append(hyp)
-            x, y, w, h = obj.bbox
-            d.bbox.center.position.x = x + w / 2.0
-            d.bbox.center.position.y = y + h / 2.0
-            d.bbox.size_x, d.bbox.size_y = float(w), float(h)
-            arr.detections.append(d)
-        pubs.detections.publish(arr)
-
-    def _publish_label_info(self) -> None:
-        if self.pubs is None or self.pubs.label_info is None or self._segmenter is None:
-            return
-        info = LabelInfo()  # pragma: no cover - distro only
-        info.header.stamp = self.get_clock().now().to_msg()
-        for i, name in enumerate(self._segmenter.classes.names):
-            vc = VisionClass()
-            vc.class_id, vc.class_name = i, name
-            info.class_map.append(vc)
-        info.threshold = 0.0
-        self.pubs.label_info.publish(info)
 
     # --- diagnostics ---------------------------------------------------------------------------
     def health(self) -> diagnostics.Health:

@@ -281,3 +281,16 @@ def test_node_config_defaults_match_the_shipped_params_file(repo_root):
 
     doc = yaml.safe_load((repo_root / "config" / "params.yaml").read_text())
     assert doc["/**"]["ros__parameters"] == NodeConfig().as_dict()
+
+
+@pytest.mark.parametrize("reliability", ["reliable", "best_effort"])
+def test_output_qos_follows_its_parameter(ctx, model_a, reliability):
+    from rclpy.qos import ReliabilityPolicy
+
+    node = _node(ctx, backend="onnx", model_path=model_a, output_qos_reliability=reliability)
+    try:
+        want = ReliabilityPolicy.RELIABLE if reliability == "reliable" else ReliabilityPolicy.BEST_EFFORT
+        assert all(p.qos_profile.reliability == want for p in (node.pubs.labels, node.pubs.instances,
+                                                               node.pubs.overlay))
+    finally:
+        node.destroy_node()
