@@ -152,12 +152,12 @@ class SegmentationNode(LifecycleNode):
         return super().on_configure(state)
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._subscribe()
         result = super().on_activate(state)  # enables the lifecycle publishers
+        self._active = True
+        self._subscribe()
         if self.pubs is not None and self._segmenter is not None:
             self.pubs.publish_label_info(self._segmenter, self.get_clock().now().to_msg())
         self._lifecycle_state = "active"
-        self._active = True
         return result
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -242,7 +242,7 @@ class SegmentationNode(LifecycleNode):
                 try:
                     p = Parameter(p.name, value=coerce(p.name, p.value))
                 except ConfigError:
-                    pass  # 2.5 for an int: rclpy answers with the type error
+                    pass  # 2.5 for an int: _on_set_parameters answers with the reason
             out.append(p)
         return out
 
@@ -367,7 +367,8 @@ class SegmentationNode(LifecycleNode):
     def health(self) -> diagnostics.Health:
         """Everything diagnostics report, as plain values."""
         seg = self._segmenter
-        faults = tuple(f"start-up value refused: {r}" for r in self._param_faults.values())
+        refused = list(self._param_faults.values())  # a copy: a parameter change (another thread) may clear one
+        faults = tuple(f"start-up value refused: {r}" for r in refused)
         if self._backend_fault:
             faults += (f"backend fault: {self._backend_fault}",)
         now = time.monotonic()
