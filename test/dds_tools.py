@@ -56,6 +56,10 @@ def publish(args: argparse.Namespace) -> int:
             msg.header.frame_id = "bad"
         msg.data = data
         pub.publish(msg)
+        if msg.header.frame_id == "bad" and args.pause_after_bad:
+            # give the node time to take the bad frame before a newer one replaces it (drop-not-queue)
+            time.sleep(args.pause_after_bad)
+            t0 += args.pause_after_bad
         sleep = t0 + (i + 1) * period - time.monotonic()
         if sleep > 0:
             time.sleep(sleep)
@@ -141,6 +145,7 @@ def main(argv=None) -> int:
     p.add_argument("--height", type=int, default=480)
     p.add_argument("--bad", default="", help="comma-separated frame indices to truncate")
     p.add_argument("--bad-every", type=int, default=0)
+    p.add_argument("--pause-after-bad", type=float, default=0.0, help="seconds of silence after each bad frame")
     p.add_argument("--wait-subscriber", type=float, default=20.0)
     p.add_argument("--settle", type=float, default=1.0)
     args = ap.parse_args(argv)
