@@ -291,3 +291,13 @@ def test_atwork_split_matches_the_training_split(tmp_path):
     assert len(make_bag.atwork_pairs(tmp_path / "atwork")) == len(train) + len(val) == 4
     with pytest.raises(UsageError, match="not one of"):
         make_bag.atwork_pairs(tmp_path / "atwork", "test")
+
+
+def test_replay_params_parse_booleans_by_word():
+    from seg_perception.tools.replay.node_config import parse_params
+
+    assert parse_params(["autostart=false", "overlay_alpha=1", "num_threads=2.0"]) == {
+        "autostart": False, "overlay_alpha": 1.0, "num_threads": 2}
+    assert parse_params(["autostart=True"]) == {"autostart": True}
+    with pytest.raises(UsageError, match="autostart needs a bool"):
+        parse_params(["autostart=maybe"])

@@ -24,7 +24,12 @@ def parse_params(pairs: Sequence[str]) -> Dict[str, Any]:
             raise UsageError(f"-p {pair!r}: expected KEY=VALUE with KEY one of {sorted(defaults)}")
         typ = type(defaults[key])
         try:
-            out[key] = typ(float(value)) if typ is int else typ(value)
+            if typ is bool:  # bool("false") is True
+                if value.strip().lower() not in ("true", "false"):
+                    raise ValueError(value)
+                out[key] = value.strip().lower() == "true"
+            else:
+                out[key] = typ(float(value)) if typ is int else typ(value)
         except ValueError:
             raise UsageError(f"-p {pair!r}: {key} needs a {typ.__name__}") from None
     return out
