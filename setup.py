@@ -14,7 +14,7 @@ setup(
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
-        (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.xml")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.xml") + glob("config/*.rviz")),
         (f"share/{PACKAGE}/models", glob("models/*.tflite") + glob("models/*.onnx") + glob("models/*.json")
          + glob("models/*.yaml")),
     ],
@@ -36,6 +36,7 @@ setup(
             "seg-soak = seg_perception.tools.soak:main",
             "seg-make-bag = seg_perception.tools.make_bag:main",
             "seg-replay = seg_perception.tools.replay:main",
+            "seg-geom-eval = seg_perception.tools.geom_eval:main",
         ],
     },
 )

@@ -21,7 +21,8 @@ cons=$(mktemp); echo "torch==2.13.0" > "$cons"
 python -m pip install -q torch==2.13.0
 # ROS 2 kilted from PyPI wheels (never mixed with another distro's wheels).
 python -m pip install -q -c "$cons" 'ros-kilted-rclpy[fastrtps]' ros-kilted-sensor-msgs ros-kilted-std-msgs \
-  ros-kilted-diagnostic-msgs ros-kilted-rcl-interfaces ros-kilted-std-srvs ros-kilted-lifecycle-msgs
+  ros-kilted-diagnostic-msgs ros-kilted-rcl-interfaces ros-kilted-std-srvs ros-kilted-lifecycle-msgs \
+  ros-kilted-geometry-msgs ros-kilted-visualization-msgs
 python -m pip install -q -c "$cons" -r requirements-runtime.txt -r training/requirements.txt -r requirements-test.txt
 rm -f "$cons"
 # The package itself, editable: seg-eval, seg-demo, ... on PATH in .venv (python -m keeps working).

@@ -1,22 +1,26 @@
-"""The atWork dataset layout: file listing, the deterministic train/val split, image reading.
+"""The atWork dataset layout: file listing, the train/val split by capture run, image reading.
 
 Pure numpy/cv2, shared by the runtime tools (seg-eval) and training (re-exported by
 :mod:`training.data.atwork`, whose docstring describes the layout and the split rule).
 """
 from __future__ import annotations
 
+import bisect
 import hashlib
+import itertools
 import logging
 import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
+import yaml
 
 from seg_perception.classes import load_classes
+from seg_perception.paths import data_candidates
 
 log = logging.getLogger("training.data.atwork")
 
@@ -80,36 +84,167 @@ def list_samples(root: PathLike, classes: Optional[Sequence[str]] = None) -> Lis
     return samples
 
 
-def _split_key(seed: int, sample: Sample) -> str:
+SPLIT_KINDS = ("run", "random")
+RUNS_FILE = "config/atwork_runs.yaml"
+
+
+@dataclass(frozen=True)
+class SplitSpec:
+    """How photos are divided into train and validation (one rule for every tool).
+
+    ``run`` (default): whole capture runs are held out. The photos of a class were taken in runs
+    (same surface and light, the object moved a little between shots), so neighbours by number are
+    near-twins and a random split measures memory, not generalisation. The runs of each class
+    (``config/atwork_runs.yaml``) are assigned in photo-number order to ``folds`` contiguous folds
+    by the position of each run's middle photo; fold ``val_fold`` (default the last: the latest
+    runs) is validation, the others train.
+    ``random``: the earlier per-class random split (``val_fraction``, ``seed``), kept only to show
+    how much it flatters a model.
+    """
+
+    kind: str = "run"
+    folds: int = 5
+    val_fold: int = -1
+    val_fraction: float = 0.2
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in SPLIT_KINDS:
+            raise ValueError(f"split kind must be one of {list(SPLIT_KINDS)}, got {self.kind!r}")
+        if self.folds < 2:
+            raise ValueError(f"folds must be >= 2, got {self.folds}")
+        if not -self.folds <= self.val_fold < self.folds:
+            raise ValueError(f"val_fold must be in [{-self.folds}, {self.folds - 1}], got {self.val_fold}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+
+    def describe(self) -> Dict[str, Any]:
+        """The fields that matter for this kind (for manifests, reports and logs)."""
+        if self.kind == "run":
+            return {"kind": "run", "folds": self.folds, "val_fold": self.val_fold % self.folds}
+        return {"kind": "random", "val_fraction": self.val_fraction, "seed": self.seed}
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> "SplitSpec":
+        """From a training config's ``data`` section (or a manifest's split record).
+
+        Configs written before the run split have only ``val_fraction``/``split_seed``: they get
+        the run split too, the default of every tool now.
+        """
+        return cls(
+            kind=str(data.get("split", data.get("kind", "run"))),
+            folds=int(data.get("folds", 5)),
+            val_fold=int(data.get("val_fold", -1)),
+            val_fraction=float(data.get("val_fraction", 0.2)),
+            seed=int(data.get("split_seed", data.get("seed", 0))),
+        )
+
+
+def load_runs(path: Optional[PathLike] = None) -> Dict[str, List[int]]:
+    """``{class: [first photo number of each capture run, ascending]}`` from the runs file."""
+    if path is None:
+        candidates = data_candidates(RUNS_FILE)
+        path = next((c for c in candidates if c.is_file()), None)
+        if path is None:
+            raise FileNotFoundError(f"{RUNS_FILE} not found; looked in {[str(c) for c in candidates]}")
+    with open(path, "r", encoding="utf-8") as f:
+        raw = yaml.safe_load(f) or {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a mapping class -> [run start numbers]")
+    runs: Dict[str, List[int]] = {}
+    for name, starts in raw.items():
+        if not isinstance(starts, list) or not starts or not all(isinstance(n, int) and n >= 1 for n in starts):
+            raise ValueError(f"{path}: {name}: expected a non-empty list of photo numbers >= 1, got {starts!r}")
+        if sorted(set(starts)) != starts:
+            raise ValueError(f"{path}: {name}: run starts must be strictly ascending, got {starts}")
+        runs[str(name)] = list(starts)
+    return runs
+
+
+def photo_number(sample: Sample) -> int:
+    """The photo's number within its class (``axis_007`` -> 7)."""
+    tail = sample.stem.rsplit("_", 1)[-1]
+    if not tail.isdigit():
+        raise ValueError(f"{sample.image_path}: no photo number at the end of {sample.stem!r}")
+    return int(tail)
+
+
+def group_runs(group: Sequence[Sample], starts: Optional[Sequence[int]]) -> List[List[Sample]]:
+    """A class's photos (sorted by number) cut into capture runs at ``starts``.
+
+    A class without annotation, or whose photos cover fewer than half of its annotated runs (a
+    partial copy of the dataset, e.g. a test fixture), is cut into single photos instead: its split
+    is then by photo number.
+    """
+    ordered = sorted(group, key=photo_number)
+    if starts:
+        run_of = lambda s: bisect.bisect_right(list(starts), photo_number(s))  # noqa: E731
+        runs = [list(members) for _, members in itertools.groupby(ordered, key=run_of)]
+        if 2 * len(runs) >= len(starts) and len(runs) > 1:
+            return runs
+    if len(ordered) > 1:
+        log.warning("%s: its photos cover too few capture runs of %s: split by photo number",
+                    ordered[0].class_name, RUNS_FILE)
+    return [[s] for s in ordered]
+
+
+def run_folds(runs: Sequence[Sequence[Sample]], folds: int) -> List[int]:
+    """Fold of each run: the position of its middle photo in the class, in ``folds`` equal parts."""
+    n = sum(len(r) for r in runs)
+    out, seen = [], 0
+    for r in runs:
+        out.append(min(folds - 1, int(folds * (seen + len(r) / 2) / n)))
+        seen += len(r)
+    return out
+
+
+def _random_key(seed: int, sample: Sample) -> str:
     return hashlib.sha256(f"{seed}/{sample.class_name}/{sample.stem}".encode("utf-8")).hexdigest()
 
 
-def split_samples(
-    samples: Sequence[Sample], val_fraction: float = 0.2, seed: int = 0
-) -> Tuple[List[Sample], List[Sample]]:
-    """Stratified, deterministic train/val split (rule in the module docstring).
+def _random_val(group: Sequence[Sample], spec: SplitSpec) -> List[Sample]:
+    ordered = sorted(group, key=lambda s: _random_key(spec.seed, s))
+    n = len(ordered)
+    n_val = int(math.floor(n * spec.val_fraction + 0.5))
+    if spec.val_fraction > 0 and n >= 2:
+        n_val = min(max(n_val, 1), n - 1)
+    else:
+        n_val = min(n_val, max(n - 1, 0))
+    return ordered[:n_val]
 
-    Each class with at least two photos gets ``max(1, round(n * val_fraction))`` val photos
-    (and at least one train photo); ``val_fraction=0`` puts everything in train. Both lists
-    come back sorted by class, then file name.
+
+def _run_val(group: Sequence[Sample], spec: SplitSpec, starts: Optional[Sequence[int]]) -> List[Sample]:
+    runs = group_runs(group, starts)
+    folds = run_folds(runs, spec.folds)
+    want = spec.val_fold % spec.folds
+    return [s for r, f in zip(runs, folds) if f == want for s in r]
+
+
+def split_samples(
+    samples: Sequence[Sample], spec: Optional[SplitSpec] = None, runs: Optional[Mapping[str, Sequence[int]]] = None
+) -> Tuple[List[Sample], List[Sample]]:
+    """Deterministic train/val split of the photos (rule: :class:`SplitSpec`; default: by capture run).
+
+    ``runs`` overrides the capture-run table (default ``config/atwork_runs.yaml``). Both lists come
+    back sorted by class, then file name; the result does not depend on the input order.
     """
-    if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    spec = spec or SplitSpec()
+    if spec.kind == "run" and runs is None:
+        runs = load_runs()
     by_class: Dict[str, List[Sample]] = {}
     for s in samples:
         by_class.setdefault(s.class_name, []).append(s)
     train: List[Sample] = []
     val: List[Sample] = []
     for name in sorted(by_class):
-        group = sorted(by_class[name], key=lambda s: _split_key(seed, s))
-        n = len(group)
-        n_val = int(math.floor(n * val_fraction + 0.5))
-        if val_fraction > 0 and n >= 2:
-            n_val = min(max(n_val, 1), n - 1)
+        group = by_class[name]
+        if spec.kind == "run":
+            held = _run_val(group, spec, (runs or {}).get(name))
         else:
-            n_val = min(n_val, max(n - 1, 0))
-        val.extend(group[:n_val])
-        train.extend(group[n_val:])
+            held = _random_val(group, spec)
+        held_ids = {id(s) for s in held}
+        val.extend(held)
+        train.extend(s for s in group if id(s) not in held_ids)
 
     def order(s: Sample) -> Tuple[str, str]:
         return (s.class_name, s.image_path.name)

@@ -19,6 +19,9 @@ import yaml
 from .paths import data_candidates
 
 VARIANTS = ("full", "size_invariant", "similar_shapes", "binary")
+#: Label of pixels that belong to no class (outside the image after augmentation, unlabelled):
+#: losses and metrics skip them.
+IGNORE_INDEX = 255
 
 
 def default_class_file() -> Path:
@@ -52,7 +55,7 @@ class ClassSet:
         lut[: len(self.full_to_variant)] = self.full_to_variant
         return lut[full_labels]
 
-    def remap_dataset_mask(self, mask: np.ndarray, ignore_index: int = 255) -> np.ndarray:
+    def remap_dataset_mask(self, mask: np.ndarray, ignore_index: int = IGNORE_INDEX) -> np.ndarray:
         """Dataset mask (object id or 19 = background) -> this variant's ids.
 
         Values that are neither an object id nor the background id become ``ignore_index``.

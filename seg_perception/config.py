@@ -61,6 +61,13 @@ PARAMS: Dict[str, ParamSpec] = {
     "diagnostics_period_s": ParamSpec("period of /diagnostics", range=(0.05, 60.0), startup_only=True),
     "autostart": ParamSpec("configure and activate the lifecycle node at start-up (false: wait for "
                            "lifecycle transitions)", startup_only=True),
+    "use_depth": ParamSpec("subscribe to 'depth' (registered to the colour image, 16UC1 mm or 32FC1 m) and "
+                           "'camera_info' and publish 3D boxes (segmentation/object_markers, object_poses, "
+                           "detections_3d)", startup_only=True),
+    "depth_sync_tolerance_s": ParamSpec("a depth image pairs with the colour frame of the same stamp, or the "
+                                        "nearest one at most this far apart", range=(0.0, 1.0)),
+    "resolve_size_pairs": ParamSpec("report an object of a size pair (f20_20/s40_40, m20/m30) as its twin when "
+                                    "depth measures it closer to the twin's size"),
 }
 
 
@@ -82,6 +89,9 @@ class NodeConfig:
     stall_timeout_s: float = 2.0
     diagnostics_period_s: float = 1.0
     autostart: bool = True
+    use_depth: bool = False
+    depth_sync_tolerance_s: float = 0.02
+    resolve_size_pairs: bool = True
 
     def validate(self) -> "NodeConfig":
         for f in fields(self):

@@ -21,6 +21,11 @@ def _table(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
+def render_table(seed: int, hw: Tuple[int, int] = (480, 640)) -> np.ndarray:
+    """The table texture alone, no objects (rgb uint8 HxWx3): every pixel is background."""
+    return _table(np.random.default_rng(seed), *hw)
+
+
 def render_frame(seed: int, hw: Tuple[int, int] = (480, 640), max_objects: int = 5) -> Tuple[np.ndarray, np.ndarray]:
     """Return (rgb uint8 HxWx3, labels uint8 HxW with full-set class ids)."""
     names = load_classes("full").names

@@ -7,9 +7,18 @@ with known answers and no ROS objects.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, Mapping, Optional, Tuple
+from typing import Dict, List, Mapping, Optional, Tuple
 
 OK, WARN, ERROR = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class DepthHealth:
+    """The depth side of a node with ``use_depth``."""
+
+    problem: str = ""  # why the last frame got no 3D boxes; '' when it got them
+    counters: Mapping[str, int] = field(default_factory=dict)  # node_depth.COUNTERS
+    geometry_ms: Mapping[int, float] = field(default_factory=dict)  # 50, 95
 
 
 @dataclass(frozen=True)
@@ -28,6 +37,7 @@ class Health:
     pipeline_ms: Mapping[int, float] = field(default_factory=dict)  # 50, 95
     output_age_ms: Mapping[int, float] = field(default_factory=dict)  # 50, 95
     last_output_age_ms: float = float("nan")
+    depth: Optional[DepthHealth] = None  # None: use_depth off
 
 
 def status(h: Health) -> Tuple[int, str, Dict[str, str]]:
@@ -43,6 +53,9 @@ def status(h: Health) -> Tuple[int, str, Dict[str, str]]:
     elif h.seconds_since_last_frame > h.stall_timeout_s:
         level = max(level, WARN)
         messages.append(f"camera stall: no frame for {h.seconds_since_last_frame:.1f} s")
+    if h.depth is not None and h.depth.problem:  # the frame keeps its 2D outputs: a warning, not an error
+        level = max(level, WARN)
+        messages.append(h.depth.problem)
     values = {
         "lifecycle_state": h.lifecycle_state,
         "backend": h.backend,
@@ -58,6 +71,9 @@ def status(h: Health) -> Tuple[int, str, Dict[str, str]]:
                                      else "inf"),
         **{f"frames_{k}": str(v) for k, v in h.counters.items()},
     }
+    if h.depth is not None:
+        values.update({k: str(v) for k, v in h.depth.counters.items()})
+        values.update(_ms("geometry_ms", h.depth.geometry_ms, (50, 95)))
     return level, "; ".join(messages) or "ok", values
 
 

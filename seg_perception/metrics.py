@@ -9,7 +9,8 @@ Conventions
 -----------
 * ``cm[i, j]`` counts pixels with ground truth ``i`` predicted as ``j``
   (rows = ground truth, columns = prediction, as scikit-learn).
-* Pixels whose ground truth equals ``ignore_index`` (255) are skipped entirely.
+* Pixels whose ground truth equals ``ignore_index`` (255, :data:`~seg_perception.classes.IGNORE_INDEX`)
+  are skipped entirely.
 * Per-class IoU = TP / (TP + FP + FN). A class with an empty union (absent from
   both ground truth and prediction) has an undefined IoU (NaN) and is left out
   of the mean: mIoU averages over the classes present in the ground truth *or*
@@ -21,11 +22,11 @@ No torch import here: the runtime (``seg_perception``) may use this module.
 """
 from __future__ import annotations
 
-from typing import Dict, Iterable, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 
-IGNORE_INDEX = 255
+from .classes import IGNORE_INDEX
 
 
 def confusion_matrix(
@@ -125,19 +126,36 @@ def _none_if_nan(x: float) -> Optional[float]:
     return None if np.isnan(x) else float(x)
 
 
-def summarize(cm: np.ndarray, class_names: Optional[Sequence[str]] = None) -> Dict[str, object]:
-    """All scores of one confusion matrix as a JSON-ready dict (NaN -> None)."""
-    cm = np.asarray(cm, dtype=np.int64)
+def _class_names(cm: np.ndarray, class_names: Optional[Sequence[str]]) -> List[str]:
     n = cm.shape[0]
     names = list(class_names) if class_names is not None else [str(i) for i in range(n)]
     if len(names) != n:
         raise ValueError(f"{len(names)} class names for a {n}-class confusion matrix")
+    return names
+
+
+def accuracy_summary(cm: np.ndarray, class_names: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    """What every tool reports of one confusion matrix: ``miou``, ``pixel_accuracy`` and
+    ``per_class_iou`` (name -> IoU), as fractions; ``None`` where undefined (JSON-ready)."""
+    cm = np.asarray(cm, dtype=np.int64)
+    names = _class_names(cm, class_names)
+    return {
+        "miou": _none_if_nan(mean_iou(cm)),
+        "pixel_accuracy": _none_if_nan(pixel_accuracy(cm)),
+        "per_class_iou": {name: _none_if_nan(v) for name, v in zip(names, iou_per_class(cm))},
+    }
+
+
+def summarize(cm: np.ndarray, class_names: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    """:func:`accuracy_summary` plus every other score of the matrix (Dice, class accuracy, per-class
+    pixel counts, the matrix itself): a training run's or an evaluation's full record."""
+    cm = np.asarray(cm, dtype=np.int64)
+    names = _class_names(cm, class_names)
     iou = iou_per_class(cm)
     dice = dice_per_class(cm)
     share = class_pixel_share(cm)
     return {
-        "miou": _none_if_nan(mean_iou(cm)),
-        "pixel_accuracy": _none_if_nan(pixel_accuracy(cm)),
+        **accuracy_summary(cm, names),
         "mean_dice": _none_if_nan(mean_dice(cm)),
         "mean_class_accuracy": _none_if_nan(mean_class_accuracy(cm)),
         "frequency_weighted_iou": _none_if_nan(frequency_weighted_iou(cm)),
@@ -183,5 +201,5 @@ class ConfusionMatrix:
             self.update(pred, target)
         return self
 
-    def summary(self, class_names: Optional[Sequence[str]] = None) -> Dict[str, object]:
+    def summary(self, class_names: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         return summarize(self.matrix, class_names)

@@ -3,12 +3,15 @@
 Lifecycle: *configure* loads and verifies the model and creates the publishers, *activate*
 subscribes to the camera, *deactivate* unsubscribes (no inference, the worker idles), *cleanup*
 frees the model. With ``autostart`` (default) the node configures and activates itself.
+With ``use_depth`` (start-up only) the depth side (:mod:`seg_perception.node_depth`) follows the
+same states: its publishers come at configure, its ``depth`` and ``camera_info`` subscriptions
+at activate, and each frame's 3D boxes are made after its 2D outputs are published.
 
 Threading: the subscription callback only stores the newest frame (a frame that was still
 waiting is dropped and counted); one worker thread decodes, runs the model and publishes.
 Nothing is queued, so latency stays bounded under load. :func:`main` spins a multi-threaded
-executor: intake, diagnostics and parameter/lifecycle services have their own callback
-groups, so loading a model (in a parameter change or configure) never stalls frame intake
+executor: camera intake, depth intake, diagnostics and parameter/lifecycle services have their own
+callback groups, so loading a model (in a parameter change or configure) never stalls frame intake
 or diagnostics; frames keep flowing on the old backend until the new one is ready.
 """
 from __future__ import annotations
@@ -33,7 +36,7 @@ from . import diagnostics
 from .backends import BackendError
 from .config import PARAMS, ConfigError, NodeConfig, coerce, field_type, startup_config
 from .encodings import ImageDecodeError, compressed_to_rgb, image_to_rgb
-from .outputs import OutputPublishers, reliability_policy
+from .outputs import OutputPublishers, output_qos, reliability_policy
 from .pipeline import Segmenter, make_segmenter
 from .stamps import stamp_to_ns, stamp_of
 from .stats import Counters, Percentiles, RateMeter
@@ -87,6 +90,7 @@ class SegmentationNode(LifecycleNode):
         self._retry_timer: Any = None
         self._segmenter: Optional[Segmenter] = None
         self.pubs: Optional[OutputPublishers] = None
+        self.depth_side: Any = None  # node_depth.DepthSide with use_depth, between configure and cleanup
         self.sub: Any = None
         self._internal_set = False
         self._new_class_names: Optional[List[str]] = None
@@ -148,6 +152,10 @@ class SegmentationNode(LifecycleNode):
         self._install_segmenter(seg)
         self._set_class_names(list(seg.classes.names))
         self.pubs = OutputPublishers(self, self.cfg.output_qos_reliability)
+        if self.cfg.use_depth:  # 3D boxes: imported only here (geometry_msgs, visualization_msgs)
+            from .node_depth import DepthSide
+
+            self.depth_side = DepthSide(self, output_qos(self.cfg.output_qos_reliability))
         self._lifecycle_state = "inactive"
         return super().on_configure(state)
 
@@ -182,6 +190,8 @@ class SegmentationNode(LifecycleNode):
                          durability=qos_profile_sensor_data.durability)
         msg_type, topic = (CompressedImage, "image/compressed") if cfg.transport == "compressed" else (Image, "image")
         self._last_frame_t = None
+        if self.depth_side is not None:  # depth first: the first colour frame finds its depth partner
+            self.depth_side.subscribe(MutuallyExclusiveCallbackGroup())
         self.sub = self.create_subscription(msg_type, topic, self._on_image, qos,
                                             callback_group=MutuallyExclusiveCallbackGroup())
         seg = self._segmenter
@@ -198,6 +208,8 @@ class SegmentationNode(LifecycleNode):
             self._pending = None
         with self._busy:
             pass
+        if self.depth_side is not None:  # after the frame in flight: it may still be pairing its depth
+            self.depth_side.unsubscribe()
 
     def _release(self) -> None:
         """Cleanup / shutdown: no subscription, no publishers, no model."""
@@ -205,6 +217,9 @@ class SegmentationNode(LifecycleNode):
         if self.pubs is not None:
             self.pubs.destroy(self)
             self.pubs = None
+        if self.depth_side is not None:
+            self.depth_side.destroy()
+            self.depth_side = None
         self._segmenter = None  # the backend (interpreter / session) goes with its last reference
         self._set_class_names([])
 
@@ -338,7 +353,7 @@ class SegmentationNode(LifecycleNode):
         rgb = self._decode(msg)
         if rgb is None:
             return
-        seg, pubs = self._segmenter, self.pubs
+        seg, pubs, depth = self._segmenter, self.pubs, self.depth_side
         if seg is None or pubs is None:
             self.counters.inc("no_backend")
             self.get_logger().error(f"no backend loaded ({self._backend_fault or self._lifecycle_state}); "
@@ -351,7 +366,12 @@ class SegmentationNode(LifecycleNode):
             self.get_logger().error(f"inference failed ({seg.backend.name}): {type(e).__name__}: {e}",
                                     throttle_duration_sec=_THROTTLE_S)
             return
-        pubs.publish(seg, rgb, res, msg.header, self.cfg.overlay_alpha)
+        cfg = self.cfg
+        pubs.publish(seg, rgb, res, msg.header, cfg.overlay_alpha)
+        boxes = None
+        if depth is not None:  # use_depth: 3D boxes from the paired depth image, after the 2D outputs
+            boxes = depth.process(msg.header, res, seg, cfg.depth_sync_tolerance_s, cfg.resolve_size_pairs)
+        pubs.publish_detections(seg, res, msg.header, boxes)
         self._record_timing(msg, res)
 
     def _record_timing(self, msg: Any, res: Any) -> None:
@@ -366,7 +386,7 @@ class SegmentationNode(LifecycleNode):
     # --- diagnostics ---------------------------------------------------------------------------
     def health(self) -> diagnostics.Health:
         """Everything diagnostics report, as plain values."""
-        seg = self._segmenter
+        seg, depth = self._segmenter, self.depth_side
         refused = list(self._param_faults.values())  # a copy: a parameter change (another thread) may clear one
         faults = tuple(f"start-up value refused: {r}" for r in refused)
         if self._backend_fault:
@@ -381,7 +401,8 @@ class SegmentationNode(LifecycleNode):
             stall_timeout_s=self.cfg.stall_timeout_s, counters=self.counters.snapshot(),
             input_rate_hz=self.in_rate.rate(now), processed_rate_hz=self.out_rate.rate(now),
             inference_ms=self.infer_ms.get(50, 95, 99), pipeline_ms=self.total_ms.get(50, 95),
-            output_age_ms=self.age_ms.get(50, 95), last_output_age_ms=self._last_age_ms)
+            output_age_ms=self.age_ms.get(50, 95), last_output_age_ms=self._last_age_ms,
+            depth=depth.health() if depth is not None else None)
 
     def diagnostics_status(self) -> DiagnosticStatus:
         level, message, values = diagnostics.status(self.health())
@@ -423,7 +444,7 @@ def main(args: Optional[List[str]] = None) -> None:
     node = executor = None
     try:
         node = SegmentationNode()
-        executor = MultiThreadedExecutor(num_threads=3)
+        executor = MultiThreadedExecutor(num_threads=4)
         executor.add_node(node)
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):

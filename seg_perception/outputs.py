@@ -1,22 +1,24 @@
 """The node's output topics, as lifecycle publishers (silent while the node is inactive).
 
 ``OutputPublishers.publish`` turns one :class:`~seg_perception.pipeline.SegResult` into messages:
-labels (mono8) and instances (mono16) always, the overlay only while someone subscribes, and
+labels (mono8) and instances (mono16) always, the overlay only while someone subscribes;
+``publish_detections`` (after the 3D boxes, when the node has depth) and ``publish_label_info`` send
 vision_msgs detections / label info where vision_msgs is importable (a ROS distro).
 """
 from __future__ import annotations
 
-from typing import Any, List
+from typing import Any, List, Optional
 
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 
 from .encodings import fill_image
+from .object_msgs import detections_2d
 from .pipeline import Segmenter
 
 try:  # only in a ROS distro; the pip wheels have no vision_msgs
-    from vision_msgs.msg import (Detection2D, Detection2DArray, LabelInfo, ObjectHypothesisWithPose,
-                                 VisionClass)
+    import vision_msgs.msg as vision_msgs
+    from vision_msgs.msg import Detection2DArray, LabelInfo, VisionClass
 except ImportError:  # pragma: no cover - depends on the install
     Detection2DArray = None
 
@@ -26,11 +28,16 @@ def reliability_policy(name: str) -> ReliabilityPolicy:
     return ReliabilityPolicy.BEST_EFFORT if name == "best_effort" else ReliabilityPolicy.RELIABLE
 
 
+def output_qos(reliability: str) -> QoSProfile:
+    """QoS of every per-frame output (``output_qos_reliability``), 3D ones included."""
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=2, reliability=reliability_policy(reliability))
+
+
 class OutputPublishers:
     """The node's output topics; created at configure, destroyed at cleanup."""
 
     def __init__(self, node: Any, reliability: str):
-        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=2, reliability=reliability_policy(reliability))
+        qos = output_qos(reliability)
         self.labels = node.create_lifecycle_publisher(Image, "segmentation/labels", qos)
         self.instances = node.create_lifecycle_publisher(Image, "segmentation/instances", qos)
         self.overlay = node.create_lifecycle_publisher(Image, "segmentation/overlay", qos)
@@ -53,31 +60,17 @@ class OutputPublishers:
         return self.detections is not None and self.detections.get_subscription_count() > 0
 
     def publish(self, seg: Segmenter, rgb: Any, res: Any, header: Any, overlay_alpha: float) -> None:
-        """All outputs of one frame, with the input's header."""
+        """The image outputs of one frame, with the input's header."""
         self.labels.publish(fill_image(Image(), res.labels, "mono8", header))
         self.instances.publish(fill_image(Image(), res.instances, "mono16", header))
         if self.overlay.get_subscription_count() > 0:
             self.overlay.publish(fill_image(Image(), seg.overlay(rgb, res, overlay_alpha), "rgb8", header))
-        if self.wants_confidence():
-            self._publish_detections(seg, res, header)
 
-    def _publish_detections(self, seg: Segmenter, res: Any, header: Any) -> None:  # pragma: no cover - distro only
-        arr = Detection2DArray()
-        arr.header = header
-        for obj in seg.objects(res):
-            d = Detection2D()
-            d.header = header
-            d.id = str(obj.instance_id)
-            hyp = ObjectHypothesisWithPose()
-            hyp.hypothesis.class_id = obj.class_name
-            hyp.hypothesis.score = obj.score
-            d.results.append(hyp)
-            x, y, w, h = obj.bbox
-            d.bbox.center.position.x = x + w / 2.0
-            d.bbox.center.position.y = y + h / 2.0
-            d.bbox.size_x, d.bbox.size_y = float(w), float(h)
-            arr.detections.append(d)
-        self.detections.publish(arr)
+    def publish_detections(self, seg: Segmenter, res: Any, header: Any, boxes: Optional[dict] = None) -> None:
+        """Detection2DArray while someone subscribes; ``class_id`` the numeric id as in LabelInfo, and
+        ``boxes`` (instance id -> 3D box, with depth) give the measured pose and size-resolved class."""
+        if self.wants_confidence():  # pragma: no cover - distro only
+            self.detections.publish(detections_2d(seg.objects(res), header, vision_msgs, boxes))
 
     def publish_label_info(self, seg: Segmenter, stamp: Any) -> None:
         """vision_msgs LabelInfo (latched): the class names by id, at activation."""

@@ -3,14 +3,24 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import cv2
 import numpy as np
 
 from .backends import Backend
 from .classes import ClassSet
-from .postprocess import SegObject, extract_objects, label_instances, overlay, resize_nearest, scores_to_labels
+from .postprocess import (
+    SegObject,
+    extract_objects,
+    label_instances,
+    overlay,
+    resize_nearest,
+    scores_to_labels,
+    upsample_bilinear,
+)
+
+UPSAMPLING = ("bilinear", "nearest")
 
 
 @dataclass
@@ -20,18 +30,23 @@ class SegResult:
     confidence: Optional[np.ndarray]  # float32 HxW max class probability (when asked for)
     infer_ms: float  # backend only
     total_ms: float  # preprocess + backend + postprocess
+    scores: Optional[np.ndarray] = None  # the backend's (h, w, C) output, model resolution (object scores)
+    scores_quant: Optional[Tuple[float, int]] = None  # its (scale, zero point) when quantised
 
 
 class Segmenter:
     """Runs one backend on RGB frames of any size and returns maps at the frame's size."""
 
-    def __init__(self, backend: Backend, classes: ClassSet, min_object_area: int = 0):
+    def __init__(self, backend: Backend, classes: ClassSet, min_object_area: int = 0, upsampling: str = "bilinear"):
         if backend.num_classes != classes.num_classes:
             raise ValueError(f"backend {backend.name} has {backend.num_classes} classes, class file variant "
                              f"{classes.variant!r} has {classes.num_classes}")
         self.backend = backend
         self.classes = classes
         self.min_object_area = int(min_object_area)
+        if upsampling not in UPSAMPLING:
+            raise ValueError(f"upsampling must be one of {list(UPSAMPLING)}, got {upsampling!r}")
+        self.upsampling = upsampling
         e = backend.entry.input
         self._mean = np.asarray(e.mean, np.float32)
         self._inv_std = 1.0 / np.asarray(e.std, np.float32)
@@ -66,6 +81,29 @@ class Segmenter:
             x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
         return x
 
+    def scores(self, rgb: np.ndarray) -> np.ndarray:
+        """Raw class scores (h, w, C) at the model's output size: what :meth:`run` takes the argmax of
+        (int8 for an int8 model; :func:`~seg_perception.postprocess.dequantize` gives logits)."""
+        return self.backend.infer(self.preprocess(rgb))
+
+    def labels(self, rgb: np.ndarray) -> np.ndarray:
+        """The label map of :meth:`run` alone (uint8, the frame's size): no instances, confidence or timing."""
+        return self.frame_labels(self.scores(rgb), rgb.shape[:2])
+
+    def frame_labels(self, scores: np.ndarray, hw: Tuple[int, int], quantised: bool = True) -> np.ndarray:
+        """Labels at ``hw`` from scores on the model's grid, as :meth:`run` makes them (``quantised=False``:
+        float scores, e.g. PyTorch's, for an int8 model)."""
+        low_labels, _ = scores_to_labels(scores, self.backend.output_quant if quantised else None)
+        return self._to_frame(scores, low_labels, None, hw)[0]
+
+    def _to_frame(self, scores: np.ndarray, low_labels: np.ndarray, low_inst: Optional[np.ndarray],
+                  hw: Tuple[int, int]) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+        """Labels (and instances) at the frame's size: argmax of the bilinearly upsampled scores, or
+        nearest. Both maps move together, so every instance keeps one class."""
+        if self.upsampling == "bilinear":
+            return upsample_bilinear(scores, low_labels, low_inst, hw)
+        return resize_nearest(low_labels, hw), (None if low_inst is None else resize_nearest(low_inst, hw))
+
     def run(self, rgb: np.ndarray, want_confidence: bool = False) -> SegResult:
         t0 = time.perf_counter()
         x = self.preprocess(rgb)
@@ -74,15 +112,13 @@ class Segmenter:
         t2 = time.perf_counter()
         low_labels, low_conf = scores_to_labels(scores, self.backend.output_quant, want_confidence)
         hw = rgb.shape[:2]
-        # Instances on the low-resolution map, then both maps upsampled with the same
-        # nearest-neighbour grid: every instance keeps exactly one class.
+        # instances on the low-resolution map (cheap), then moved to the frame with the labels
         scale = (hw[0] * hw[1]) / float(low_labels.size)
         low_inst = label_instances(low_labels, self.min_object_area, area_scale=scale)
-        labels = resize_nearest(low_labels, hw)
-        instances = resize_nearest(low_inst, hw)
+        labels, instances = self._to_frame(scores, low_labels, low_inst, hw)
         conf = resize_nearest(low_conf, hw) if low_conf is not None else None
         t3 = time.perf_counter()
-        return SegResult(labels, instances, conf, (t2 - t1) * 1e3, (t3 - t0) * 1e3)
+        return SegResult(labels, instances, conf, (t2 - t1) * 1e3, (t3 - t0) * 1e3, scores, self.backend.output_quant)
 
     def objects(self, result: SegResult) -> List[SegObject]:
         return extract_objects(result.labels, result.instances, self.classes.names, result.confidence)

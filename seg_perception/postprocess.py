@@ -32,20 +32,82 @@ def scores_to_labels(scores: np.ndarray, quant: Optional[Tuple[float, int]] = No
     labels = np.argmax(scores, axis=-1).astype(np.uint8)
     if not want_confidence:
         return labels, None
-    s = scores.astype(np.float32)
-    if quant is not None:
-        scale, zero = quant
-        s = (s - zero) * scale
+    s = dequantize(scores, quant)
     m = s.max(axis=-1, keepdims=True)
     e = np.exp(s - m)
     conf = (1.0 / e.sum(axis=-1)).astype(np.float32)  # max softmax prob = exp(0) / sum
     return labels, conf
 
 
+def dequantize(scores: np.ndarray, quant: Optional[Tuple[float, int]]) -> np.ndarray:
+    """Backend scores as float32 logits: ``(q - zero point) * scale`` for quantised outputs."""
+    s = scores.astype(np.float32)
+    if quant is not None:
+        scale, zero = quant
+        s = (s - zero) * scale
+    return s
+
+
 def resize_nearest(arr: np.ndarray, hw: Tuple[int, int]) -> np.ndarray:
     if arr.shape[:2] == tuple(hw):
         return arr
     return cv2.resize(arr, (hw[1], hw[0]), interpolation=cv2.INTER_NEAREST)
+
+
+def upsample_bilinear(scores: np.ndarray, low_labels: np.ndarray, low_instances: Optional[np.ndarray],
+                      hw: Tuple[int, int]) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """Labels and instances at ``hw``: argmax of the bilinearly upsampled scores.
+
+    Nearest-neighbour upsampling of a coarse label map makes every class boundary a staircase of
+    coarse cells; interpolating the scores first (align_corners=False, as the models' own resize)
+    gives the boundaries the model means. Only the channels of classes present in the coarse map are
+    interpolated (a class that wins no coarse cell is not put at an edge: it would be a sliver), so a
+    frame with one object costs a two-channel resize. Scores may be quantised (int8/uint8):
+    interpolation commutes with the affine dequantisation. A pixel whose class changed against the
+    nearest map takes the instance of one of its four source cells with that class (0 if none), so
+    an instance never spans two classes. ``low_instances=None``: labels only.
+    """
+    h, w = low_labels.shape
+    H, W = hw
+    nearest = resize_nearest(low_labels, hw)
+    instances = None if low_instances is None else resize_nearest(low_instances, hw)
+    present = np.flatnonzero(np.bincount(low_labels.ravel()))
+    if (h, w) == (H, W) or present.size < 2:
+        return nearest, instances
+    # one 2-D resize per present class (contiguous planes: cv2's fast path), then a running argmax
+    best: Optional[np.ndarray] = None
+    labels = np.empty((H, W), low_labels.dtype)
+    for c in present:
+        plane = np.ascontiguousarray(scores[..., c])
+        if plane.dtype == np.int8:  # cv2 has no int8 resize; +128 (an xor) keeps order and interpolation
+            plane = plane.view(np.uint8) ^ np.uint8(128)
+        elif plane.dtype not in (np.uint8, np.float32):
+            plane = plane.astype(np.float32)
+        up = cv2.resize(plane, (W, H), interpolation=cv2.INTER_LINEAR)
+        if best is None:
+            best = up
+            labels.fill(c)
+        else:
+            wins = up > best
+            labels[wins] = c
+            np.maximum(best, up, out=best)
+    if instances is None:
+        return labels, None
+    changed = cv2.findNonZero((labels != nearest).view(np.uint8))  # few points: faster than np.nonzero
+    if changed is not None:
+        xy = changed.reshape(-1, 2)
+        xs, ys = xy[:, 0], xy[:, 1]
+        new = labels[ys, xs]
+        # the four source cells around each changed pixel (align_corners=False)
+        fy = np.clip((ys + 0.5) * (h / H) - 0.5, 0.0, h - 1.0).astype(np.intp)
+        fx = np.clip((xs + 0.5) * (w / W) - 0.5, 0.0, w - 1.0).astype(np.intp)
+        inst = np.zeros(ys.size, low_instances.dtype)
+        for cy, cx in ((fy, fx), (fy, np.minimum(fx + 1, w - 1)), (np.minimum(fy + 1, h - 1), fx),
+                       (np.minimum(fy + 1, h - 1), np.minimum(fx + 1, w - 1))):
+            take = (inst == 0) & (low_labels[cy, cx] == new)
+            inst[take] = low_instances[cy, cx][take]
+        instances[ys, xs] = inst
+    return labels, instances
 
 
 def label_instances(labels: np.ndarray, min_area: int = 0, connectivity: int = 8,

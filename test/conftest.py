@@ -47,3 +47,12 @@ def colour_model(tmp_path_factory) -> str:
     d = tmp_path_factory.mktemp("model")
     make_colour_model(d, hw=(240, 320))
     return str(d / "colour.onnx")
+
+
+@pytest.fixture(scope="session")
+def fake_atwork(tmp_path_factory) -> Path:
+    """A miniature atWork folder made once per session (3 classes x 5 photos of 64x80, see
+    ``test/fake_atwork.py``). Shared: tests read it and never write into it."""
+    from fake_atwork import make_fake_atwork
+
+    return make_fake_atwork(tmp_path_factory.mktemp("atwork"))

@@ -134,6 +134,76 @@ class NodeControl:
                         .descriptors))
 
 
+def scene3d(i: int, hw=(480, 640)):
+    """Frame i of the depth stream: three objects in palette colours (the nearest-colour model segments them)
+    under a camera tilted by 0 / 25 / 45 degrees; the test re-renders it for the truth."""
+    import math
+
+    from seg_perception.demo_scene3d import Placement, render_objects
+
+    turn = 0.4 * (i % 5)
+    places = [Placement("s40_40_G", -0.07, 0.0, 0.6 + turn), Placement("axis", 0.08, 0.03, -0.9 + turn),
+              Placement("m30", 0.0, 0.1, 0.0)]
+    return render_objects(places, hw, tilt_deg=[0.0, 25.0, 45.0][i % 3], distance=0.55 + 0.01 * math.sin(i),
+                          palette_colours=True)
+
+
+BAD_DEPTH = ("encoding", "camera_info", "stamp", "size", "invalid")
+
+
+def publish3d(args: argparse.Namespace) -> int:
+    """Colour + registered depth (16UC1) + camera info per frame, the same stamp on all three; frames
+    listed in --bad get one kind of bad depth (see BAD_DEPTH)."""
+    import numpy as np
+    import rclpy
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import CameraInfo, Image
+
+    from seg_perception.tools.rosio import image_msg
+
+    rclpy.init()
+    node = rclpy.create_node("test_rgbd_camera")
+    pub = node.create_publisher(Image, args.topic, qos_profile_sensor_data)
+    pub_d = node.create_publisher(Image, args.depth_topic, qos_profile_sensor_data)
+    pub_i = node.create_publisher(CameraInfo, args.info_topic, qos_profile_sensor_data)
+    hw = (args.height, args.width)
+    bad = dict(b.split(":") for b in args.bad.split(",") if b)
+    deadline = time.monotonic() + args.wait_subscriber
+    while min(p.get_subscription_count() for p in (pub, pub_d, pub_i)) == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(args.settle)
+    period = 1.0 / args.rate
+    t0 = time.monotonic()
+    for i in range(args.frames):
+        sc = scene3d(i, hw)
+        stamp = frame_stamp(i)
+        kind = bad.get(str(i), "")
+        info = CameraInfo()
+        info.header.stamp.sec, info.header.stamp.nanosec = stamp
+        info.header.frame_id = FRAME_ID
+        info.height, info.width = hw
+        info.k = [float("nan")] * 9 if kind == "camera_info" else [float(v) for v in sc.camera.k().reshape(-1)]
+        depth = sc.depth_mm
+        if kind == "size":
+            depth = np.zeros((50, 50), np.uint16)
+        elif kind == "invalid":
+            depth = np.zeros_like(depth)
+        d = image_msg(sc.rgb, stamp, FRAME_ID) if kind == "encoding" else image_msg(depth, stamp, FRAME_ID, "16UC1")
+        if kind == "stamp":
+            d.header.stamp.sec += 1000  # never matches any colour frame
+        pub_i.publish(info)
+        pub_d.publish(d)
+        pub.publish(image_msg(sc.rgb, stamp, FRAME_ID))
+        sleep = t0 + (i + 1) * period - time.monotonic()
+        if sleep > 0:
+            time.sleep(sleep)
+    time.sleep(0.5)
+    node.destroy_node()
+    rclpy.shutdown()
+    print(f"published {args.frames} rgbd frames in {time.monotonic() - t0:.2f} s", flush=True)
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -148,8 +218,19 @@ def main(argv=None) -> int:
     p.add_argument("--pause-after-bad", type=float, default=0.0, help="seconds of silence after each bad frame")
     p.add_argument("--wait-subscriber", type=float, default=20.0)
     p.add_argument("--settle", type=float, default=1.0)
+    q = sub.add_parser("publish3d")
+    q.add_argument("--topic", default="/image")
+    q.add_argument("--depth-topic", default="/depth")
+    q.add_argument("--info-topic", default="/camera_info")
+    q.add_argument("--rate", type=float, default=10.0)
+    q.add_argument("--frames", type=int, default=20)
+    q.add_argument("--width", type=int, default=640)
+    q.add_argument("--height", type=int, default=480)
+    q.add_argument("--bad", default="", help="frame:kind,... with kind one of " + ", ".join(BAD_DEPTH))
+    q.add_argument("--wait-subscriber", type=float, default=20.0)
+    q.add_argument("--settle", type=float, default=1.0)
     args = ap.parse_args(argv)
-    return publish(args)
+    return publish3d(args) if args.cmd == "publish3d" else publish(args)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ pytest.importorskip("rosbags")
 
 from seg_perception.classes import load_classes  # noqa: E402
 from seg_perception.config import NodeConfig  # noqa: E402
-from seg_perception.demo_frames import render_frame  # noqa: E402
+from seg_perception.demo_scene3d import render_scene  # noqa: E402
 from seg_perception.metrics import iou_per_class  # noqa: E402
 from seg_perception.pipeline import make_segmenter  # noqa: E402
 from seg_perception.stamps import ns_to_stamp, stamp_of, stamp_to_ns  # noqa: E402
@@ -240,8 +240,8 @@ def test_offline_replay_matches_segmenter(tmp_path, capsys, colour_model, storag
     classes = load_classes("full")
     frames = []
     for seed in range(4):
-        rgb, full = render_frame(seed, (240, 320))
-        frames.append((rgb, classes.remap_full(full)))
+        scene = render_scene(seed, (240, 320))
+        frames.append((scene.rgb, classes.remap_full(scene.labels)))
     expected = _direct_miou(colour_model, frames, classes.num_classes)
     assert summary["mode"] == "offline" and summary["frames_processed"] == 4
     assert summary["accuracy"]["frames_evaluated"] == 4

@@ -11,7 +11,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
-SCRIPTS = ["seg-node", "seg_node", "seg-demo", "seg-bench", "seg-eval", "seg-soak", "seg-make-bag", "seg-replay"]
+SCRIPTS = ["seg-node", "seg_node", "seg-demo", "seg-bench", "seg-eval", "seg-soak", "seg-make-bag", "seg-replay",
+           "seg-geom-eval"]
 
 
 def _tracked_files() -> list:
@@ -37,7 +38,7 @@ def test_colcon_build_installs_scripts_share_and_models(tmp_path):
         assert (prefix / "lib" / "seg_perception" / s).is_file(), s
     share = prefix / "share" / "seg_perception"
     for f in ["package.xml", "launch/seg.launch.py", "config/classes.yaml", "config/params.yaml",
-              "config/fastdds_shm.xml", "models/manifest.json"]:
+              "config/fastdds_shm.xml", "config/seg.rviz", "models/manifest.json"]:
         assert (share / f).is_file(), f
     site = next(prefix.glob("lib/python3*/site-packages"))
     code = ("from seg_perception.manifest import Manifest, default_models_dir; import seg_perception; "

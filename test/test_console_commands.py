@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-TOOLS = ["seg-eval", "seg-demo", "seg-bench", "seg-make-bag", "seg-replay", "seg-soak"]
+TOOLS = ["seg-eval", "seg-demo", "seg-bench", "seg-make-bag", "seg-replay", "seg-soak", "seg-geom-eval"]
 
 
 def _entry_points() -> dict:

@@ -27,6 +27,10 @@ def test_demo_bag_replay_report(tmp_path, capsys):
     assert summary["overlays"] and all((out / f"overlay_{k:02d}.png").is_file() for k in range(len(summary["overlays"])))
     acc = summary["accuracy"]
     assert acc["frames_evaluated"] == summary["frames_processed"] and acc["miou"] is not None
+    # rendered depth: the node measured 3D boxes, scored against the rendered truth beside the 2D numbers
+    geo = summary["geometry"]
+    assert geo["depth_frames_published"] == 12 and geo["marker_arrays"] == summary["frames_processed"], geo
+    assert geo["accuracy_3d"]["frames"] == summary["frames_processed"] and geo["accuracy_3d"]["objects_true"] > 0
 
 
 def test_demo_rejects_zero_rendered_frames(tmp_path):

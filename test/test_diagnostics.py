@@ -1,7 +1,7 @@
 """The diagnostics status as a pure function: known answers, no ROS objects."""
 import math
 
-from seg_perception.diagnostics import ERROR, OK, WARN, Health, status
+from seg_perception.diagnostics import ERROR, OK, WARN, DepthHealth, Health, status
 
 
 def _health(**kw):
@@ -55,3 +55,28 @@ def test_values_are_formatted_with_two_decimals_and_counters_prefixed():
 def test_missing_timings_read_nan():
     _, _, v = status(_health())
     assert v["inference_ms_p50"] == "nan" and math.isnan(float(v["output_age_ms_last"]))
+
+
+def test_without_depth_no_depth_values():
+    _, _, v = status(_health())
+    assert not any(k.startswith(("depth_", "geometry_ms")) or k == "frames_3d" for k in v)
+
+
+def test_depth_values_are_listed_unprefixed_with_geometry_times():
+    depth = DepthHealth(counters={"depth_received": 12, "frames_3d": 11, "depth_rejected_size": 1},
+                        geometry_ms={50: 1.234, 95: 5.0})
+    level, message, v = status(_health(depth=depth))
+    assert (level, message) == (OK, "ok")
+    assert (v["depth_received"], v["frames_3d"], v["depth_rejected_size"]) == ("12", "11", "1")
+    assert (v["geometry_ms_p50"], v["geometry_ms_p95"]) == ("1.23", "5.00")
+    assert status(_health(depth=DepthHealth()))[2]["geometry_ms_p50"] == "nan"
+
+
+def test_a_frame_without_usable_depth_warns_after_the_faults_and_the_stall():
+    depth = DepthHealth(problem="frame 3.000000500: depth not used: size 100x100 != 240x320")
+    level, message, _ = status(_health(depth=depth))
+    assert (level, message) == (WARN, "frame 3.000000500: depth not used: size 100x100 != 240x320")
+    level, message, _ = status(_health(depth=depth, seconds_since_last_frame=5.0, faults=("backend fault: y",)))
+    assert level == ERROR  # a depth warning never lowers an error
+    assert message == ("backend fault: y; camera stall: no frame for 5.0 s; "
+                       "frame 3.000000500: depth not used: size 100x100 != 240x320")

@@ -1,6 +1,6 @@
 import numpy as np
 
-from seg_perception.postprocess import extract_objects, label_instances, overlay, scores_to_labels
+from seg_perception.postprocess import extract_objects, label_instances, overlay, resize_nearest, scores_to_labels
 
 NAMES = tuple(f"c{i}" for i in range(19))
 
@@ -72,3 +72,44 @@ def test_overlay_keeps_background_pixels():
     out = overlay(rgb, lab, pal, 0.5)
     assert out[1, 1].tolist() == [100, 100, 100]
     assert out[0, 0].tolist() == [150, 50, 50]
+
+
+def _ramp_scores(dtype=np.float32):
+    """Three coarse cells in a row: class 2 strongly (3.0), then class 1 weakly (1.0) twice."""
+    s = np.zeros((1, 3, 3), dtype)
+    s[0, 0, 2], s[0, 1, 1], s[0, 2, 1] = 3, 1, 1
+    return s
+
+
+def test_bilinear_upsampling_moves_the_boundary_where_the_scores_cross() -> None:
+    from seg_perception.postprocess import upsample_bilinear
+
+    low = np.array([[2, 1, 1]], np.uint8)
+    inst = np.array([[1, 2, 2]], np.uint16)
+    # 3 -> 12 pixels: output x samples source fx = (x + 0.5) / 4 - 0.5; class 1 wins where
+    # fx > 0.75 (its weight t beats 3 (1 - t)), i.e. from x = 5; nearest switches at x = 4
+    labels, instances = upsample_bilinear(_ramp_scores(), low, inst, (1, 12))
+    assert labels.tolist() == [[2] * 5 + [1] * 7]
+    assert instances.tolist() == [[1] * 5 + [2] * 7]  # pixel 4 moved to object 1 with its class
+    assert resize_nearest(low, (1, 12)).tolist() == [[2] * 4 + [1] * 8]
+
+
+def test_bilinear_upsampling_of_quantised_scores_matches_float() -> None:
+    from seg_perception.postprocess import upsample_bilinear
+
+    low = np.array([[2, 1, 1]], np.uint8)
+    inst = np.array([[1, 2, 2]], np.uint16)
+    q = (_ramp_scores() * 40 - 60).astype(np.int8)  # affine quantisation, zero point -60
+    assert upsample_bilinear(q, low, inst, (1, 12))[0].tolist() == [[2] * 5 + [1] * 7]
+
+
+def test_bilinear_upsampling_keeps_uniform_maps_and_same_size() -> None:
+    from seg_perception.postprocess import upsample_bilinear
+
+    low = np.zeros((4, 5), np.uint8)
+    scores = np.random.default_rng(0).normal(size=(4, 5, 3)).astype(np.float32)
+    labels, inst = upsample_bilinear(scores, low, np.zeros((4, 5), np.uint16), (8, 10))
+    assert not labels.any() and not inst.any()  # one class present: nothing to decide
+    same = np.array([[0, 1], [1, 0]], np.uint8)
+    out, _ = upsample_bilinear(np.zeros((2, 2, 2), np.float32), same, same.astype(np.uint16), (2, 2))
+    assert np.array_equal(out, same)

@@ -1,6 +1,8 @@
 """The models in models/ (issue: shipped models): every shipped backend loads through the
-same code the node uses, matches its manifest hash, stays inside the size budget and
-produces logits of the right shape; the default backend is among them."""
+same code the node uses, matches its manifest hash, stays inside the size budget, and gives
+the known answers on rendered frames (seg_perception.demo_frames: exact labels, no dataset
+pixels): an empty table is background, the table around objects stays background, the files
+of one checkpoint agree; the default backend is among them."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,6 +13,7 @@ import pytest
 from seg_perception.backends import BACKENDS
 from seg_perception.classes import load_classes
 from seg_perception.config import NodeConfig
+from seg_perception.demo_frames import render_frame, render_table
 from seg_perception.manifest import Manifest, sha256_file
 from seg_perception.pipeline import make_segmenter
 
@@ -41,20 +44,78 @@ def test_shipped_model_file_hash_size_and_classes(name):
     assert "miou" in entry.metrics, entry.metrics
 
 
+@pytest.fixture(scope="module")
+def scenes():
+    """Rendered table-top frames with their exact labels (full-set ids), 640x480."""
+    return [render_frame(seed) for seed in range(8)]
+
+
+def _segmenter(name):
+    return make_segmenter(NodeConfig(backend=name, num_threads=1), MANIFEST)
+
+
 @pytest.mark.parametrize("name", SHIPPED)
-def test_shipped_model_runs_through_the_node_pipeline(name):
+def test_shipped_model_maps_a_frame_to_labels_and_instances(name, scenes):
     """Backend scores at the model's input size, labels and instances at the frame's size."""
-    seg = make_segmenter(NodeConfig(backend=name, num_threads=1), MANIFEST)
+    seg = _segmenter(name)
     entry = MANIFEST.get(BACKENDS[name].entry)
     h, w = seg.backend.input_hw
     assert (h, w) == (entry.input.height, entry.input.width)
-    frame = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
-    scores = seg.backend.infer(seg.preprocess(frame))
+    frame = scenes[0][0]
+    scores = seg.scores(frame)
     assert scores.shape == (h, w, entry.num_classes)
     assert np.isfinite(scores.astype(np.float32)).all()
     res = seg.run(frame)
     assert res.labels.shape == (480, 640) and res.labels.dtype == np.uint8 and res.labels.max() < 19
-    assert res.instances.shape == (480, 640)
+    assert res.instances.shape == (480, 640) and res.instances.dtype == np.uint16
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_model_labels_an_empty_table_background(name):
+    labels = _segmenter(name).labels(render_table(seed=5))
+    assert (labels == 0).mean() > 0.999
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_model_keeps_the_table_around_objects_background(name, scenes):
+    seg = _segmenter(name)
+    table = [(seg.labels(rgb) == 0)[gt == 0] for rgb, gt in scenes]
+    assert np.concatenate(table).mean() > 0.99
+
+
+ACCURATE = [n for n in SHIPPED if MANIFEST.get(BACKENDS[n].entry).metrics["miou"] >= 0.8]
+
+
+@pytest.mark.parametrize("name", ACCURATE)
+def test_accurate_shipped_model_names_the_rendered_containers(name, scenes):
+    """Of the rendered look-alikes, the boxes are closest to the real containers: a model with 80+ mIoU on
+    the photos labels most of their pixels with the exact container class (DeepLab measured ~0.9)."""
+    seg = _segmenter(name)
+    names = load_classes("full").names
+    boxes = [names.index("container_box_blue"), names.index("container_box_red")]
+    hits = [(seg.labels(rgb) == gt)[np.isin(gt, boxes)] for rgb, gt in scenes]
+    assert np.concatenate(hits).mean() > 0.8
+
+
+def _same_checkpoint_pairs():
+    by_ck = {}
+    for name in SHIPPED:
+        prov = MANIFEST.get(BACKENDS[name].entry).provenance
+        by_ck.setdefault(prov.get("checkpoint_sha256"), []).append((prov.get("format", ""), name))
+    pairs = []
+    for members in by_ck.values():
+        floats = [n for fmt, n in members if fmt.endswith("fp32")]
+        pairs += [(floats[0], n) for _, n in members if floats and n != floats[0]]
+    return pairs
+
+
+@pytest.mark.parametrize("float_name, name", _same_checkpoint_pairs())
+def test_shipped_files_of_one_checkpoint_agree_on_rendered_frames(float_name, name, scenes):
+    """fp16 / dynamic / int8 files of a checkpoint give the fp32 file's labels (the export measured
+    99.9 % agreement on the validation photos)."""
+    ref, seg = _segmenter(float_name), _segmenter(name)
+    agree = [(seg.labels(rgb) == ref.labels(rgb)).mean() for rgb, _ in scenes]
+    assert np.mean(agree) > 0.99
 
 
 @pytest.mark.shared

@@ -1,6 +1,6 @@
 """Checkpoints that load with ``torch.load(weights_only=True)`` and rebuild their model alone.
 
-A checkpoint is a plain dict of tensors and str/int/float/bool/None containers:
+A training checkpoint is a plain dict of tensors and str/int/float/bool/None containers:
 
 * ``model_config``: the model's ``config`` dict (``name``, ``num_classes`` and
   constructor kwargs), so ``create_model(**model_config)`` rebuilds the net;
@@ -9,6 +9,12 @@ A checkpoint is a plain dict of tensors and str/int/float/bool/None containers:
 * ``epoch`` (number of finished epochs; a resume starts the next one), ``best_metric`` (best val mIoU so far),
   ``best_epoch``, ``train_config`` (the resolved training config), ``class_names``,
   ``rng`` (torch RNG state) and ``extra`` (e.g. class weights, metrics).
+
+A pruned model (:func:`save_pruned`, format :data:`PRUNED_FORMAT`) is an *architecture spec +
+weights*: the constructor config, the width of every Conv/BN/PReLU/Linear/GroupNorm layer and
+the state dict. :func:`load_pruned` rebuilds it with ``create_model(**config)``, swaps in layers
+of the recorded widths and loads the weights; neither torch-pruning nor pickled modules are
+needed. :func:`load_any_model` reads either kind.
 
 ``weights_only=True`` refuses arbitrary pickled objects, so loading a checkpoint
 never executes code; :func:`save_checkpoint` converts numpy values to plain
@@ -20,17 +26,30 @@ import io
 import logging
 import os
 from pathlib import Path
-from typing import Any, Callable, Dict, Mapping, Optional
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 import numpy as np
 import torch
 import torch.nn as nn
+
+from seg_perception.plain import to_plain
 
 from .config import save_config
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
+PRUNED_FORMAT = "seg_perception.pruned_model/v1"
+
+# Width-carrying attributes per layer type: what load_pruned must restore before load_state_dict.
+_WIDTH_ATTRS: Dict[type, Tuple[str, ...]] = {
+    nn.Conv2d: ("in_channels", "out_channels", "groups"),
+    nn.ConvTranspose2d: ("in_channels", "out_channels", "groups"),
+    nn.BatchNorm2d: ("num_features",),
+    nn.PReLU: ("num_parameters",),
+    nn.Linear: ("in_features", "out_features"),
+    nn.GroupNorm: ("num_groups", "num_channels"),
+}
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -165,3 +184,184 @@ def state_dict_bytes(model: nn.Module) -> int:
     buf = io.BytesIO()
     torch.save({k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()}, buf)
     return buf.getbuffer().nbytes
+
+
+# --------------------------------------------------------------------------------------
+# Pruned models: architecture spec + weights
+# --------------------------------------------------------------------------------------
+
+def _width_type(module: nn.Module) -> Optional[type]:
+    for t in _WIDTH_ATTRS:
+        if type(module) is t:
+            return t
+    return None
+
+
+def width_spec(model: nn.Module) -> Dict[str, Dict[str, Any]]:
+    """``{module_name: {"type": "Conv2d", "in_channels": .., "out_channels": .., "groups": ..}}``
+    for every Conv2d / ConvTranspose2d / BatchNorm2d / PReLU / Linear / GroupNorm."""
+    spec: Dict[str, Dict[str, Any]] = {}
+    for name, m in model.named_modules():
+        t = _width_type(m)
+        if t is None:
+            continue
+        spec[name] = {"type": t.__name__, **{a: int(getattr(m, a)) for a in _WIDTH_ATTRS[t]}}
+    return spec
+
+
+def _resized(m: nn.Module, w: Mapping[str, int]) -> nn.Module:
+    """A fresh layer like ``m`` but with the widths ``w`` (parameters are overwritten by the state dict)."""
+    if type(m) is nn.Conv2d:
+        return nn.Conv2d(w["in_channels"], w["out_channels"], m.kernel_size, m.stride, m.padding,
+                         m.dilation, w["groups"], bias=m.bias is not None, padding_mode=m.padding_mode)
+    if type(m) is nn.ConvTranspose2d:
+        return nn.ConvTranspose2d(w["in_channels"], w["out_channels"], m.kernel_size, m.stride, m.padding,
+                                  m.output_padding, w["groups"], bias=m.bias is not None,
+                                  dilation=m.dilation, padding_mode=m.padding_mode)
+    if type(m) is nn.BatchNorm2d:
+        return nn.BatchNorm2d(w["num_features"], eps=m.eps, momentum=m.momentum, affine=m.affine,
+                              track_running_stats=m.track_running_stats)
+    if type(m) is nn.PReLU:
+        return nn.PReLU(w["num_parameters"])
+    if type(m) is nn.Linear:
+        return nn.Linear(w["in_features"], w["out_features"], bias=m.bias is not None)
+    if type(m) is nn.GroupNorm:
+        return nn.GroupNorm(w["num_groups"], w["num_channels"], eps=m.eps, affine=m.affine)
+    raise TypeError(f"no width rule for {type(m).__name__}")
+
+
+def apply_width_spec(model: nn.Module, spec: Mapping[str, Mapping[str, Any]]) -> nn.Module:
+    """Replace every layer whose width differs from ``spec`` by one of the recorded width (in place).
+
+    The model must have exactly the layers listed in ``spec`` (same names and types): anything
+    else means the checkpoint belongs to another architecture or constructor config.
+    """
+    current = width_spec(model)
+    if set(current) != set(spec):
+        missing = sorted(set(spec) - set(current))[:5]
+        extra = sorted(set(current) - set(spec))[:5]
+        raise ValueError(f"width spec does not match the model: spec-only layers {missing}, "
+                         f"model-only layers {extra}")
+    for name, want in spec.items():
+        have = current[name]
+        if have["type"] != want["type"]:
+            raise ValueError(f"{name}: spec type {want['type']} != model type {have['type']}")
+        if all(have[k] == want[k] for k in want if k != "type"):
+            continue
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, _resized(getattr(parent, child), want))
+    return model
+
+
+def save_pruned(model: nn.Module, path: os.PathLike, extra: Optional[Mapping[str, Any]] = None) -> Path:
+    """Write ``{format, model_config, width_spec, state_dict, num_params, ...extra}`` with torch.save.
+
+    ``model.config`` must hold the constructor kwargs incl. ``name`` (the models registry contract).
+    """
+    from training.models import count_parameters  # deferred, as in _registry_factory
+
+    config = dict(getattr(model, "config", {}) or {})
+    if "name" not in config:
+        raise ValueError("model.config needs 'name' (and constructor kwargs) to be rebuilt")
+    doc: Dict[str, Any] = {
+        "format": PRUNED_FORMAT,
+        "model_config": to_plain(config),
+        "width_spec": width_spec(model),
+        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        "num_params": int(count_parameters(model)),
+    }
+    if extra:
+        doc.update(to_plain(dict(extra)))
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_suffix(p.suffix + ".tmp")
+    torch.save(doc, tmp)
+    os.replace(tmp, p)
+    return p
+
+
+def is_pruned_checkpoint(doc: Mapping[str, Any]) -> bool:
+    return isinstance(doc, Mapping) and doc.get("format") == PRUNED_FORMAT
+
+
+def _build(config: Mapping[str, Any]) -> nn.Module:
+    return _registry_factory(**config)
+
+
+def model_from_pruned_doc(doc: Mapping[str, Any],
+                          builder: Optional[Callable[[Mapping[str, Any]], nn.Module]] = None) -> nn.Module:
+    """Model of a :func:`save_pruned` dict already in memory (see :func:`load_pruned`)."""
+    if not is_pruned_checkpoint(doc):
+        raise ValueError(f"not a pruned-model checkpoint (format {doc.get('format')!r})")
+    model = (builder or _build)(doc["model_config"])
+    apply_width_spec(model, doc["width_spec"])
+    model.load_state_dict(doc["state_dict"], strict=True)
+    return model.eval()
+
+
+def load_pruned(path: os.PathLike,
+                builder: Optional[Callable[[Mapping[str, Any]], nn.Module]] = None) -> nn.Module:
+    """Rebuild a pruned model: ``create_model(**model_config)``, resize layers, load weights.
+
+    ``builder(config) -> nn.Module`` replaces the registry (tests with stand-in models).
+    """
+    doc = torch.load(path, map_location="cpu", weights_only=True)
+    return model_from_pruned_doc(doc, builder)
+
+
+def load_any_model(path: os.PathLike) -> Tuple[nn.Module, Dict[str, Any]]:
+    """A model from a pruned checkpoint or a training checkpoint; returns ``(model, checkpoint dict)``."""
+    doc = torch.load(path, map_location="cpu", weights_only=True)
+    if is_pruned_checkpoint(doc):
+        return model_from_pruned_doc(doc), doc
+    return load_model(path).eval(), doc if isinstance(doc, dict) else {}
+
+
+# --------------------------------------------------------------------------------------
+# What a checkpoint says about itself (export provenance)
+# --------------------------------------------------------------------------------------
+
+def class_variant_of(doc: Mapping[str, Any], num_classes: int) -> str:
+    """Class variant of a checkpoint: stored, from its training config, or by class count."""
+    if doc.get("class_variant"):
+        return str(doc["class_variant"])
+    for key in ("train_config", "config"):
+        cfg = doc.get(key)
+        if isinstance(cfg, Mapping) and isinstance(cfg.get("data"), Mapping) and cfg["data"].get("variant"):
+            return str(cfg["data"]["variant"])
+    from seg_perception.classes import VARIANTS, load_classes
+
+    for name in VARIANTS:
+        if load_classes(name).num_classes == num_classes:
+            return name
+    raise ValueError(f"no class variant with {num_classes} classes")
+
+
+def checkpoint_info(doc: Mapping[str, Any], model: nn.Module) -> Dict[str, Any]:
+    """Variant / input size / pruning info of a checkpoint dict (training or pruned)."""
+    from seg_perception.atwork import SplitSpec
+    from training.models import count_parameters
+
+    cfg = model.config
+    info: Dict[str, Any] = {"model_config": dict(cfg), "num_params": int(count_parameters(model)),
+                            "pruned": doc.get("format") == PRUNED_FORMAT}
+    num_classes = int(cfg["num_classes"])
+    info["class_variant"] = doc.get("class_variant") or class_variant_of(doc, num_classes)
+    size = doc.get("input_size")
+    tcfg = next((doc[k] for k in ("train_config", "config") if isinstance(doc.get(k), Mapping)), {})
+    data = tcfg.get("data") if isinstance(tcfg.get("data"), Mapping) else {}
+    info["split"] = SplitSpec.from_mapping(data).describe()
+    if size:
+        info["input_size"] = [int(size[0]), int(size[1])]
+    elif data.get("height") and data.get("width"):
+        info["input_size"] = [int(data["height"]), int(data["width"])]
+    extra = doc.get("extra") if isinstance(doc.get("extra"), Mapping) else {}
+    if tcfg:
+        # how the weights were made: the resolved training config, its command, where it stopped
+        info["training"] = {"config": dict(tcfg), "command": extra.get("command"), "epoch": doc.get("epoch"),
+                            "best_epoch": doc.get("best_epoch"), "best_val_miou": doc.get("best_metric")}
+    if info["pruned"]:
+        info["prune_step"] = doc.get("prune_step")
+        info["source_checkpoint"] = doc.get("source_checkpoint")
+    return info

@@ -35,8 +35,11 @@ DEFAULTS: Dict[str, Any] = {
         "variant": "full",  # class variant of config/classes.yaml
         "height": 256,
         "width": 320,
-        "val_fraction": 0.2,
-        "split_seed": 0,
+        "split": "run",  # run: whole capture runs held out (config/atwork_runs.yaml); random: the old split
+        "folds": 5,  # run split: contiguous folds of capture runs per class
+        "val_fold": -1,  # run split: the validation fold (-1 = the last: the latest runs)
+        "val_fraction": 0.2,  # random split only
+        "split_seed": 0,  # random split only
         "synthetic": [],  # generator output folders mixed into the train split
         "real_repeats": 1,  # how often the real train photos appear per epoch (balances vs synthetic)
         "preresize": False,  # resize photos to height x width before augmenting (faster, blurrier crops)
@@ -69,8 +72,14 @@ DEFAULTS: Dict[str, Any] = {
         "val_every": 1,
     },
     "init": {
-        "peer_tflite": None,  # TFLite DeepLab v3 peer whose encoder initialises deeplabv3plus_mobilenetv2
+        "peer_tflite": None,  # TFLite DeepLab v3 reference model whose encoder (+ ASPP when it fits) initialises deeplabv3plus_mobilenetv2
+        "espnet_weights": None,  # the ESPNet authors' released .pth that initialises espnet (training.models.espnet_import)
         "checkpoint": None,  # start from these model weights (fine-tuning), not a resume
+    },
+    "distill": {
+        "teacher": None,  # checkpoint of a trained model whose soft predictions the student also learns
+        "weight": 0.5,  # loss = (1 - weight) * label loss + weight * T^2 * KL(teacher_T || student_T)
+        "temperature": 2.0,
     },
     "log": {
         "out": "runs/default",
@@ -83,6 +92,7 @@ FREE_FORM = {"model.kwargs", "data.augment"}
 
 CHOICES: Dict[str, Sequence[Any]] = {
     "data.variant": ("full", "size_invariant", "similar_shapes", "binary"),
+    "data.split": ("run", "random"),
     "train.optimizer": ("sgd", "adam", "adamw"),
     "train.scheduler": ("poly", "cosine", "none"),
     "train.loss": ("ce", "dice", "ce+dice"),
@@ -91,13 +101,13 @@ CHOICES: Dict[str, Sequence[Any]] = {
 }
 
 POSITIVE = {"data.height", "data.width", "train.epochs", "train.batch_size", "train.val_batch_size",
-            "train.lr", "train.val_every", "data.real_repeats"}
+            "train.lr", "train.val_every", "data.real_repeats", "distill.temperature"}
 NON_NEGATIVE = {"data.num_workers", "train.weight_decay", "train.momentum", "train.warmup_iters",
                 "train.min_lr", "train.dice_weight", "train.grad_clip", "train.threads",
                 "train.max_iters_per_epoch", "train.poly_power"}
 
 # keys whose default is None but that hold a path string when set
-OPTIONAL_STR = {"init.peer_tflite", "init.checkpoint"}
+OPTIONAL_STR = {"init.peer_tflite", "init.espnet_weights", "init.checkpoint", "distill.teacher"}
 
 
 class ConfigError(ValueError):
@@ -243,6 +253,14 @@ def validate(cfg: Dict[str, Any]) -> Dict[str, Any]:
         raise ConfigError("model.name must be a non-empty string")
     if not 0.0 < cfg["data"]["val_fraction"] < 1.0:
         raise ConfigError(f"data.val_fraction must be in (0, 1), got {cfg['data']['val_fraction']}")
+    from seg_perception.atwork import SplitSpec
+
+    try:
+        SplitSpec.from_mapping(cfg["data"])
+    except ValueError as e:
+        raise ConfigError(f"data: {e}") from None
+    if not 0.0 <= cfg["distill"]["weight"] <= 1.0:
+        raise ConfigError(f"distill.weight must be in [0, 1], got {cfg['distill']['weight']}")
     if cfg["train"]["momentum"] >= 1.0:
         raise ConfigError("train.momentum must be < 1")
     return cfg

@@ -10,7 +10,7 @@ so the val split is exactly the one the run validated on. Writes into ``--out``
 * ``metrics.json``: mIoU, pixel accuracy, mean Dice, per-class IoU / Dice / pixel share,
   the confusion matrix (one matrix over the whole split), model size, parameters, MACs and
   latency (median of N batch-1 forward passes at the input size, after warm-up);
-* ``iou_vs_share.png``: per-class IoU against the class's pixel share (the seed study's analysis);
+* ``iou_vs_share.png``: per-class IoU against the class's pixel share (the reference study's analysis);
 * ``samples.png``: image / ground truth / prediction rows;
 * ``config.yaml``: the resolved training config of the checkpoint.
 """
@@ -43,12 +43,12 @@ SPLITS = ("val", "train", "all")
 
 def build_eval_dataset(cfg: Mapping[str, Any], split: str) -> Dataset:
     """Real photos of ``split`` as the run split them, resized deterministically to the input size."""
-    from training.data.atwork import AtWorkSegmentation, list_samples, split_samples
+    from training.data.atwork import AtWorkSegmentation, SplitSpec, list_samples, split_samples
 
     d = cfg["data"]
     samples = list_samples(d["root"])
     if split != "all":
-        train, val = split_samples(samples, val_fraction=d["val_fraction"], seed=d["split_seed"])
+        train, val = split_samples(samples, SplitSpec.from_mapping(d))
         samples = val if split == "val" else train
     size = (d["height"], d["width"])
     try:

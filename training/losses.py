@@ -180,3 +180,50 @@ def compute_class_weights(
     """Class weights straight from a label iterator (see :func:`class_weights_from_counts`)."""
     counts, image_pixels = class_pixel_counts(labels, num_classes, ignore_index)
     return class_weights_from_counts(counts, image_pixels, method)
+
+
+def distillation_kl(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    temperature: float = 1.0,
+    valid: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """Per-pixel ``T^2 * KL(softmax(teacher / T) || softmax(student / T))``, mean over valid pixels.
+
+    Hinton et al.'s soft-target loss: the ``T^2`` keeps its gradient scale independent of ``T``.
+    ``valid`` (N, H, W) bool excludes pixels (e.g. padding labelled ``ignore``); 0 when none is valid.
+    """
+    t = float(temperature)
+    log_p_student = F.log_softmax(student_logits.float() / t, dim=1)
+    log_p_teacher = F.log_softmax(teacher_logits.float() / t, dim=1)
+    kl = (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(dim=1)  # (N, H, W)
+    if valid is None:
+        return kl.mean() * t * t
+    validf = valid.to(kl.dtype)
+    return (kl * validf).sum() / validf.sum().clamp_min(1.0) * t * t
+
+
+class DistillationLoss(nn.Module):
+    """``(1 - weight) * label_loss(student, labels) + weight * distillation_kl(student, teacher)``.
+
+    Called as ``loss(student_logits, targets, teacher_logits)``; pixels labelled ``ignore_index``
+    count for neither term.
+    """
+
+    def __init__(self, label_loss: nn.Module, weight: float = 0.5, temperature: float = 2.0,
+                 ignore_index: int = IGNORE_INDEX) -> None:
+        super().__init__()
+        if not 0.0 <= weight <= 1.0:
+            raise ValueError(f"distillation weight must be in [0, 1], got {weight}")
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.label_loss = label_loss
+        self.weight = float(weight)
+        self.temperature = float(temperature)
+        self.ignore_index = ignore_index
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+        kd = distillation_kl(logits, teacher_logits, self.temperature, target != self.ignore_index)
+        if self.weight >= 1.0:
+            return kd
+        return (1.0 - self.weight) * self.label_loss(logits, target) + self.weight * kd

@@ -1,4 +1,4 @@
-"""PNG plots of training curves, per-class IoU vs pixel share, sample grids and activation grids.
+"""PNG plots of training curves, pruning curves, per-class IoU vs pixel share, sample grids and activation grids.
 
 matplotlib with the Agg backend (no display), figures closed after saving so a
 long run does not leak memory.
@@ -8,13 +8,15 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+from seg_perception.classes import IGNORE_INDEX  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -64,12 +66,36 @@ def plot_training_curves(rows: Sequence[Mapping[str, object]], out_dir: os.PathL
     return out
 
 
+def plot_prune_curve(records: Sequence[Any], path: os.PathLike, title: str = "") -> Path:
+    """Validation mIoU / pixel accuracy vs fraction of parameters removed, from the
+    :class:`~training.prune.StepRecord` rows of a pruning run (cf. the reference study's figure)."""
+    x = [100 * r.params_removed for r in records]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(x, [100 * r.miou for r in records], "o-", label="mIoU (fine-tuned)")
+    ax.plot(x, [100 * r.pixel_accuracy for r in records], "s-", label="pixel accuracy (fine-tuned)")
+    pre = [(xx, r) for xx, r in zip(x, records) if r.miou_pruned is not None]
+    if pre:
+        ax.plot([records[0].params_removed * 100] + [p[0] for p in pre],
+                [100 * records[0].miou] + [100 * p[1].miou_pruned for p in pre],
+                "o--", alpha=0.6, label="mIoU (pruned, before fine-tune)")
+    for xx, r in zip(x, records):
+        ax.annotate(f"{r.params / 1e6:.2f}M", (xx, 100 * r.miou), textcoords="offset points",
+                    xytext=(0, 6), ha="center", fontsize=7)
+    ax.set_xlabel("parameters removed (%)")
+    ax.set_ylabel("validation score (%)")
+    ax.set_title(title or "Iterative L1 filter pruning")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def plot_iou_vs_share(
     iou: Sequence[Optional[float]], share: Sequence[float], names: Sequence[str], path: os.PathLike
 ) -> Path:
     """Per-class IoU against ground-truth pixel share (log x), and bars sorted by share.
 
-    The seed study's observation: small objects (low pixel share) get low IoU;
+    The reference study's observation: small objects (low pixel share) get low IoU;
     this plot shows whether a model shares that weakness.
     """
     iou_arr = np.array([np.nan if v is None else v for v in iou], dtype=float)
@@ -102,7 +128,7 @@ def plot_iou_vs_share(
     return _save(fig, path)
 
 
-def colorize(labels: np.ndarray, palette: np.ndarray, ignore_index: int = 255) -> np.ndarray:
+def colorize(labels: np.ndarray, palette: np.ndarray, ignore_index: int = IGNORE_INDEX) -> np.ndarray:
     """(H, W) label ids -> (H, W, 3) uint8; ignored / out-of-palette pixels grey."""
     lut = np.full((256, 3), 128, dtype=np.uint8)
     lut[: len(palette)] = palette

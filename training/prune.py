@@ -8,21 +8,9 @@ decoder, ESPNet input reinforcement) and depthwise convs stay consistent. The cl
 layers (``model.classifier_layers()``, plus any conv producing ``num_classes`` channels) keep
 their output channels: the class count must not change.
 
-A pruned model is saved as an *architecture spec + weights* (see :func:`save_pruned`): the
-model's constructor config, the width of every Conv/BN/PReLU/Linear layer and the state
-dict. :func:`load_pruned` rebuilds it with ``create_model(**config)``, swaps in layers of
-the recorded widths and loads the weights (``torch.load(weights_only=True)``); neither
-torch-pruning nor pickled modules are needed to load it.
-
-FCN-8s size budget (shipped file under 10 MB): a full-width VGG16 FCN-8s has 134M parameters
-(fc6, a 7x7x512x4096 conv, alone has 103M). Removing 75 % of every layer's filters still leaves
-~8.4M (34 MB fp32, 8.4 MB int8) and costs more accuracy than training narrow. The shipped
-recipe therefore trains narrow (``training/configs/fcn8s.yaml``: ``width_mult: 0.125``, 2.11M
-params, 0.56 GMACs at 256x320, about DeepLabV3+ MNv2-0.5's cost), prunes 3 x 10 % of every
-layer's filters here (-52 % of the parameters -> 1.0M) and ships int8 ONNX (about 1 MB).
-Width 0.25 (8.4M params, 2.2 GMACs) fits the budget too after pruning, but costs 4x the CPU
-time to train. Trade-off: accuracy against a full-width FCN-8s, which would not fit at any
-precision without pruning far beyond what it tolerates.
+The pruned model is saved in the spec + weights format of :mod:`training.checkpoint`
+(:func:`~training.checkpoint.save_pruned`); why the shipped FCN-8s is trained narrow and then
+pruned: docs/architecture.md.
 
 CLI::
 
@@ -46,165 +34,13 @@ import torch
 import torch.nn as nn
 
 from seg_perception.plain import to_plain
+from training.checkpoint import class_variant_of, load_any_model, save_pruned
+from training.models import count_parameters
 
 log = logging.getLogger(__name__)
 
-PRUNED_FORMAT = "seg_perception.pruned_model/v1"
-
-# Width-carrying attributes per layer type: what load_pruned must restore before load_state_dict.
-_WIDTH_ATTRS: Dict[type, Tuple[str, ...]] = {
-    nn.Conv2d: ("in_channels", "out_channels", "groups"),
-    nn.ConvTranspose2d: ("in_channels", "out_channels", "groups"),
-    nn.BatchNorm2d: ("num_features",),
-    nn.PReLU: ("num_parameters",),
-    nn.Linear: ("in_features", "out_features"),
-    nn.GroupNorm: ("num_groups", "num_channels"),
-}
-
 EvalFn = Callable[[nn.Module], Dict[str, float]]
 FinetuneFn = Callable[[nn.Module, int], None]  # (model, iteration) -> trains in place
-
-
-# --------------------------------------------------------------------------------------
-# Architecture spec + weights
-# --------------------------------------------------------------------------------------
-
-def count_params(model: nn.Module) -> int:
-    """Number of parameters (weights + biases, BN affine; no buffers)."""
-    return int(sum(p.numel() for p in model.parameters()))
-
-
-def _width_type(module: nn.Module) -> Optional[type]:
-    for t in _WIDTH_ATTRS:
-        if type(module) is t:
-            return t
-    return None
-
-
-def width_spec(model: nn.Module) -> Dict[str, Dict[str, Any]]:
-    """``{module_name: {"type": "Conv2d", "in_channels": .., "out_channels": .., "groups": ..}}``
-    for every Conv2d / ConvTranspose2d / BatchNorm2d / PReLU / Linear / GroupNorm."""
-    spec: Dict[str, Dict[str, Any]] = {}
-    for name, m in model.named_modules():
-        t = _width_type(m)
-        if t is None:
-            continue
-        spec[name] = {"type": t.__name__, **{a: int(getattr(m, a)) for a in _WIDTH_ATTRS[t]}}
-    return spec
-
-
-def _resized(m: nn.Module, w: Mapping[str, int]) -> nn.Module:
-    """A fresh layer like ``m`` but with the widths ``w`` (parameters are overwritten by the state dict)."""
-    if type(m) is nn.Conv2d:
-        return nn.Conv2d(w["in_channels"], w["out_channels"], m.kernel_size, m.stride, m.padding,
-                         m.dilation, w["groups"], bias=m.bias is not None, padding_mode=m.padding_mode)
-    if type(m) is nn.ConvTranspose2d:
-        return nn.ConvTranspose2d(w["in_channels"], w["out_channels"], m.kernel_size, m.stride, m.padding,
-                                  m.output_padding, w["groups"], bias=m.bias is not None,
-                                  dilation=m.dilation, padding_mode=m.padding_mode)
-    if type(m) is nn.BatchNorm2d:
-        return nn.BatchNorm2d(w["num_features"], eps=m.eps, momentum=m.momentum, affine=m.affine,
-                              track_running_stats=m.track_running_stats)
-    if type(m) is nn.PReLU:
-        return nn.PReLU(w["num_parameters"])
-    if type(m) is nn.Linear:
-        return nn.Linear(w["in_features"], w["out_features"], bias=m.bias is not None)
-    if type(m) is nn.GroupNorm:
-        return nn.GroupNorm(w["num_groups"], w["num_channels"], eps=m.eps, affine=m.affine)
-    raise TypeError(f"no width rule for {type(m).__name__}")
-
-
-def apply_width_spec(model: nn.Module, spec: Mapping[str, Mapping[str, Any]]) -> nn.Module:
-    """Replace every layer whose width differs from ``spec`` by one of the recorded width (in place).
-
-    The model must have exactly the layers listed in ``spec`` (same names and types): anything
-    else means the checkpoint belongs to another architecture or constructor config.
-    """
-    current = width_spec(model)
-    if set(current) != set(spec):
-        missing = sorted(set(spec) - set(current))[:5]
-        extra = sorted(set(current) - set(spec))[:5]
-        raise ValueError(f"width spec does not match the model: spec-only layers {missing}, "
-                         f"model-only layers {extra}")
-    for name, want in spec.items():
-        have = current[name]
-        if have["type"] != want["type"]:
-            raise ValueError(f"{name}: spec type {want['type']} != model type {have['type']}")
-        if all(have[k] == want[k] for k in want if k != "type"):
-            continue
-        parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, _resized(getattr(parent, child), want))
-    return model
-
-
-def save_pruned(model: nn.Module, path: os.PathLike, extra: Optional[Mapping[str, Any]] = None) -> Path:
-    """Write ``{format, model_config, width_spec, state_dict, num_params, ...extra}`` with torch.save.
-
-    ``model.config`` must hold the constructor kwargs incl. ``name`` (the models registry contract).
-    """
-    config = dict(getattr(model, "config", {}) or {})
-    if "name" not in config:
-        raise ValueError("model.config needs 'name' (and constructor kwargs) to be rebuilt")
-    doc: Dict[str, Any] = {
-        "format": PRUNED_FORMAT,
-        "model_config": to_plain(config),
-        "width_spec": width_spec(model),
-        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-        "num_params": count_params(model),
-    }
-    if extra:
-        doc.update(to_plain(dict(extra)))
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_suffix(p.suffix + ".tmp")
-    torch.save(doc, tmp)
-    os.replace(tmp, p)
-    return p
-
-
-def is_pruned_checkpoint(doc: Mapping[str, Any]) -> bool:
-    return isinstance(doc, Mapping) and doc.get("format") == PRUNED_FORMAT
-
-
-def _build(config: Mapping[str, Any]) -> nn.Module:
-    from training.models import create_model  # the registry of the models helper
-
-    cfg = dict(config)
-    name = cfg.pop("name")
-    num_classes = cfg.pop("num_classes")
-    return create_model(name, num_classes, **cfg)
-
-
-def model_from_pruned_doc(doc: Mapping[str, Any],
-                          builder: Optional[Callable[[Mapping[str, Any]], nn.Module]] = None) -> nn.Module:
-    """Model of a :func:`save_pruned` dict already in memory (see :func:`load_pruned`)."""
-    if not is_pruned_checkpoint(doc):
-        raise ValueError(f"not a pruned-model checkpoint (format {doc.get('format')!r})")
-    model = (builder or _build)(doc["model_config"])
-    apply_width_spec(model, doc["width_spec"])
-    model.load_state_dict(doc["state_dict"], strict=True)
-    return model.eval()
-
-
-def load_pruned(path: os.PathLike,
-                builder: Optional[Callable[[Mapping[str, Any]], nn.Module]] = None) -> nn.Module:
-    """Rebuild a pruned model: ``create_model(**model_config)``, resize layers, load weights.
-
-    ``builder(config) -> nn.Module`` replaces the registry (tests with stand-in models).
-    """
-    doc = torch.load(path, map_location="cpu", weights_only=True)
-    return model_from_pruned_doc(doc, builder)
-
-
-def load_any_model(path: os.PathLike) -> Tuple[nn.Module, Dict[str, Any]]:
-    """A model from a pruned checkpoint or a training checkpoint; returns ``(model, checkpoint dict)``."""
-    doc = torch.load(path, map_location="cpu", weights_only=True)
-    if is_pruned_checkpoint(doc):
-        return model_from_pruned_doc(doc), doc
-    from training.checkpoint import load_model  # the train helper's loader
-
-    return load_model(path).eval(), doc if isinstance(doc, dict) else {}
 
 
 # --------------------------------------------------------------------------------------
@@ -218,10 +54,10 @@ class PruneSettings:
     steps: int = 3  # pruning iterations
     filters_per_step: float = 0.1  # fraction of each layer's original filters removed per iteration
     importance: str = "l1"  # l1 (Li et al.) | l2
-    group_reduction: str = "mean"  # how coupled layers' norms combine: mean | first (seed: first)
+    group_reduction: str = "mean"  # how coupled layers' norms combine: mean | first (the reference study: first)
     round_to: Optional[int] = None  # keep channel counts multiples of this (SIMD friendliness)
-    global_pruning: bool = False  # False = same fraction per layer, as in the seed
-    eval_before_finetune: bool = True  # also log the accuracy right after pruning (seed's figure)
+    global_pruning: bool = False  # False = same fraction per layer, as in the reference study
+    eval_before_finetune: bool = True  # also log the accuracy right after pruning (the reference study's figure)
     protect_class_width_layers: bool = True  # never prune convs with num_classes output channels
     ignore_layers: List[str] = field(default_factory=list)  # extra module names to leave untouched
 
@@ -336,7 +172,7 @@ def build_pruner(model: nn.Module, example_inputs: torch.Tensor, settings: Prune
     importance = tp.importance.MagnitudeImportance(
         p=1 if settings.importance == "l1" else 2,
         group_reduction=settings.group_reduction,
-        normalizer=None,  # raw filter norms, as in the seed (no per-group normalisation)
+        normalizer=None,  # raw filter norms, as in the reference study (no per-group normalisation)
     )
     num_classes = int(num_classes or model.config["num_classes"])
     ignored = protected_layers(model, num_classes, settings.protect_class_width_layers, settings.ignore_layers)
@@ -400,7 +236,7 @@ def prune_iteratively(
     settings.validate()
     num_classes = int(num_classes or model.config["num_classes"])
     out = Path(out_dir) if out_dir is not None else None
-    base_params = count_params(model)
+    base_params = count_parameters(model)
     model.eval()
     pruner = build_pruner(model, example_inputs, settings, num_classes)
     m0 = evaluate(model)
@@ -411,7 +247,7 @@ def prune_iteratively(
         _write_outputs(records, out)
     for step in range(1, settings.steps + 1):
         pruning_step(pruner, model, example_inputs, num_classes)
-        params = count_params(model)
+        params = count_parameters(model)
         rec = StepRecord(step, round(step * settings.filters_per_step, 6), params,
                          1.0 - params / base_params, float("nan"), float("nan"))
         if settings.eval_before_finetune:
@@ -451,7 +287,9 @@ def _write_outputs(records: Sequence[StepRecord], out: Path) -> None:
         for r in records:
             f.write(json.dumps(asdict(r)) + "\n")
     try:
-        plot_curve(records, out / "curve.png")
+        from training.plots import plot_prune_curve
+
+        plot_prune_curve(records, out / "curve.png")
     except Exception as e:  # noqa: BLE001 - a plot failure must not lose the pruned weights
         log.warning("could not plot the pruning curve: %s", e)
 
@@ -463,36 +301,6 @@ def write_curve_csv(records: Sequence[StepRecord], path: os.PathLike) -> Path:
         w.writeheader()
         for r in records:
             w.writerow(asdict(r))
-    return Path(path)
-
-
-def plot_curve(records: Sequence[StepRecord], path: os.PathLike, title: str = "") -> Path:
-    """Validation mIoU / pixel accuracy vs fraction of parameters removed (cf. the seed's figure)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    x = [100 * r.params_removed for r in records]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(x, [100 * r.miou for r in records], "o-", label="mIoU (fine-tuned)")
-    ax.plot(x, [100 * r.pixel_accuracy for r in records], "s-", label="pixel accuracy (fine-tuned)")
-    pre = [(xx, r) for xx, r in zip(x, records) if r.miou_pruned is not None]
-    if pre:
-        ax.plot([records[0].params_removed * 100] + [p[0] for p in pre],
-                [100 * records[0].miou] + [100 * p[1].miou_pruned for p in pre],
-                "o--", alpha=0.6, label="mIoU (pruned, before fine-tune)")
-    for xx, r in zip(x, records):
-        ax.annotate(f"{r.params / 1e6:.2f}M", (xx, 100 * r.miou), textcoords="offset points",
-                    xytext=(0, 6), ha="center", fontsize=7)
-    ax.set_xlabel("parameters removed (%)")
-    ax.set_ylabel("validation score (%)")
-    ax.set_title(title or "Iterative L1 filter pruning")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
     return Path(path)
 
 
@@ -529,22 +337,6 @@ def _merge_prune(base: Dict[str, Any], upd: Mapping[str, Any]) -> None:
         if k not in base:
             raise ValueError(f"unknown prune setting {k!r}; valid: {sorted(base)}")
         base[k] = v
-
-
-def _variant_for(num_classes: int, doc: Mapping[str, Any]) -> str:
-    """Class variant of a checkpoint: stored, from its training config, or by class count."""
-    if doc.get("class_variant"):
-        return str(doc["class_variant"])
-    for key in ("train_config", "config"):
-        cfg = doc.get(key)
-        if isinstance(cfg, Mapping) and isinstance(cfg.get("data"), Mapping) and cfg["data"].get("variant"):
-            return str(cfg["data"]["variant"])
-    from seg_perception.classes import VARIANTS, load_classes
-
-    for name in VARIANTS:
-        if load_classes(name).num_classes == num_classes:
-            return name
-    raise ValueError(f"no class variant with {num_classes} classes")
 
 
 class _TrainHelperLoop:
@@ -615,7 +407,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from seg_perception.classes import load_classes
 
     if load_classes(cfg["data"]["variant"]).num_classes != num_classes:
-        cfg["data"]["variant"] = _variant_for(num_classes, doc)
+        cfg["data"]["variant"] = class_variant_of(doc, num_classes)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out)

@@ -2,16 +2,19 @@
 
     python -m training.report --models models/ --root ../shared/datasets/atwork --out docs/results
 
-For each manifest entry: file size, parameters (from the export metrics/provenance), mIoU and
-pixel accuracy on the val split (photos resized like the node), argmax agreement with the
-float model of the same checkpoint (the ``*_fp32`` entry with the same checkpoint sha256),
-median latency of the graph at its input size (``--threads`` threads, after warm-up) and the
-end-to-end latency for a 640x480 frame (resize in + graph + argmax + nearest resize out, see
-:func:`end_to_end`). The peer model (official TFLite DeepLab v3 MobileNetV2, 257x257, 21 VOC
-classes) is timed in the same run (latency only) for a speed ratio.
+Every file runs through the node's own code: loaded by ``seg_perception.backends`` with its
+manifest entry (hash checked) and run by ``Segmenter``. For each manifest entry: file size,
+parameters (from the export metrics/provenance), mIoU and pixel accuracy on the val split (photos
+resized like the node), argmax agreement with the float model of the same checkpoint (the
+``*_fp32`` entry with the same checkpoint sha256), median latency of the backend at its input
+size (``--threads`` threads, after warm-up) and the end-to-end latency for a 640x480 frame
+(``Segmenter.labels``: resize in, inference, argmax, nearest resize out). The reference model
+(the official TFLite DeepLab v3 MobileNetV2, 257x257, 21 VOC classes) is timed in the same run
+(latency only) for a speed ratio. All latencies are timed round-robin in one process, ONNX
+sessions without spin-waiting (why: docs/architecture.md).
 
 Writes ``results.md`` (full table + a per-architecture "Original / float-16 / int8 / dynamic
-range" table like the seed's), ``results.json`` and ``accuracy_vs_latency.png``.
+range" table as in the reference study), ``results.json`` and ``accuracy_vs_latency.png``.
 """
 from __future__ import annotations
 
@@ -27,32 +30,17 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from seg_perception.backends import generic_entry, open_backend
+from seg_perception.classes import load_classes
+from seg_perception.manifest import Manifest
+from seg_perception.metrics import accuracy_summary, confusion_matrix
+from seg_perception.pipeline import Segmenter
 from seg_perception.stats import interleaved_ms
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PEER = Path("../shared/peers/deeplabv3_257_mv_gpu.tflite")
+DEFAULT_REFERENCE = Path("../shared/peers/deeplabv3_257_mv_gpu.tflite")
 FRAME_HW = (480, 640)
-
-
-# --------------------------------------------------------------------------------------
-# Frame pipeline (local stand-in for seg_perception's Segmenter: swap when it settles)
-# --------------------------------------------------------------------------------------
-
-def end_to_end(runner: Any, frame: np.ndarray) -> np.ndarray:
-    """640x480 RGB uint8 frame -> uint8 label map at the frame's size.
-
-    Resize to the model input (INTER_AREA, as the node), feed it as the manifest says
-    (float 0..255 or quantised int8), argmax on the raw output (int8 argmax == float argmax),
-    nearest-neighbour resize back to the frame size.
-    """
-    import cv2
-
-    h, w = runner.input_hw
-    x = frame if frame.shape[:2] == (h, w) else cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)
-    raw = runner.run_raw(runner.prepare(x))[0]
-    labels = np.argmax(raw, axis=-1).astype(np.uint8)
-    return cv2.resize(labels, (frame.shape[1], frame.shape[0]), interpolation=cv2.INTER_NEAREST)
 
 
 # --------------------------------------------------------------------------------------
@@ -78,7 +66,7 @@ class Row:
     latency_ms: Optional[float] = None
     latency_spread_ms: Optional[float] = None
     e2e_ms: Optional[float] = None
-    peer_ratio: Optional[float] = None  # peer latency / this latency (>1 = faster than the peer)
+    reference_ratio: Optional[float] = None  # reference latency / this latency (>1 = faster than the reference)
     export_metrics: Dict[str, Any] = field(default_factory=dict)
     error: str = ""
 
@@ -107,7 +95,7 @@ class ImageCache:
 
     def get(self, h: int, w: int, variant: str, num_classes: int,
             split: Optional[Dict[str, Any]] = None) -> Tuple[np.ndarray, np.ndarray]:
-        """Val images at (h, w); ``split`` = the checkpoint's ``val_fraction``/``split_seed``."""
+        """Val images at (h, w); ``split`` = the checkpoint's split record (default: the run split)."""
         split = dict(split or {})
         key = (h, w, variant, num_classes, tuple(sorted(split.items())))
         if key not in self._cache:
@@ -116,7 +104,7 @@ class ImageCache:
             if self.synthetic or not self.root:
                 self._cache[key] = synthetic_scenes(self.num_val or 16, h, w, num_classes, seed=2)
             else:
-                self._cache[key] = real_images(self.root, "val", variant, h, w, self.num_val, **split)
+                self._cache[key] = real_images(self.root, "val", variant, h, w, self.num_val, split)
         return self._cache[key]
 
     def frame(self) -> np.ndarray:
@@ -136,12 +124,15 @@ class ImageCache:
         return synthetic_scenes(1, FRAME_HW[0], FRAME_HW[1], 5, seed=3)[0][0]
 
 
-def _confusion(pred: np.ndarray, labels: np.ndarray, num_classes: int) -> Tuple[float, float]:
-    from training.metrics import ConfusionMatrix, mean_iou, pixel_accuracy
+def _accuracy(pred: np.ndarray, labels: np.ndarray, num_classes: int) -> Tuple[Optional[float], Optional[float]]:
+    acc = accuracy_summary(confusion_matrix(pred, labels, num_classes))
+    return acc["miou"], acc["pixel_accuracy"]
 
-    cm = ConfusionMatrix(num_classes)
-    cm.update(pred, labels)
-    return float(mean_iou(cm.matrix)), float(pixel_accuracy(cm.matrix))
+
+def open_segmenter(entry: Any, path: os.PathLike, threads: int) -> Segmenter:
+    """A manifest entry's file as the node runs it. ONNX sessions do not spin-wait: timed round-robin,
+    a spinning session would steal the cores of the next model."""
+    return Segmenter(open_backend(entry, path, threads, spin_wait=False), load_classes(entry.class_variant))
 
 
 def _reference_names(entries: Dict[str, Any]) -> Dict[str, str]:
@@ -161,13 +152,9 @@ def _reference_names(entries: Dict[str, Any]) -> Dict[str, str]:
 
 def benchmark(models_dir: os.PathLike, images: ImageCache, runs: int = 30, warmup: int = 5,
               threads: int = 2, entries: Optional[Sequence[str]] = None,
-              peer: Optional[os.PathLike] = None) -> Tuple[List[Row], Optional[Dict[str, Any]]]:
+              reference: Optional[os.PathLike] = None) -> Tuple[List[Row], Optional[Dict[str, Any]]]:
     """One :class:`Row` per manifest entry (errors are recorded in the row, not raised), and the
-    peer's latency. Accuracy first, then all latencies timed round-robin (:func:`interleaved_ms`)."""
-    from seg_perception.manifest import Manifest
-
-    from training.export import open_runner
-
+    reference model's latency. Accuracy first, then all latencies timed round-robin (:func:`interleaved_ms`)."""
     manifest = Manifest.load(models_dir)
     chosen = {k: v for k, v in manifest.entries.items() if not entries or k in entries}
     refs = _reference_names(chosen)
@@ -188,13 +175,12 @@ def benchmark(models_dir: os.PathLike, images: ImageCache, runs: int = 30, warmu
                   export_metrics=dict(e.metrics))
         rows.append(row)
         try:
-            e.verify_file(path)
-            runner = open_runner(path, threads)
+            seg = open_segmenter(e, path, threads)
             split = e.provenance.get("split") if isinstance(e.provenance.get("split"), dict) else None
             vi, vl = images.get(e.input.height, e.input.width, e.class_variant, e.num_classes, split)
-            pred = np.stack([runner.labels(img) for img in vi])
+            pred = np.stack([seg.labels(img) for img in vi])
             preds[name] = pred
-            row.miou, row.pixel_accuracy = _confusion(pred, vl, e.num_classes)
+            row.miou, row.pixel_accuracy = _accuracy(pred, vl, e.num_classes)
             ref = refs.get(name)
             if ref == name:
                 row.agreement_float, row.agreement_ref = 1.0, "self"
@@ -202,34 +188,35 @@ def benchmark(models_dir: os.PathLike, images: ImageCache, runs: int = 30, warmu
                 row.agreement_float, row.agreement_ref = float((pred == preds[ref]).mean()), ref
             elif "argmax_agreement" in e.metrics:
                 row.agreement_float, row.agreement_ref = float(e.metrics["argmax_agreement"]), "pytorch (export)"
-            x = runner.prepare(vi[0])
-            timed[f"{name}|graph"] = lambda r=runner, x=x: r.run_raw(x)
-            timed[f"{name}|e2e"] = lambda r=runner: end_to_end(r, frame)
+            x = seg.preprocess(vi[0])
+            timed[f"{name}|graph"] = lambda b=seg.backend, x=x: b.infer(x)
+            timed[f"{name}|e2e"] = lambda s=seg: s.labels(frame)
         except Exception as ex:  # noqa: BLE001 - one broken model must not stop the report
             log.error("%s: %s", name, ex)
             row.error = str(ex)
         log.info("%s: mIoU %s agreement %s", name, row.miou, row.agreement_float)
-    peer_info = None
-    if peer is not None:
-        from training.export import TFLiteRunner
-
-        pr = TFLiteRunner(peer, threads)
-        px = np.random.default_rng(0).uniform(-1, 1, [1, *pr.input_shape[1:]]).astype(np.float32)
-        timed["peer|graph"] = lambda: pr.run_raw(px)
-        peer_info = {"file": str(peer), "input_hw": list(pr.input_hw), "num_classes": int(pr.output_shape[-1]),
-                     "size_mb": Path(peer).stat().st_size / 1e6}
+    reference_info = None
+    if reference is not None:
+        runtime = "onnx" if Path(reference).suffix.lower() == ".onnx" else "tflite"
+        rb = open_backend(generic_entry(Path(reference), runtime), reference, threads, spin_wait=False)
+        h, w = rb.input_hw
+        shape = (1, h, w, 3) if rb.entry.input.layout == "NHWC" else (1, 3, h, w)
+        rx = np.random.default_rng(0).uniform(-1, 1, shape).astype(np.float32)
+        timed["reference|graph"] = lambda: rb.infer(rx)
+        reference_info = {"file": str(reference), "input_hw": [h, w], "num_classes": rb.num_classes,
+                          "size_mb": Path(reference).stat().st_size / 1e6}
     log.info("timing %d callables round-robin, %d runs each", len(timed), runs)
     lat = interleaved_ms(timed, runs, warmup)
     for row in rows:
         if f"{row.name}|graph" in lat:
             row.latency_ms, row.latency_spread_ms = lat[f"{row.name}|graph"]
             row.e2e_ms = lat[f"{row.name}|e2e"][0]
-    if peer_info is not None:
-        peer_info["latency_ms"], peer_info["latency_spread_ms"] = lat["peer|graph"]
+    if reference_info is not None:
+        reference_info["latency_ms"], reference_info["latency_spread_ms"] = lat["reference|graph"]
         for row in rows:
             if row.latency_ms:
-                row.peer_ratio = peer_info["latency_ms"] / row.latency_ms
-    return rows, peer_info
+                row.reference_ratio = reference_info["latency_ms"] / row.latency_ms
+    return rows, reference_info
 
 
 # --------------------------------------------------------------------------------------
@@ -240,14 +227,14 @@ def _f(v: Optional[float], fmt: str, scale: float = 1.0) -> str:
     return "–" if v is None else format(v * scale, fmt)
 
 
-def markdown(rows: Sequence[Row], peer: Optional[Dict[str, Any]], meta: Dict[str, Any]) -> str:
+def markdown(rows: Sequence[Row], reference: Optional[Dict[str, Any]], meta: Dict[str, Any]) -> str:
     lines = ["# Model results", "",
              f"Generated {meta['date']} on {meta['machine']} with {meta['threads']} threads "
              f"(median of {meta['runs']} runs after {meta['warmup']} warm-up, all models timed round-robin; "
              f"load average before/after "
              f"{meta['load_before']} / {meta['load_after']}). Accuracy: {meta['val']}.", "",
              "| entry | arch | format | size MB | params M | input | mIoU % | pixel acc % | agree w/ float % "
-             "| latency ms | e2e 640x480 ms | vs peer |",
+             "| latency ms | e2e 640x480 ms | vs reference |",
              "|---|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|"]
     for r in sorted(rows, key=lambda r: r.name):
         if r.error:
@@ -258,13 +245,14 @@ def markdown(rows: Sequence[Row], peer: Optional[Dict[str, Any]], meta: Dict[str
             f"| {r.name} | {r.architecture} | {r.format} {r.variant} | {r.size_mb:.2f} | "
             f"{_f(r.params, '.2f', 1e-6)} | {r.input_hw[0]}x{r.input_hw[1]} {r.input_dtype} | "
             f"{_f(r.miou, '.2f', 100)} | {_f(r.pixel_accuracy, '.2f', 100)} | {_f(r.agreement_float, '.2f', 100)} | "
-            f"{_f(r.latency_ms, '.1f')} | {_f(r.e2e_ms, '.1f')} | {_f(r.peer_ratio, '.2f')}x |")
-    if peer:
-        lines += ["", f"Peer: `{Path(peer['file']).name}` ({peer['size_mb']:.2f} MB, "
-                      f"{peer['input_hw'][0]}x{peer['input_hw'][1]} float, {peer['num_classes']} VOC classes): "
-                      f"**{peer['latency_ms']:.1f} ms** median (spread {peer['latency_spread_ms']:.1f} ms). "
-                      "'vs peer' = peer latency / model latency (>1: faster than the peer)."]
-    lines += ["", "## Per architecture (seed-style): mIoU % / size MB / latency ms", ""]
+            f"{_f(r.latency_ms, '.1f')} | {_f(r.e2e_ms, '.1f')} | {_f(r.reference_ratio, '.2f')}x |")
+    if reference:
+        r = reference
+        lines += ["", f"Reference model: `{Path(r['file']).name}` ({r['size_mb']:.2f} MB, "
+                      f"{r['input_hw'][0]}x{r['input_hw'][1]} float, {r['num_classes']} VOC classes): "
+                      f"**{r['latency_ms']:.1f} ms** median (spread {r['latency_spread_ms']:.1f} ms). "
+                      "'vs reference' = reference latency / model latency (>1: faster than the reference)."]
+    lines += ["", "## Per architecture (as in the reference study): mIoU % / size MB / latency ms", ""]
     lines += _pivot(rows)
     lines += ["", "Agreement = share of val pixels whose argmax equals the float (fp32) model of the same "
                   "checkpoint. e2e = resize 640x480 -> input (INTER_AREA) + inference + argmax + nearest "
@@ -290,7 +278,7 @@ def _pivot(rows: Sequence[Row]) -> List[str]:
     return out
 
 
-def plot(rows: Sequence[Row], peer: Optional[Dict[str, Any]], path: os.PathLike, threads: int = 2) -> Path:
+def plot(rows: Sequence[Row], reference: Optional[Dict[str, Any]], path: os.PathLike, threads: int = 2) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -304,9 +292,9 @@ def plot(rows: Sequence[Row], peer: Optional[Dict[str, Any]], path: os.PathLike,
         ax.scatter(r.latency_ms, 100 * r.miou, marker=markers.get(r.format, "x"), s=20 + 30 * r.size_mb ** 0.5)
         ax.annotate(r.name[len(prefix):] or r.name, (r.latency_ms, 100 * r.miou), fontsize=6,
                     xytext=(4, 4 + 7 * (i % 3)), textcoords="offset points")
-    if peer:
-        ax.axvline(peer["latency_ms"], color="grey", ls="--", lw=1)
-        ax.text(peer["latency_ms"], ax.get_ylim()[0], " peer DeepLabv3 257", rotation=90, fontsize=7,
+    if reference:
+        ax.axvline(reference["latency_ms"], color="grey", ls="--", lw=1)
+        ax.text(reference["latency_ms"], ax.get_ylim()[0], " reference DeepLabv3 257", rotation=90, fontsize=7,
                 va="bottom", color="grey")
     ax.set_xlabel(f"median latency at model input size (ms, {threads} thread{'s' if threads > 1 else ''})")
     ax.set_ylabel("val mIoU (%)")
@@ -325,7 +313,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--root", help="atWork dataset root (val split for mIoU)")
     ap.add_argument("--synthetic", action="store_true", help="synthetic val scenes (no dataset)")
     ap.add_argument("--out", default="docs/results")
-    ap.add_argument("--peer", default=str(DEFAULT_PEER), help="peer .tflite ('' to skip)")
+    ap.add_argument("--reference", "--peer", dest="reference", default=str(DEFAULT_REFERENCE),
+                    help="reference .tflite or .onnx timed in the same run ('' to skip; --peer: the old name)")
     ap.add_argument("--entries", help="comma list of entries (default: all)")
     ap.add_argument("--num-val", type=int, default=0, help="val images (0 = whole split)")
     ap.add_argument("--runs", type=int, default=30)
@@ -338,11 +327,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     load_before = os.getloadavg()[0]
     images = ImageCache(args.root, args.num_val, args.synthetic)
     entries = [e.strip() for e in args.entries.split(",")] if args.entries else None
-    peer_path = Path(args.peer) if args.peer else None
-    if peer_path is not None and not peer_path.is_file():
-        log.warning("peer model %s not found: no speed ratio", peer_path)
-        peer_path = None
-    rows, peer = benchmark(args.models, images, args.runs, args.warmup, args.threads, entries, peer_path)
+    reference_path = Path(args.reference) if args.reference else None
+    if reference_path is not None and not reference_path.is_file():
+        log.warning("reference model %s not found: no speed ratio", reference_path)
+        reference_path = None
+    rows, reference = benchmark(args.models, images, args.runs, args.warmup, args.threads, entries, reference_path)
     meta = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{platform.machine()} {os.cpu_count()} cores",
             "threads": args.threads, "runs": args.runs, "warmup": args.warmup,
             "load_before": f"{load_before:.2f}", "load_after": f"{os.getloadavg()[0]:.2f}",
@@ -350,10 +339,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     else f"{args.root} val split ({args.num_val or 'all'} photos)")}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.md").write_text(markdown(rows, peer, meta), encoding="utf-8")
-    (out / "results.json").write_text(json.dumps({"meta": meta, "peer": peer,
+    (out / "results.md").write_text(markdown(rows, reference, meta), encoding="utf-8")
+    (out / "results.json").write_text(json.dumps({"meta": meta, "reference": reference,
                                                   "rows": [asdict(r) for r in rows]}, indent=2), encoding="utf-8")
-    plot(rows, peer, out / "accuracy_vs_latency.png", args.threads)
+    plot(rows, reference, out / "accuracy_vs_latency.png", args.threads)
     print((out / "results.md").read_text(encoding="utf-8"))
     return 0
 

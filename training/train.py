@@ -49,7 +49,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from . import metrics as seg_metrics
 from .checkpoint import build_checkpoint, load_checkpoint, save_checkpoint, strip_prefix, unwrap
 from .config import ConfigError, add_config_arguments, build_config, flag_overrides, load_yaml, save_config
-from .losses import SegmentationLoss, class_pixel_counts, class_weights_from_counts
+from .losses import DistillationLoss, SegmentationLoss, class_pixel_counts, class_weights_from_counts
 
 log = logging.getLogger("training.train")
 
@@ -134,7 +134,14 @@ def _transforms(cfg: Mapping[str, Any]) -> Tuple[Optional[Callable], Optional[Ca
 
 def build_datasets(cfg: Mapping[str, Any]) -> Tuple[Dataset, Dataset]:
     """Train = real train split (x ``real_repeats``) + synthetic folders; val = real val split."""
-    from training.data.atwork import AtWorkSegmentation, SyntheticSegmentation, list_samples, mix_datasets, split_samples
+    from training.data.atwork import (
+        AtWorkSegmentation,
+        SplitSpec,
+        SyntheticSegmentation,
+        list_samples,
+        mix_datasets,
+        split_samples,
+    )
 
     d = cfg["data"]
     size = (d["height"], d["width"])
@@ -144,7 +151,7 @@ def build_datasets(cfg: Mapping[str, Any]) -> Tuple[Dataset, Dataset]:
     train_size = size if (d["preresize"] or train_tf is None) else None
     val_size = size if (d["preresize"] or val_tf is None) else None
     samples = list_samples(d["root"])
-    train_samples, val_samples = split_samples(samples, val_fraction=d["val_fraction"], seed=d["split_seed"])
+    train_samples, val_samples = split_samples(samples, SplitSpec.from_mapping(d))
     train_ds: Dataset = AtWorkSegmentation(train_samples, d["variant"], train_tf, train_size)
     if d["synthetic"]:
         synth = SyntheticSegmentation(d["synthetic"], d["variant"], train_tf, train_size)
@@ -201,13 +208,40 @@ def build_model(cfg: Mapping[str, Any], model_config: Optional[Mapping[str, Any]
     model = create_model(cfg["model"]["name"], num_classes, **dict(cfg["model"]["kwargs"]))
     init = cfg["init"]
     if init["peer_tflite"]:
-        from training.models import load_peer_encoder
+        from training.models import aspp_matches_reference, load_reference_weights
 
-        loaded = load_peer_encoder(model, init["peer_tflite"])
-        log.info("initialised encoder from peer %s (%d tensors)", init["peer_tflite"], len(loaded))
+        with_aspp = aspp_matches_reference(model)  # the reference ASPP (1x1 + pooling, 256 ch) loads too
+        loaded = load_reference_weights(model, init["peer_tflite"], include_aspp=with_aspp)
+        log.info("initialised encoder%s from reference %s (%d convolutions)", " and ASPP" if with_aspp else "",
+                 init["peer_tflite"], len(loaded))
+    if init["espnet_weights"]:
+        from training.models.espnet_import import load_released_espnet
+
+        loaded = load_released_espnet(model, init["espnet_weights"])
+        log.info("initialised from the released ESPNet %s (%d tensors)", init["espnet_weights"], len(loaded))
     if init["checkpoint"]:
         load_matching_weights(model, load_checkpoint(init["checkpoint"])["state_dict"], init["checkpoint"])
     return model
+
+
+def build_teacher(cfg: Mapping[str, Any], device: torch.device) -> Optional[nn.Module]:
+    """The frozen distillation teacher of ``distill.teacher`` (a checkpoint), in eval mode; or None."""
+    path = cfg["distill"]["teacher"]
+    if not path:
+        return None
+    from training.models import create_model
+
+    ckpt = load_checkpoint(path)
+    teacher = create_model(**ckpt["model_config"])
+    teacher.load_state_dict(strip_prefix(ckpt["state_dict"]))
+    num_classes, _ = num_classes_of(cfg)
+    if int(ckpt["model_config"]["num_classes"]) != num_classes:
+        raise ValueError(f"distill.teacher {path} has {ckpt['model_config']['num_classes']} classes, "
+                         f"the student {num_classes}")
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    log.info("distilling from teacher %s (%s)", path, ckpt["model_config"].get("name"))
+    return teacher.eval().to(device)
 
 
 def calibrate_peer_bn(model: nn.Module, loader: DataLoader, num_batches: int = 4) -> None:
@@ -320,8 +354,11 @@ def train_one_epoch(
     grad_clip: float = 0.0,
     scaler: Optional["torch.amp.GradScaler"] = None,
     progress: bool = False,
+    teacher: Optional[nn.Module] = None,
 ) -> Dict[str, float]:
-    """One pass over ``loader`` (or ``max_iters`` batches); loss averaged over all ranks' images."""
+    """One pass over ``loader`` (or ``max_iters`` batches); loss averaged over all ranks' images.
+
+    With a ``teacher``, ``loss_fn`` is called as ``loss_fn(logits, targets, teacher_logits)``."""
     model.train()
     device = info.device
     total = len(loader) if max_iters <= 0 else min(max_iters, len(loader))
@@ -334,7 +371,12 @@ def train_one_epoch(
         targets = targets.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=torch.float16, enabled=scaler is not None):
             logits = model(images)
-            loss = loss_fn(logits, targets)
+            if teacher is None:
+                loss = loss_fn(logits, targets)
+            else:
+                with torch.no_grad():
+                    teacher_logits = teacher(images)
+                loss = loss_fn(logits, targets, teacher_logits)
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
@@ -575,6 +617,11 @@ def fit(cfg: Dict[str, Any], info: DistInfo, resume_ckpt: Optional[Mapping[str, 
 
     class_weights = _class_weights(cfg, train_ds, num_classes, info, resume_ckpt)
     loss_fn = build_loss(cfg, num_classes, class_weights).to(info.device)
+    teacher = build_teacher(cfg, info.device)
+    train_loss_fn: nn.Module = loss_fn
+    if teacher is not None:  # validation keeps the label loss alone
+        train_loss_fn = DistillationLoss(loss_fn, cfg["distill"]["weight"], cfg["distill"]["temperature"],
+                                         t["ignore_index"]).to(info.device)
 
     if info.distributed:
         if t["sync_bn"] and info.device.type == "cuda":
@@ -598,8 +645,8 @@ def fit(cfg: Dict[str, Any], info: DistInfo, resume_ckpt: Optional[Mapping[str, 
         if sampler is not None:
             sampler.set_epoch(epoch)
         lr = optimizer.param_groups[0]["lr"]
-        tr = train_one_epoch(model, train_loader, loss_fn, optimizer, scheduler, info, epoch,
-                             t["max_iters_per_epoch"], t["grad_clip"], scaler, cfg["log"]["progress"])
+        tr = train_one_epoch(model, train_loader, train_loss_fn, optimizer, scheduler, info, epoch,
+                             t["max_iters_per_epoch"], t["grad_clip"], scaler, cfg["log"]["progress"], teacher)
         val_loss, miou, summary = float("nan"), float("nan"), {}
         if (epoch + 1) % t["val_every"] == 0 or epoch + 1 == t["epochs"]:
             val_loss, cm = evaluate(model, val_loader, loss_fn, num_classes, info, t["ignore_index"])

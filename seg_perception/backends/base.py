@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, Iterator, Optional, Tuple
 
 import numpy as np
 
@@ -60,9 +62,14 @@ class Backend:
     """Runs one model. Subclasses implement :meth:`_load` and :meth:`_run`."""
 
     runtime = ""
+    # what _load reads from the file
+    input_dtype: np.dtype
+    output_dtype: np.dtype
+    input_quant: Optional[Tuple[float, int]]  # (scale, zero point) of an integer input tensor, else None
+    output_quant: Optional[Tuple[float, int]]
 
     def __init__(self, name: str, entry: ModelEntry, path: Path, model_bytes: bytes, sha256: str,
-                 num_threads: int = 2):
+                 num_threads: int = 2, spin_wait: bool = True):
         """``model_bytes`` are the file's content as read once; ``sha256`` is their hash: the
         runtime is built from exactly the bytes that were hashed (a file replaced meanwhile
         cannot be loaded under another file's hash)."""
@@ -70,6 +77,9 @@ class Backend:
         self.entry = entry
         self.path = Path(path)
         self.num_threads = int(num_threads)
+        # Worker threads busy-wait for the next run (ONNX Runtime's default: lowest latency for
+        # one model alone). Off where several models take turns on the same cores.
+        self.spin_wait = bool(spin_wait)
         self.sha256 = sha256
         #: where the tensor layout and class set come from: "manifest", "sidecar" or "file" (shapes only)
         self.entry_source = "manifest"
@@ -183,7 +193,7 @@ def _manifest_entry_for(spec: BackendSpec, digest: str, manifest: Optional[Manif
 
 
 def create_backend(name: str, model_path: str = "", num_threads: int = 2,
-                   manifest: Optional[Manifest] = None) -> Backend:
+                   manifest: Optional[Manifest] = None, spin_wait: bool = True) -> Backend:
     """Build a backend by registry name.
 
     Shipped backends verify their manifest entry (sha256, shapes, classes).
@@ -194,7 +204,7 @@ def create_backend(name: str, model_path: str = "", num_threads: int = 2,
     if name not in BACKENDS:
         raise BackendError(f"unknown backend {name!r}; valid: {list(BACKENDS)}")
     spec = BACKENDS[name]
-    try:
+    with _as_backend_error(name):
         if model_path:
             path = Path(model_path).expanduser()
             data = read_model_bytes(path, "model_path")
@@ -217,9 +227,30 @@ def create_backend(name: str, model_path: str = "", num_threads: int = 2,
             digest = entry.verify_digest(hashlib.sha256(data).hexdigest(), path)
         if entry.format != spec.runtime:
             raise BackendError(f"{path}: manifest format {entry.format!r} but backend {name!r} runs {spec.runtime}")
-        backend = _runtime(spec.runtime)(name, entry, path, data, digest, num_threads)
+        backend = _runtime(spec.runtime)(name, entry, path, data, digest, num_threads, spin_wait)
         backend.entry_source = source
         return backend
+
+
+def open_backend(entry: ModelEntry, path: os.PathLike, num_threads: int = 2, spin_wait: bool = True) -> Backend:
+    """The runtime of ``entry.format`` on ``path``, checked against ``entry`` (sha256, shapes, classes).
+
+    What :func:`create_backend` ends with once it has found the entry. Tools that hold an entry
+    of their own (the export checks of a file just written, the report over a models folder)
+    call it directly, so they run a file exactly as the node does.
+    """
+    with _as_backend_error(entry.name):
+        path = Path(path)
+        data = read_model_bytes(path)
+        digest = entry.verify_digest(hashlib.sha256(data).hexdigest(), path)
+        return _runtime(entry.format)(entry.name, entry, path, data, digest, num_threads, spin_wait)
+
+
+@contextmanager
+def _as_backend_error(name: str) -> Iterator[None]:
+    """Every failure to load a model as a :class:`BackendError` naming the file and reason."""
+    try:
+        yield
     except ManifestError as e:
         raise BackendError(str(e)) from e
     except BackendError:

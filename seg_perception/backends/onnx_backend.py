@@ -22,6 +22,8 @@ class OnnxBackend(Backend):
         so.intra_op_num_threads = self.num_threads
         so.inter_op_num_threads = 1
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if not self.spin_wait:
+            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self._sess = ort.InferenceSession(model_bytes, sess_options=so, providers=["CPUExecutionProvider"])
         inp, out = self._sess.get_inputs(), self._sess.get_outputs()
         if len(inp) != 1 or len(out) != 1:
@@ -31,6 +33,7 @@ class OnnxBackend(Backend):
         fill_generic_entry(self.entry, inp[0].shape, out[0].shape, dtype)
         self._check_shapes(inp[0].shape, out[0].shape)
         self.input_dtype = np.dtype(dtype)
+        self.output_dtype = np.dtype(_ORT_TYPES.get(out[0].type, "float32"))
         self.input_quant = None
         self.output_quant = None
 

@@ -41,6 +41,7 @@ class TFLiteBackend(Backend):
         fill_generic_entry(self.entry, self._in["shape"], self._out["shape"], np.dtype(self._in["dtype"]).name)
         self._check_shapes(self._in["shape"], self._out["shape"])
         self.input_dtype = np.dtype(self._in["dtype"])
+        self.output_dtype = np.dtype(self._out["dtype"])
         scale, zero = self._in.get("quantization", (0.0, 0))
         self.input_quant = (float(scale), int(zero)) if scale else None
         oscale, ozero = self._out.get("quantization", (0.0, 0))

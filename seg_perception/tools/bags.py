@@ -29,12 +29,17 @@ LOG = logging.getLogger(__name__)
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
 CAMERA_INFO_TYPE = "sensor_msgs/msg/CameraInfo"
+STRING_TYPE = "std_msgs/msg/String"
+MARKERS_TYPE = "visualization_msgs/msg/MarkerArray"
 CAMERA_TYPES = (IMAGE_TYPE, COMPRESSED_TYPE)
 
 CAMERA_TOPIC = "/camera/image_raw"
 COMPRESSED_TOPIC = CAMERA_TOPIC + "/compressed"
 GT_TOPIC = "/camera/labels_gt"
 CAMERA_INFO_TOPIC = "/camera/camera_info"
+DEPTH_TOPIC = "/camera/depth"  # 16UC1 millimetres, registered to the colour image
+OBJECTS_GT_TOPIC = "/camera/objects_gt"  # std_msgs/String JSON: rendered 3D truth (geometry_eval.truth_to_json)
+MARKERS_TOPIC = "/segmentation/object_markers"
 LABELS_TOPIC = "/segmentation/labels"
 INSTANCES_TOPIC = "/segmentation/instances"
 
@@ -151,8 +156,9 @@ def select_camera_topic(topics: Mapping[str, TopicInfo], requested: Optional[str
 
 
 def _looks_like_labels(topic: str) -> bool:
+    """Image topics that are not the colour camera: labels, node outputs, ground truth, depth."""
     low = topic.lower()
-    return any(k in low for k in ("label", "segmentation", "mask", "_gt", "instances"))
+    return any(k in low for k in ("label", "segmentation", "mask", "_gt", "instances", "depth"))
 
 
 def check_gt_topic(topics: Mapping[str, TopicInfo], gt_topic: str, explicit: bool) -> Optional[str]:
@@ -248,23 +254,26 @@ def compressed_message(rgb: np.ndarray, stamp: Stamp, frame_id: str, quality: in
                       data=np.asarray(buf, np.uint8).reshape(-1))
 
 
-def camera_info_message(height: int, width: int, stamp: Stamp, frame_id: str, hfov_deg: float = 69.0) -> Any:
-    """A pinhole guess: principal point at the centre, square pixels, ``hfov_deg`` wide, no distortion.
+def camera_info_message(height: int, width: int, stamp: Stamp, frame_id: str, camera: Any = None) -> Any:
+    """CameraInfo of ``camera`` (a :class:`~seg_perception.geometry.CameraModel`), or without one a
+    pinhole guess (``geometry.default_camera``: principal point at the centre, square pixels, 69
+    degrees wide, no distortion): what rendered frames use, and near enough for photos."""
+    from ..geometry import default_camera
 
-    69 degrees is about the colour field of view of common RGB-D cameras on @Work robots;
-    the node does not use CameraInfo, it is there so the bag looks like a camera driver's.
-    """
+    cam = camera or default_camera(width, height)
     ts = typestore()
     Info = ts.types[CAMERA_INFO_TYPE]
     Roi = ts.types["sensor_msgs/msg/RegionOfInterest"]
-    f = (width / 2.0) / np.tan(np.deg2rad(hfov_deg) / 2.0)
-    cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
-    k = np.array([f, 0, cx, 0, f, cy, 0, 0, 1], np.float64)
-    p = np.array([f, 0, cx, 0, 0, f, cy, 0, 0, 0, 1, 0], np.float64)
+    k = cam.k().reshape(-1)
+    p = np.array([cam.fx, 0, cam.cx, 0, 0, cam.fy, cam.cy, 0, 0, 0, 1, 0], np.float64)
     return Info(header=make_header(stamp, frame_id), height=int(height), width=int(width),
                 distortion_model="plumb_bob", d=np.zeros(5, np.float64), k=k,
                 r=np.eye(3, dtype=np.float64).reshape(-1), p=p, binning_x=0, binning_y=0,
                 roi=Roi(x_offset=0, y_offset=0, height=0, width=0, do_rectify=False))
+
+
+def string_message(text: str) -> Any:
+    return typestore().types[STRING_TYPE](data=text)
 
 
 # --- writing ------------------------------------------------------------------------------

@@ -108,6 +108,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--compare", default="",
                     help="a .tflite to time round-robin against --peer (e.g. a model exported at the peer's input)")
     ap.add_argument("--no-node", action="store_true", help="skip the DDS end-to-end measurement")
+    ap.add_argument("--depth", action="store_true",
+                    help="also time use_depth: a node without and one with depth, frames in turn (bench_depth.py)")
     ap.add_argument("--out", default="out/bench")
     args = ap.parse_args(argv)
 
@@ -125,6 +127,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         rows[name] = bench_in_process(name, frames[0], args.runs, args.threads)
         if not args.no_node:
             rows[name].update(bench_node(name, frames, args.runs, args.threads, out))
+        if args.depth:
+            from .bench_depth import bench_node_depth
+
+            rows[name]["depth"] = bench_node_depth(name, args.runs, args.threads, out)
+            print(f"{name}: depth {json.dumps(rows[name]['depth'])}")
     if args.peer:
         rows["peer:" + Path(args.peer).name] = bench_peer(Path(args.peer), args.runs, args.threads)
     print(f"{'backend':34s} {'input':>8s} {'MB':>7s} {'backend ms':>11s} {'pipeline ms':>12s} {'node e2e p50':>13s}")

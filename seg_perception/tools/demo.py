@@ -1,13 +1,14 @@
 """seg-demo: the whole pipeline on a stream the project makes itself (README command 1).
 
-1. builds a rosbag2 camera stream: frames rendered by ``seg_perception.demo_frames`` (no
-   dataset pixels, exact ground truth), or with ``--dataset PATH`` the photos of an
-   atWork-layout folder with their masks;
+1. builds a rosbag2 camera stream: table scenes ray-cast by ``seg_perception.demo_scene3d`` (no
+   dataset pixels; exact labels, depth, camera info and 3D truth), or with ``--dataset PATH``
+   the photos of an atWork-layout folder with their masks;
 2. replays it at its recorded rate into a node started in its own process (default backend)
    over real DDS, records the node's outputs into a second bag;
 3. writes the seg-replay JSON summary (frames sent/processed/dropped, latency from publish to
-   labels, mIoU against the ground truth) to ``summary.json`` and a PNG report with overlays,
-   and ends with a short summary in words.
+   labels, mIoU against the ground truth; with rendered depth also the 3D boxes' position,
+   size and yaw errors) to ``summary.json`` and a PNG report with overlays, and ends with a
+   short summary in words.
 
 Rendered frames show made-up shapes the models never saw in training: their mIoU checks the
 plumbing, not the model. Use ``--dataset`` for an accuracy number.
@@ -74,9 +75,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     rc, summary = run_checked(rargs)
     if summary is None:
         return rc
-    summary["source"] = str(args.dataset) if args.dataset else "rendered demo frames (seg_perception.demo_frames)"
+    summary["source"] = str(args.dataset) if args.dataset else "rendered demo scenes (seg_perception.demo_scene3d)"
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(plain_summary(summary, out, rendered=args.dataset is None))
+    LOG.info("node outputs: %s", seg_bag)
     return 0
 
 

@@ -4,7 +4,8 @@
 
 Runs the node's own pipeline (:func:`seg_perception.pipeline.make_segmenter`) on every photo at
 its full resolution, accumulates one dataset-wide confusion matrix and prints one JSON object.
-``--split val`` uses the training split rule (the photos no shipped model was trained on).
+``--split val`` uses the training split rule (default: whole capture runs held out, the photos no
+shipped model was trained on; ``--split-kind random`` gives the old random split for comparison).
 """
 from __future__ import annotations
 
@@ -17,19 +18,19 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from ..atwork import list_samples, read_label, read_rgb, split_samples
+from ..atwork import SPLIT_KINDS, SplitSpec, list_samples, read_label, read_rgb, split_samples
 from ..config import NodeConfig
-from ..metrics import ConfusionMatrix, iou_per_class, mean_iou, pixel_accuracy
+from ..metrics import ConfusionMatrix, accuracy_summary
 from ..pipeline import make_segmenter
 from ..plain import to_plain
 
 
 def evaluate(backend: str, root: str, split: str = "all", model_path: str = "", threads: int = 2,
-             limit: int = 0) -> Dict[str, Any]:
+             limit: int = 0, split_kind: str = "run") -> Dict[str, Any]:
     seg = make_segmenter(NodeConfig(backend=backend, model_path=model_path, num_threads=threads))
     samples = list_samples(root)
     if split != "all":
-        train, val = split_samples(samples)
+        train, val = split_samples(samples, SplitSpec(kind=split_kind))
         samples = val if split == "val" else train
     if limit:
         samples = samples[:limit]
@@ -45,20 +46,18 @@ def evaluate(backend: str, root: str, split: str = "all", model_path: str = "", 
         res = seg.run(rgb)
         times.append((time.perf_counter() - t) * 1e3)
         cm.update(res.labels, gt)
-    iou = iou_per_class(cm.matrix)
-    evaluated = int(cm.matrix.sum())
+    acc = accuracy_summary(cm.matrix, seg.classes.names)
     return to_plain({
-        "backend": backend, "model_file": seg.backend.path.name, "split": split,
-        "miou": _percent(mean_iou(cm.matrix)) if evaluated else None,
-        "pixel_accuracy": _percent(pixel_accuracy(cm.matrix)) if evaluated else None,
-        "per_class_iou": {name: _percent(v) for name, v in zip(seg.classes.names, iou)},
-        "pixels_evaluated": evaluated,
+        "backend": backend, "model_file": seg.backend.path.name, "split": split, "split_kind": split_kind,
+        "miou": _percent(acc["miou"]), "pixel_accuracy": _percent(acc["pixel_accuracy"]),
+        "per_class_iou": {name: _percent(v) for name, v in acc["per_class_iou"].items()},
+        "pixels_evaluated": int(cm.matrix.sum()),
         "num_images": len(samples), "median_ms": round(float(np.median(times)), 2),
     })
 
 
-def _percent(v: float) -> Optional[float]:
-    return None if np.isnan(v) else round(100 * float(v), 2)
+def _percent(v: Optional[float]) -> Optional[float]:
+    return None if v is None else round(100 * v, 2)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -67,13 +66,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--backend", default="tflite_int8")
     ap.add_argument("--root", required=True, help="folder in the atWork layout (objects/image, objects/semantic_labels)")
     ap.add_argument("--split", default="all", choices=("all", "val", "train"))
+    ap.add_argument("--split-kind", default="run", choices=SPLIT_KINDS,
+                    help="run: whole capture runs held out (default); random: the old random split")
     ap.add_argument("--model-path", default="")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--limit", type=int, default=0, help="evaluate only the first N photos")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        out = evaluate(args.backend, args.root, args.split, args.model_path, args.threads, args.limit)
+        out = evaluate(args.backend, args.root, args.split, args.model_path, args.threads, args.limit,
+                       args.split_kind)
     except Exception as e:  # noqa: BLE001 - CLI: one clear line, non-zero exit
         print(f"seg-eval: {type(e).__name__}: {e}", file=sys.stderr)
         return 2

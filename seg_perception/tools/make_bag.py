@@ -2,7 +2,8 @@
 
 Sources: a folder of images (``--images``), an atWork dataset root (``--atwork``: photos
 with hand-drawn masks, background 19 mapped to class 0 through the class file), or
-``--demo N`` frames rendered by :mod:`seg_perception.demo_frames`.
+``--demo N`` table-top scenes ray-cast by :mod:`seg_perception.demo_scene3d` (camera straight
+down, 25 or 45 degrees tilted, by frame), with depth and exact 3D truth.
 
 Topics (stamps start at ``--start-time`` and are ``1/--rate`` apart; the bag's log time of
 each message equals its header stamp, as a recorder on the camera host would write):
@@ -10,7 +11,11 @@ each message equals its header stamp, as a recorder on the camera host would wri
 * ``/camera/image_raw`` sensor_msgs/Image rgb8 (or ``--compressed``:
   ``/camera/image_raw/compressed`` sensor_msgs/CompressedImage JPEG)
 * ``/camera/labels_gt`` sensor_msgs/Image mono8 class ids (255 = ignore), when there is ground truth
-* ``/camera/camera_info`` sensor_msgs/CameraInfo, a pinhole guess from the image size
+* ``/camera/camera_info`` sensor_msgs/CameraInfo: the rendering camera for ``--demo``, else a
+  pinhole guess from the image size
+* ``--demo`` only: ``/camera/depth`` sensor_msgs/Image 16UC1 (millimetres, registered to the
+  colour image) and ``/camera/objects_gt`` std_msgs/String (JSON: every object's class, centre,
+  axes and dimensions in the optical frame; ``seg_perception.geometry_eval``)
 """
 from __future__ import annotations
 
@@ -20,7 +25,7 @@ import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, List, Optional, Tuple
+from typing import Any, Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -30,7 +35,7 @@ from .errors import UsageError
 
 LOG = logging.getLogger("seg_make_bag")
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "bmp")
-DEMO_MIN_SIDE = 160  # render_frame places objects at least 80 px from each border
+DEMO_MIN_SIDE = 160  # smaller rendered frames leave little room for whole objects
 
 
 @dataclass
@@ -38,6 +43,9 @@ class Frame:
     rgb: np.ndarray
     gt: Optional[np.ndarray]  # class ids of the chosen variant, 255 = ignore
     name: str
+    depth_mm: Optional[np.ndarray] = None  # uint16 millimetres, registered to rgb
+    camera: Any = None  # geometry.CameraModel of rgb (None: pinhole guess)
+    truths: Optional[list] = None  # demo_scene3d.Truth of each object
 
 
 def _is_image(path: Path) -> bool:
@@ -120,14 +128,14 @@ def atwork_frames(root: Path, variant: str = "full", limit: int = 0, split: str 
 
 
 def demo_frames(n: int, variant: str = "full", hw: Tuple[int, int] = (480, 640)) -> Iterator[Frame]:
-    """``n`` rendered frames (seeds 0..n-1) with exact ground truth."""
+    """``n`` rendered scenes (seeds 0..n-1) with exact labels, depth and 3D truth."""
     from ..classes import load_classes
-    from ..demo_frames import render_frame
+    from ..demo_scene3d import render_scene
 
     classes = load_classes(variant)
     for seed in range(n):
-        rgb, full = render_frame(seed, hw)
-        yield Frame(rgb, classes.remap_full(full), f"demo_{seed:04d}")
+        sc = render_scene(seed, hw)
+        yield Frame(sc.rgb, classes.remap_full(sc.labels), f"demo_{seed:04d}", sc.depth_mm, sc.camera, sc.truths)
 
 
 def frame_stamp(start_ns: int, index: int, rate_hz: float) -> bags.Stamp:
@@ -171,7 +179,15 @@ def write_bag(frames: Iterator[Frame], spec: BagSpec) -> dict:
                                                                                  spec.frame_id))
             h, wd = frame.rgb.shape[:2]
             w.write(bags.CAMERA_INFO_TOPIC, bags.CAMERA_INFO_TYPE, t_ns,
-                    bags.camera_info_message(h, wd, stamp, spec.frame_id))
+                    bags.camera_info_message(h, wd, stamp, spec.frame_id, frame.camera))
+            if frame.depth_mm is not None:
+                w.write(bags.DEPTH_TOPIC, bags.IMAGE_TYPE, t_ns,
+                        bags.image_message(frame.depth_mm.astype("<u2"), "16UC1", stamp, spec.frame_id))
+            if frame.truths is not None:
+                from ..geometry_eval import truth_to_json
+
+                w.write(bags.OBJECTS_GT_TOPIC, bags.STRING_TYPE, t_ns,
+                        bags.string_message(truth_to_json(frame.truths, stamp, spec.frame_id)))
             stamps.append(stamp)
             n += 1
         if n == 0:

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 
+from fake_atwork import JPEG_444, make_fake_atwork
 from seg_perception.classes import load_classes
 from training.data.atwork import (
     AtWorkSegmentation,
@@ -24,7 +25,10 @@ from training.data.atwork import (
     SyntheticSegmentation,
     list_backgrounds,
     list_samples,
+    SplitSpec,
+    load_runs,
     mix_datasets,
+    photo_number,
     split_samples,
 )
 from training.data.augment import build_train_transform, build_val_transform
@@ -37,7 +41,6 @@ OBJ_RGB = {"f20_20_B": (220, 40, 40), "axis": (40, 200, 40), "motor": (40, 40, 2
 BG_RGB = [(200, 200, 200), (70, 70, 70), (200, 190, 120)]  # scene backgrounds: solid colours
 PHOTO_H, PHOTO_W = 120, 160
 N_PHOTOS = 5
-JPEG_444 = [cv2.IMWRITE_JPEG_QUALITY, 100, cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444]
 
 
 def _write_rgb(path: Path, rgb: np.ndarray) -> None:
@@ -45,40 +48,11 @@ def _write_rgb(path: Path, rgb: np.ndarray) -> None:
     assert cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), JPEG_444)
 
 
-def _paint_shape(rng: np.random.Generator) -> np.ndarray:
-    """A random ellipse / rectangle / triangle mask well inside the photo."""
-    m = np.zeros((PHOTO_H, PHOTO_W), np.uint8)
-    cy, cx = int(rng.integers(40, 80)), int(rng.integers(50, 110))
-    kind = int(rng.integers(3))
-    if kind == 0:
-        cv2.ellipse(m, (cx, cy), (int(rng.integers(10, 25)), int(rng.integers(8, 20))),
-                    float(rng.uniform(0, 180)), 0, 360, 1, -1)
-    elif kind == 1:
-        hw, hh = int(rng.integers(8, 25)), int(rng.integers(8, 20))
-        cv2.rectangle(m, (cx - hw, cy - hh), (cx + hw, cy + hh), 1, -1)
-    else:
-        pts = np.array([[cx, cy - 20], [cx - 22, cy + 15], [cx + 22, cy + 15]], np.int32)
-        cv2.fillPoly(m, [pts], 1)
-    return m.astype(bool)
-
-
 @pytest.fixture(scope="module")
 def fake_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """3 classes x 5 photos (plus axis_006 without mask), backgrounds for both splits."""
-    root = tmp_path_factory.mktemp("atwork")
-    rng = np.random.default_rng(1234)
-    for name in CLASSES:
-        cid = FULL.names.index(name)
-        for i in range(1, N_PHOTOS + 1):
-            stem = f"{name}_{i:03d}"
-            mask = _paint_shape(rng)
-            photo = np.zeros((PHOTO_H, PHOTO_W, 3), np.uint8)  # dark source surface
-            photo[...] = rng.integers(0, 30, size=(PHOTO_H, PHOTO_W, 1), dtype=np.uint8)
-            photo[mask] = OBJ_RGB[name]
-            _write_rgb(root / "objects" / "image" / name / f"{stem}.jpg", photo)
-            label = np.where(mask, cid, 19).astype(np.uint8)
-            (root / "objects" / "semantic_labels" / name).mkdir(parents=True, exist_ok=True)
-            cv2.imwrite(str(root / "objects" / "semantic_labels" / name / f"{stem}.png"), label)
+    root = make_fake_atwork(tmp_path_factory.mktemp("atwork"), CLASSES, N_PHOTOS, (PHOTO_H, PHOTO_W), seed=1234,
+                            colours=OBJ_RGB)
     _write_rgb(root / "objects" / "image" / "axis" / "axis_006.jpg", np.zeros((PHOTO_H, PHOTO_W, 3), np.uint8))
     for kind, split, names in [
         ("backgrounds", "training", ["background_0001.jpg", "background_0002. png", "background_0003.png"]),
@@ -176,19 +150,84 @@ def _fake_samples(n_per_class: Dict[str, int]) -> List[Sample]:
             for c, n in n_per_class.items() for i in range(1, n + 1)]
 
 
-def test_split_deterministic_disjoint_stratified() -> None:
+def test_random_split_deterministic_disjoint_stratified() -> None:
     samples = _fake_samples({"axis": 25, "motor": 26, "m20": 26, "r20": 2})
-    train, val = split_samples(samples, 0.2, seed=0)
+    spec = SplitSpec(kind="random", val_fraction=0.2, seed=0)
+    train, val = split_samples(samples, spec)
     shuffled = list(samples)
     random.Random(7).shuffle(shuffled)
-    assert split_samples(shuffled, 0.2, seed=0) == (train, val)  # independent of input order
+    assert split_samples(shuffled, spec) == (train, val)  # independent of input order
     assert not {s.stem for s in train} & {s.stem for s in val}
     assert len(train) + len(val) == len(samples)
     per_class = {c: sum(s.class_name == c for s in val) for c in ("axis", "motor", "m20", "r20")}
     assert per_class == {"axis": 5, "motor": 5, "m20": 5, "r20": 1}
-    others = [split_samples(samples, 0.2, seed=k)[1] for k in (1, 2)]
+    others = [split_samples(samples, SplitSpec(kind="random", seed=k))[1] for k in (1, 2)]
     assert any({s.stem for s in o} != {s.stem for s in val} for o in others)
-    assert split_samples(samples, 0.0)[1] == []
+    assert split_samples(samples, SplitSpec(kind="random", val_fraction=0.0))[1] == []
+
+
+def _run_of(sample: Sample, runs: Dict[str, List[int]]) -> int:
+    return sum(start <= photo_number(sample) for start in runs[sample.class_name])
+
+
+def test_run_split_holds_out_whole_capture_runs() -> None:
+    runs = load_runs()
+    assert set(runs) == set(FULL.names[1:])  # every object class has its runs
+    assert all(starts[0] == 1 for starts in runs.values())
+    samples = _fake_samples({c: 26 for c in runs})
+    train, val = split_samples(samples)  # the default: by capture run, last fold
+    shuffled = list(samples)
+    random.Random(3).shuffle(shuffled)
+    assert split_samples(shuffled) == (train, val)
+    for c in runs:
+        train_runs = {_run_of(s, runs) for s in train if s.class_name == c}
+        val_runs = {_run_of(s, runs) for s in val if s.class_name == c}
+        assert val_runs and train_runs and not train_runs & val_runs, c
+        # validation is the latest runs: every val photo comes after every train photo
+        assert min(photo_number(s) for s in val if s.class_name == c) > max(
+            photo_number(s) for s in train if s.class_name == c)
+    assert 0.15 < len(val) / len(samples) < 0.3
+
+
+def test_run_split_folds_partition_the_photos() -> None:
+    runs = load_runs()
+    samples = _fake_samples({c: 26 for c in runs})
+    seen: List[str] = []
+    for k in range(5):
+        train, val = split_samples(samples, SplitSpec(folds=5, val_fold=k))
+        assert len(train) + len(val) == len(samples)
+        seen += [s.stem for s in val]
+    assert sorted(seen) == sorted(s.stem for s in samples)  # each photo validates exactly once
+    assert split_samples(samples, SplitSpec(val_fold=-1)) == split_samples(samples, SplitSpec(val_fold=4))
+
+
+def test_run_split_known_answer_and_fallback() -> None:
+    samples = _fake_samples({"axis": 10})
+    runs = {"axis": [1, 4, 9]}  # runs 1-3, 4-8, 9-10: middles at 1.5/10, 5.5/10, 9/10 of the class
+    train, val = split_samples(samples, SplitSpec(folds=2), runs=runs)
+    assert [photo_number(s) for s in val] == [4, 5, 6, 7, 8, 9, 10]
+    train, val = split_samples(samples, SplitSpec(folds=5), runs=runs)
+    assert [photo_number(s) for s in val] == [9, 10]
+    # photos covering less than half of the annotated runs (a partial copy): split by photo number
+    train, val = split_samples(_fake_samples({"axis": 5}), SplitSpec(folds=5), runs={"axis": [1, 4, 6, 9, 20]})
+    assert [photo_number(s) for s in val] == [5]
+
+
+def test_split_spec_validation_and_old_configs() -> None:
+    with pytest.raises(ValueError, match="run"):
+        SplitSpec(kind="shuffled")
+    with pytest.raises(ValueError, match="val_fold"):
+        SplitSpec(folds=5, val_fold=5)
+    assert SplitSpec.from_mapping({"val_fraction": 0.2, "split_seed": 0}).kind == "run"  # pre-run-split config
+    assert SplitSpec.from_mapping({"split": "random", "split_seed": 3}).describe() == {
+        "kind": "random", "val_fraction": 0.2, "seed": 3}
+
+
+def test_runs_file_errors_name_the_class(tmp_path: Path) -> None:
+    bad = tmp_path / "runs.yaml"
+    bad.write_text("axis: [1, 9, 4]\n")
+    with pytest.raises(ValueError, match="axis"):
+        load_runs(bad)
 
 
 def test_split_of_fake_dataset(fake_root: Path) -> None:

@@ -12,7 +12,14 @@ from sklearn.metrics import confusion_matrix as sk_confusion_matrix
 from sklearn.metrics import f1_score, jaccard_score
 
 from training import metrics as M
-from training.losses import SegmentationLoss, class_weights_from_counts, compute_class_weights, soft_dice_loss
+from training.losses import (
+    DistillationLoss,
+    SegmentationLoss,
+    class_weights_from_counts,
+    compute_class_weights,
+    distillation_kl,
+    soft_dice_loss,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 IGNORE = 255
@@ -72,6 +79,17 @@ def test_known_answer() -> None:
     assert M.pixel_accuracy(cm) == pytest.approx(7 / 10)
     np.testing.assert_allclose(M.dice_per_class(cm), [6 / 9, 6 / 8, 2 / 3])
     np.testing.assert_allclose(M.class_pixel_share(cm), [0.4, 0.4, 0.2])
+
+
+def test_accuracy_summary_known_answer() -> None:
+    """The one summary export, report, evaluate and the tools report: fractions, None where undefined."""
+    cm = np.array([[3, 1, 0, 0], [1, 3, 0, 0], [1, 0, 1, 0], [0, 0, 0, 0]])
+    s = M.accuracy_summary(cm, ["a", "b", "c", "never"])
+    assert s == {"miou": pytest.approx((0.5 + 0.6 + 0.5) / 3), "pixel_accuracy": pytest.approx(7 / 10),
+                 "per_class_iou": {"a": 0.5, "b": 0.6, "c": 0.5, "never": None}}
+    assert {k: M.summarize(cm)[k] for k in s} == M.accuracy_summary(cm)  # the full record starts with it
+    with pytest.raises(ValueError, match="3 class names"):
+        M.accuracy_summary(cm, ["a", "b", "c"])
 
 
 def test_dataset_wide_not_per_image_mean() -> None:
@@ -186,3 +204,34 @@ def test_class_weights() -> None:
     assert w_il[3] == 0 and w_il[1] > w_il[0]
     with pytest.raises(ValueError):
         class_weights_from_counts(counts, method="nope")
+
+
+def test_distillation_kl_known_answer() -> None:
+    """Two pixels, two classes: teacher logits (0, 0) and (ln 3, 0) -> p_t = (1/2, 1/2), (3/4, 1/4);
+    student logits 0 -> p_s = (1/2, 1/2). KL = 0 and 3/4 ln(3/2) + 1/4 ln(1/2); at T = 1 the mean is
+    half their sum; ignored pixels count for nothing."""
+    teacher = torch.tensor([[0.0, np.log(3.0)], [0.0, 0.0]]).view(1, 2, 1, 2)
+    student = torch.zeros(1, 2, 1, 2)
+    kl1 = 0.75 * np.log(1.5) + 0.25 * np.log(0.5)
+    assert float(distillation_kl(student, teacher, 1.0)) == pytest.approx(kl1 / 2, rel=1e-5)
+    valid = torch.tensor([[[False, True]]])
+    assert float(distillation_kl(student, teacher, 1.0, valid)) == pytest.approx(kl1, rel=1e-5)
+    assert float(distillation_kl(teacher, teacher, 3.0)) == pytest.approx(0.0, abs=1e-7)
+    # temperature: logits / T, times T^2 -> at T = 2 the teacher's second pixel is (sqrt 3, 1) / (1 + sqrt 3)
+    p = np.sqrt(3.0) / (1.0 + np.sqrt(3.0))
+    kl2 = p * np.log(2 * p) + (1 - p) * np.log(2 * (1 - p))
+    assert float(distillation_kl(student, teacher, 2.0)) == pytest.approx(4 * kl2 / 2, rel=1e-5)
+
+
+def test_distillation_loss_mixes_label_and_teacher_terms() -> None:
+    torch.manual_seed(0)
+    logits, teacher = torch.randn(2, 4, 5, 6), torch.randn(2, 4, 5, 6)
+    target = torch.randint(0, 4, (2, 5, 6))
+    target[0, 0, :] = 255
+    label_loss = SegmentationLoss("ce+dice", 4)
+    kd = distillation_kl(logits, teacher, 2.0, target != 255)
+    mixed = DistillationLoss(label_loss, weight=0.25, temperature=2.0)(logits, target, teacher)
+    assert float(mixed) == pytest.approx(0.75 * float(label_loss(logits, target)) + 0.25 * float(kd), rel=1e-5)
+    assert float(DistillationLoss(label_loss, weight=1.0)(teacher, target, teacher)) == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError):
+        DistillationLoss(label_loss, weight=1.5)

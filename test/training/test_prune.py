@@ -8,22 +8,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from training.models import create_model
+from training.checkpoint import PRUNED_FORMAT, apply_width_spec, load_any_model, load_pruned, save_pruned, width_spec
+from training.models import count_parameters, create_model
 from training.prune import (
-    PRUNED_FORMAT,
     PruneSettings,
-    apply_width_spec,
     build_pruner,
-    count_params,
     find_unsafe_groups,
-    load_any_model,
-    load_pruned,
     protected_layers,
     prune_iteratively,
     pruning_step,
-    save_pruned,
     split_prune_config,
-    width_spec,
 )
 
 NUM_CLASSES = 5  # ESPNet's class-space ESP module needs >= 5 channels
@@ -58,9 +52,9 @@ EXPECTED_REMOVED = {"fcn8s": (0.55, 0.75), "deeplabv3plus_mobilenetv2": (0.45, 0
 def test_pruning_keeps_graph_valid_and_shrinks(name: str, tmp_path) -> None:
     model = _tiny(name)
     classifiers_before = [(m.out_channels, m.in_channels) for m in model.classifier_layers()]
-    p0 = count_params(model)
+    p0 = count_parameters(model)
     _prune(model)
-    removed = 1 - count_params(model) / p0
+    removed = 1 - count_parameters(model) / p0
     lo, hi = EXPECTED_REMOVED[name]
     assert lo < removed < hi, f"{name}: removed {removed:.3f} of the parameters"
     x = torch.randn(2, 3, 40, 48)  # another size than the tracing input: no baked shapes
@@ -73,7 +67,7 @@ def test_pruning_keeps_graph_valid_and_shrinks(name: str, tmp_path) -> None:
     # spec + weights round trip: an identical model, built without torch-pruning
     path = save_pruned(model, tmp_path / "pruned.pt")
     doc = torch.load(path, map_location="cpu", weights_only=True)
-    assert doc["format"] == PRUNED_FORMAT and doc["num_params"] == count_params(model)
+    assert doc["format"] == PRUNED_FORMAT and doc["num_params"] == count_parameters(model)
     assert doc["model_config"]["name"] == model.config["name"]
     reloaded = load_pruned(path)
     assert width_spec(reloaded) == width_spec(model)
@@ -259,7 +253,7 @@ def test_prune_iteratively_writes_curve_and_step_models(tmp_path) -> None:
     assert (tmp_path / "curve.png").stat().st_size > 1000
     assert (tmp_path / "prune_log.jsonl").read_text().count("\n") == 3
     step2 = load_pruned(tmp_path / "step_02.pt")
-    assert count_params(step2) == records[2].params
+    assert count_parameters(step2) == records[2].params
     doc = torch.load(tmp_path / "step_02.pt", weights_only=True)
     assert doc["class_variant"] == extra["class_variant"] and doc["prune_step"]["step"] == 2
 
@@ -275,25 +269,6 @@ def test_prune_config_split_and_validation() -> None:
         split_prune_config({"prune": {"steps": 5, "filters_per_step": 0.2}}, [])  # 100 % of the filters
 
 
-def make_fake_atwork(root, size=(48, 64), per_class: int = 3):
-    """A miniature dataset in the atWork layout: a coloured square per photo on a grey background."""
-    import cv2
-    import numpy as np
-
-    for cls, obj_id, colour in (("axis", 11, (200, 40, 40)), ("bearing", 10, (40, 40, 200))):
-        (root / "objects" / "image" / cls).mkdir(parents=True, exist_ok=True)
-        (root / "objects" / "semantic_labels" / cls).mkdir(parents=True, exist_ok=True)
-        for i in range(1, per_class + 1):
-            img = np.full((*size, 3), 128, np.uint8)
-            mask = np.full(size, 19, np.uint8)
-            y0, x0 = 4 * i, 6 * i
-            img[y0:y0 + 16, x0:x0 + 20] = colour
-            mask[y0:y0 + 16, x0:x0 + 20] = obj_id
-            cv2.imwrite(str(root / "objects" / "image" / cls / f"{cls}_{i:03d}.jpg"), img[..., ::-1])
-            cv2.imwrite(str(root / "objects" / "semantic_labels" / cls / f"{cls}_{i:03d}.png"), mask)
-    return root
-
-
 def _training_checkpoint(path, root):
     from training.checkpoint import build_checkpoint, save_checkpoint
     from training.config import build_config
@@ -307,11 +282,11 @@ def _training_checkpoint(path, root):
 
 
 @pytest.mark.slow
-def test_prune_cli_with_the_training_loop(tmp_path) -> None:
+def test_prune_cli_with_the_training_loop(fake_atwork, tmp_path) -> None:
     """End to end: training checkpoint -> prune CLI (train helper's loop and data) -> pruned step files."""
     from training.prune import main
 
-    root = make_fake_atwork(tmp_path / "atwork")
+    root = fake_atwork
     ck = _training_checkpoint(tmp_path / "best.pt", root)
     out = tmp_path / "prune"
     assert main(["--checkpoint", str(ck), "--out", str(out), "--set", "prune.steps=1",
@@ -320,7 +295,7 @@ def test_prune_cli_with_the_training_loop(tmp_path) -> None:
     for name in ("curve.csv", "curve.png", "config.yaml", "prune.yaml", "step_00.pt", "step_01.pt", "final.pt"):
         assert (out / name).is_file(), name
     final = load_pruned(out / "final.pt")
-    assert count_params(final) < count_params(create_model("espnet_c", 19, p=1, q=1))
+    assert count_parameters(final) < count_parameters(create_model("espnet_c", 19, p=1, q=1))
     doc = torch.load(out / "final.pt", weights_only=True)
     assert doc["class_variant"] == "full" and doc["input_size"] == [32, 32]
     assert doc["train_config"]["data"]["root"] == str(root)

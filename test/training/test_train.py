@@ -1,8 +1,8 @@
 """Training loop, config, checkpoints, resume, evaluation CLIs and a 2-process gloo run.
 
 Unit tests use a tiny stand-in net and random tensors; the end-to-end tests use the real
-model registry (smallest ESPNet-C) and the real dataset reader on a tiny fake atWork folder
-made here, never ../shared.
+model registry (smallest ESPNet-C) and the real dataset reader on the tests' fake atWork folder
+(``fake_atwork``, test/fake_atwork.py), never ../shared.
 """
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ import csv
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 from typing import Dict, List
 
-import cv2
 import numpy as np
 import pytest
 import torch
@@ -30,7 +30,6 @@ from training.train import (DistInfo, build_optimizer, build_scheduler, evaluate
                             train_one_epoch)
 
 REPO = Path(__file__).resolve().parents[2]
-FAKE_CLASSES = ("axis", "bearing", "motor")
 H, W = 64, 80
 TINY_MODEL = ["--set", "model.name=espnet_c", "--set", "model.kwargs={p: 1, q: 1}"]
 
@@ -49,34 +48,6 @@ class TinyNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
-
-
-def make_fake_atwork(root: Path, classes=FAKE_CLASSES, per_class: int = 5, seed: int = 0) -> Path:
-    """atWork layout: objects/image/<class>/<class>_NNN.jpg (HxW) + semantic_labels PNG (id, 19 = bg)."""
-    from seg_perception.classes import load_classes
-
-    names = load_classes("full").names
-    rng = np.random.default_rng(seed)
-    for cls in classes:
-        cid = names.index(cls)
-        (root / "objects" / "image" / cls).mkdir(parents=True, exist_ok=True)
-        (root / "objects" / "semantic_labels" / cls).mkdir(parents=True, exist_ok=True)
-        for i in range(1, per_class + 1):
-            img = np.full((H, W, 3), rng.integers(60, 200, size=3), dtype=np.uint8)
-            lab = np.full((H, W), 19, dtype=np.uint8)
-            y0, x0 = rng.integers(0, H // 2), rng.integers(0, W // 2)
-            y1, x1 = y0 + rng.integers(12, H // 2), x0 + rng.integers(12, W // 2)
-            img[y0:y1, x0:x1] = (cid * 13 % 256, 255 - cid * 11 % 256, cid * 37 % 256)
-            lab[y0:y1, x0:x1] = cid
-            stem = f"{cls}_{i:03d}"
-            cv2.imwrite(str(root / "objects" / "image" / cls / f"{stem}.jpg"), img[..., ::-1].copy())
-            cv2.imwrite(str(root / "objects" / "semantic_labels" / cls / f"{stem}.png"), lab)
-    return root
-
-
-@pytest.fixture(scope="module")
-def fake_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_fake_atwork(tmp_path_factory.mktemp("atwork"))
 
 
 def needs_stack() -> None:
@@ -117,7 +88,7 @@ def test_unknown_and_invalid_keys() -> None:
     with pytest.raises(ConfigError) as e:
         build_config(None, ["train.lrr=1"])
     assert "train.lrr" in str(e.value) and "train.lr," in str(e.value) and "train.epochs" in str(e.value)
-    with pytest.raises(ConfigError, match="valid keys here: data, init, log, model, train"):
+    with pytest.raises(ConfigError, match="valid keys here: data, distill, init, log, model, train"):
         build_config({"trian": {"lr": 1}})
     with pytest.raises(ConfigError, match="not in"):
         build_config(None, ["train.optimizer=rmsprop"])
@@ -134,7 +105,7 @@ def test_cli_reports_config_errors(tmp_path: Path) -> None:
     assert main(["--set", "train.nope=1", "--out", str(tmp_path)]) == 2
 
 
-@pytest.mark.parametrize("name", ["deeplab_mnv2", "deeplab_mnv2_real_ft", "fcn8s", "espnet"])
+@pytest.mark.parametrize("name", ["deeplab_mnv2", "deeplab_mnv2_1_0", "deeplab_mnv2_real_ft", "fcn8s", "espnet"])
 def test_shipped_configs_validate(name: str) -> None:
     cfg = load_config(REPO / "training" / "configs" / f"{name}.yaml")
     assert (cfg["data"]["height"], cfg["data"]["width"]) == (256, 320)
@@ -148,6 +119,15 @@ def test_real_ft_config_keeps_apparent_size() -> None:
     aug = cfg["data"]["augment"]
     assert cfg["data"]["synthetic"] == [] and cfg["init"]["checkpoint"]
     assert min(aug["crop_scale"]) >= 0.7 and 0.9 <= min(aug["affine_scale"]) <= max(aug["affine_scale"]) <= 1.1
+
+
+@pytest.mark.parametrize("name", ["deeplab_mnv2_1_0", "fcn8s", "espnet"])
+def test_shipped_recipes_validate_by_run_and_keep_apparent_size(name: str) -> None:
+    """The shipped recipes select on held-out capture runs and never zoom (size is a class cue)."""
+    cfg = load_config(REPO / "training" / "configs" / f"{name}.yaml")
+    aug = cfg["data"]["augment"]
+    assert cfg["data"]["split"] == "run"
+    assert min(aug["crop_scale"]) >= 0.9 and tuple(aug["affine_scale"]) == (1.0, 1.0)
 
 
 def test_lr_schedules() -> None:
@@ -266,58 +246,88 @@ def test_registry_model_round_trip(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- end to end (real registry + reader)
 
 
-def test_train_resume_evaluate_features(fake_root: Path, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def tiny_run(fake_atwork: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One epoch of the smallest ESPNet-C on the fake photos: the run the CLI tests below read."""
     needs_stack()
-    out = tmp_path / "run"
-    assert main(tiny_run_args(fake_root, out, epochs=1)) == 0
-    for name in ("config.yaml", "log.csv", "last.pt", "best.pt", "loss.png", "miou.png"):
-        assert (out / name).is_file(), name
+    out = tmp_path_factory.mktemp("tiny_run") / "run"
+    assert main(tiny_run_args(fake_atwork, out, epochs=1)) == 0
+    return out
+
+
+def test_training_learns_a_learnable_task(fake_atwork: Path, tmp_path: Path) -> None:
+    """Solid rectangles in their class colours, 8 short epochs (a few seconds, one thread): the loss
+    falls and the validation mIoU rises. A loop that does not learn (wrong labels, frozen weights,
+    a broken loss or metric) fails here."""
+    needs_stack()
+    out = tmp_path / "learn"
+    assert main(tiny_run_args(fake_atwork, out, epochs=8) + ["--set", "train.lr=1e-2", "--set", "log.plots=false"]) == 0
     rows = read_log(out)
-    assert len(rows) == 1 and rows[0]["epoch"] == "1" and 0.0 <= float(rows[0]["miou"]) <= 1.0
-    first = ckpt_mod.load_checkpoint(out / "last.pt")
+    first, last = rows[0], rows[-1]
+    assert float(last["train_loss"]) < float(first["train_loss"]) / 2, rows
+    assert float(last["val_loss"]) < float(first["val_loss"]) / 2, rows
+    assert float(last["miou"]) > max(0.3, float(first["miou"]) + 0.2), rows
+
+
+def test_a_run_writes_its_artifacts_and_command(fake_atwork: Path, tiny_run: Path) -> None:
+    for name in ("config.yaml", "log.csv", "last.pt", "best.pt", "loss.png", "miou.png"):
+        assert (tiny_run / name).is_file(), name
+    rows = read_log(tiny_run)
+    assert len(rows) == 1 and rows[0]["epoch"] == "1"
+    first = ckpt_mod.load_checkpoint(tiny_run / "last.pt")
     assert first["epoch"] == 1
     # the command that made the weights travels with them (export copies it into the manifest)
-    assert first["extra"]["command"] == "python -m training.train " + shlex.join(tiny_run_args(fake_root, out, epochs=1))
+    assert first["extra"]["command"] == "python -m training.train " + shlex.join(
+        tiny_run_args(fake_atwork, tiny_run, epochs=1))
 
-    # resume: continues at epoch 2 from the saved weights/optimiser, LR keeps decaying
-    assert main(["--resume", str(out / "last.pt"), "--epochs", "2"]) == 0
-    rows = read_log(out)
+
+def test_resume_continues_the_run(tiny_run: Path, tmp_path: Path) -> None:
+    """Continues at epoch 2 from the saved weights/optimiser; the LR keeps decaying."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    assert main(["--resume", str(run / "last.pt"), "--epochs", "2"]) == 0
+    rows = read_log(run)
     assert [r["epoch"] for r in rows] == ["1", "2"]
     # the poly schedule is stretched over the new total of 2 epochs: half-way at the resume
     assert float(rows[1]["lr"]) == pytest.approx(float(rows[0]["lr"]) * 0.5**0.9, rel=1e-4)
-    second = ckpt_mod.load_checkpoint(out / "last.pt")
+    second = ckpt_mod.load_checkpoint(run / "last.pt")
     assert second["epoch"] == 2 and second["train_config"]["train"]["epochs"] == 2
     assert second["optimizer"]["state"], "optimiser state restored and stepped"
 
+
+def test_evaluate_cli_writes_metrics_and_plots(fake_atwork: Path, tiny_run: Path, tmp_path: Path) -> None:
     from training import evaluate as ev
 
     eval_dir = tmp_path / "eval"
-    assert ev.main(["--checkpoint", str(out / "best.pt"), "--root", str(fake_root), "--out", str(eval_dir),
+    assert ev.main(["--checkpoint", str(tiny_run / "best.pt"), "--root", str(fake_atwork), "--out", str(eval_dir),
                     "--latency-runs", "3", "--num-samples", "2", "--threads", "1"]) == 0
     m = json.loads((eval_dir / "metrics.json").read_text())
-    assert 0.0 <= m["miou"] <= 1.0 and m["num_pixels"] == 3 * H * W
+    assert m["num_pixels"] == 3 * H * W  # the 3 val photos at the run's input size
+    assert m["miou"] == pytest.approx(float(read_log(tiny_run)[0]["miou"]), abs=1e-4)  # what the run validated
     assert m["model"]["parameters"] > 0 and m["model"]["macs"] > 0 and m["latency_ms"]["median"] > 0
     for name in ("iou_vs_share.png", "samples.png", "config.yaml"):
         assert (eval_dir / name).is_file(), name
 
+
+def test_features_cli_writes_one_grid_per_layer(fake_atwork: Path, tiny_run: Path, tmp_path: Path) -> None:
     from training import features as ft
 
-    img = next((fake_root / "objects" / "image" / "axis").glob("*.jpg"))
+    img = next((fake_atwork / "objects" / "image" / "axis").glob("*.jpg"))
     feat_dir = tmp_path / "feat"
-    layers = ft.list_layers(ckpt_mod.load_model(out / "best.pt"))
+    layers = ft.list_layers(ckpt_mod.load_model(tiny_run / "best.pt"))
     assert layers
-    assert ft.main(["--checkpoint", str(out / "best.pt"), "--image", str(img), "--layers",
+    assert ft.main(["--checkpoint", str(tiny_run / "best.pt"), "--image", str(img), "--layers",
                     ",".join(layers[:2]), "--out", str(feat_dir), "--top-k", "4"]) == 0
     assert len(list(feat_dir.glob("*.png"))) == 2
 
 
 @pytest.mark.slow
-def test_two_process_gloo_run(fake_root: Path, tmp_path: Path) -> None:
+def test_two_process_gloo_run(fake_atwork: Path, tmp_path: Path) -> None:
     needs_stack()
     out = tmp_path / "ddp"
     env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "training.train", *tiny_run_args(fake_root, out, epochs=1), "--device", "cpu"]
+           "-m", "training.train", *tiny_run_args(fake_atwork, out, epochs=1), "--device", "cpu"]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     rows = read_log(out)

@@ -9,11 +9,10 @@ Layout under the dataset root (see the dataset's README.md)::
 
 The dataset is not part of the repository (unknown licence): the root is always an argument.
 
-Train/val split (:func:`split_samples`): per class, photos are ordered by
-``sha256("<seed>/<class>/<photo stem>")`` and the first ``round(n * val_fraction)`` go to
-val. The rule depends only on file names and the seed -- not on filesystem order, Python's
-hash seed or the other classes -- so it is stratified, reproducible, and a photo added
-later does not reshuffle the others much.
+Train/val split (:func:`split_samples`, rule in :class:`SplitSpec`): by default whole capture runs
+(``config/atwork_runs.yaml``) are held out -- the latest runs of every class -- because the photos
+of a run are near-twins and a random split would measure memory. The rule depends only on file
+names and the runs table, not on filesystem order or Python's hash seed.
 """
 from __future__ import annotations
 
@@ -32,11 +31,15 @@ from seg_perception.atwork import (  # noqa: F401 - re-exported: the reader's pu
     BACKGROUND_KINDS,
     IGNORE_INDEX,
     IMAGE_EXTENSIONS,
+    SPLIT_KINDS,
     SPLITS,
     PathLike,
     Sample,
+    SplitSpec,
     list_backgrounds,
     list_samples,
+    load_runs,
+    photo_number,
     read_label,
     read_rgb,
     split_samples,

@@ -52,6 +52,16 @@ DEFAULT_TRAIN_CFG: Dict[str, Any] = {
     "blur_prob": 0.2,
     "noise_prob": 0.2,
     "jpeg_prob": 0.2,
+    # new light and cameras: white balance (per-channel gain), gamma; both off by default
+    "white_balance_prob": 0.0,
+    "channel_gain": (0.85, 1.15),
+    "gamma_prob": 0.0,
+    "gamma": (70, 150),
+    # occlusion: up to occlusion_holes random boxes (fraction of the side each) painted over with noise;
+    # their pixels are labelled background (what covers an object is not the object); off by default
+    "occlusion_prob": 0.0,
+    "occlusion_holes": 3,
+    "occlusion_size": (0.05, 0.2),
     "seed": None,
 }
 
@@ -67,7 +77,8 @@ def _merged(cfg: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
 
 def build_train_transform(height: int, width: int, cfg: Optional[Mapping[str, Any]] = None) -> A.Compose:
     """Random affine (rotate/zoom), random resized crop to ``height x width``, flips, colour
-    jitter, blur, noise and JPEG artefacts. ``cfg`` overrides keys of :data:`DEFAULT_TRAIN_CFG`."""
+    jitter, white balance, gamma, occlusion, blur, noise and JPEG artefacts. ``cfg`` overrides keys of
+    :data:`DEFAULT_TRAIN_CFG`."""
     c = _merged(cfg)
     aspect = width / height
     transforms = [
@@ -82,6 +93,12 @@ def build_train_transform(height: int, width: int, cfg: Optional[Mapping[str, An
         A.VerticalFlip(p=c["vflip_prob"]),
         A.ColorJitter(brightness=c["brightness"], contrast=c["contrast"], saturation=c["saturation"],
                       hue=c["hue"], p=c["color_prob"]),
+        A.MultiplicativeNoise(multiplier=tuple(c["channel_gain"]), per_channel=True, elementwise=False,
+                              p=c["white_balance_prob"]),
+        A.RandomGamma(gamma_limit=tuple(c["gamma"]), p=c["gamma_prob"]),
+        A.CoarseDropout(num_holes_range=(1, int(c["occlusion_holes"])), hole_height_range=tuple(c["occlusion_size"]),
+                        hole_width_range=tuple(c["occlusion_size"]), fill="random_uniform", fill_mask=0,
+                        p=c["occlusion_prob"]),
         A.OneOf([A.GaussianBlur(sigma_limit=(0.3, 1.5)), A.MotionBlur(blur_limit=(3, 7))], p=c["blur_prob"]),
         A.GaussNoise(std_range=(0.01, 0.05), p=c["noise_prob"]),
         A.ImageCompression(quality_range=(50, 95), p=c["jpeg_prob"]),

@@ -54,6 +54,7 @@ from seg_perception.classes import load_classes
 from seg_perception.atwork import (
     PathLike,
     Sample,
+    SplitSpec,
     list_backgrounds,
     list_samples,
     read_label,
@@ -82,6 +83,10 @@ class SynthConfig:
     max_object_area: float = 0.08
     max_upscale: float = 1.5
     num_scales: int = 0
+    # "area": mask area log-uniform in [min_object_area, max_object_area]; "source": the size it has
+    # in its photo times a factor log-uniform in source_scale (apparent size stays a cue)
+    scale_mode: str = "area"
+    source_scale: Tuple[float, float] = (0.8, 1.25)
     min_distance: int = -30
     min_visible_fraction: float = 0.5
     max_occupied_fraction: float = 0.5
@@ -107,8 +112,15 @@ class SynthConfig:
     background_min_crop: float = 0.6
     background_hflip_prob: float = 0.5
     jpeg_quality: int = 95
-    val_fraction: float = 0.2
-    split_seed: int = 0
+    photo_split: str = "run"  # photo split (seg_perception.atwork.SplitSpec): train scenes use train photos only
+    folds: int = 5
+    val_fold: int = -1
+    val_fraction: float = 0.2  # photo_split "random" only
+    split_seed: int = 0  # photo_split "random" only
+
+    def split_spec(self) -> SplitSpec:
+        return SplitSpec(kind=self.photo_split, folds=self.folds, val_fold=self.val_fold,
+                         val_fraction=self.val_fraction, seed=self.split_seed)
 
     @classmethod
     def from_dict(cls, d: Optional[Mapping[str, Any]]) -> "SynthConfig":
@@ -117,8 +129,9 @@ class SynthConfig:
         unknown = set(d) - names
         if unknown:
             raise ValueError(f"unknown synth config keys: {sorted(unknown)}")
-        if d.get("blur_sigma") is not None:
-            d["blur_sigma"] = tuple(float(v) for v in d["blur_sigma"])
+        for key in ("blur_sigma", "source_scale"):
+            if d.get(key) is not None:
+                d[key] = tuple(float(v) for v in d[key])
         cfg = cls(**d)
         cfg.validate()
         return cfg
@@ -126,6 +139,7 @@ class SynthConfig:
     def to_dict(self) -> Dict[str, Any]:
         d = dataclasses.asdict(self)
         d["blur_sigma"] = list(self.blur_sigma)
+        d["source_scale"] = list(self.source_scale)
         return d
 
     def validate(self) -> None:
@@ -138,6 +152,8 @@ class SynthConfig:
         need(0 < self.min_object_area <= self.max_object_area < 1, "need 0 < min_object_area <= max_object_area < 1")
         need(self.max_upscale > 0, "max_upscale must be > 0")
         need(self.num_scales >= 0, "num_scales must be >= 0 (0 = continuous)")
+        need(self.scale_mode in ("area", "source"), f"scale_mode must be 'area' or 'source', got {self.scale_mode!r}")
+        need(0 < self.source_scale[0] <= self.source_scale[1], "source_scale must be 0 < lo <= hi")
         need(0 <= self.min_visible_fraction <= 1, "min_visible_fraction must be in [0, 1]")
         need(0 < self.max_occupied_fraction <= 1, "max_occupied_fraction must be in (0, 1]")
         need(0 <= self.max_truncation < 0.5, "max_truncation must be in [0, 0.5)")
@@ -145,7 +161,10 @@ class SynthConfig:
         need(0 < self.blur_sigma[0] <= self.blur_sigma[1], "blur_sigma must be 0 < lo <= hi")
         need(0 < self.background_min_crop <= 1, "background_min_crop must be in (0, 1]")
         need(1 <= self.jpeg_quality <= 100, "jpeg_quality must be in [1, 100]")
-        need(0 <= self.val_fraction < 1, "val_fraction must be in [0, 1)")
+        try:
+            self.split_spec()
+        except ValueError as e:
+            need(False, str(e))
         for p in ("hflip_prob", "vflip_prob", "blur_prob", "color_jitter_prob", "white_background_prob",
                   "background_hflip_prob"):
             need(0 <= getattr(self, p) <= 1, f"{p} must be in [0, 1]")
@@ -257,10 +276,10 @@ class SceneGenerator:
         self.split = split
         self.seed = int(seed)
         all_samples = list(samples) if samples is not None else list_samples(self.root, config.classes)
-        train, val = split_samples(all_samples, config.val_fraction, config.split_seed)
+        train, val = split_samples(all_samples, config.split_spec())
         self.samples = train if split == "train" else val
         if not self.samples:
-            raise ValueError(f"no {split} photos (val_fraction={config.val_fraction})")
+            raise ValueError(f"no {split} photos (split {config.split_spec().describe()})")
         t0 = time.perf_counter()
         self.cutouts = load_cutouts(self.samples, self.root, config.skip_border_objects)
         if not self.cutouts:
@@ -357,8 +376,12 @@ class SceneGenerator:
         h, w = alpha.shape
         ca, sa = abs(math.cos(math.radians(angle))), abs(math.sin(math.radians(angle)))
         s_fit = min(W / (w * ca + h * sa), H / (w * sa + h * ca))
-        s_hi = min(math.sqrt(cfg.max_object_area * H * W / cut.area), cfg.max_upscale, s_fit)
-        s_lo = min(math.sqrt(cfg.min_object_area * H * W / cut.area), s_hi)
+        if cfg.scale_mode == "source":  # the photo's own scale (same 640x480 camera), jittered
+            s_hi = min(cfg.source_scale[1], s_fit)
+            s_lo = min(cfg.source_scale[0], s_hi)
+        else:
+            s_hi = min(math.sqrt(cfg.max_object_area * H * W / cut.area), cfg.max_upscale, s_fit)
+            s_lo = min(math.sqrt(cfg.min_object_area * H * W / cut.area), s_hi)
         if cfg.num_scales == 0:
             scale = math.exp(rng.uniform(math.log(s_lo), math.log(s_hi)))
         else:

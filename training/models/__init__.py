@@ -4,7 +4,9 @@ Shared conventions (relied upon by training, export and the ROS node):
 * input: float32 NCHW RGB normalised as ``(pixel - NORM_MEAN) / NORM_STD``,
   i.e. [-1, 1];
 * output: logits NCHW with ``num_classes`` channels at the input's H x W
-  (bilinear resize inside the model, align_corners=False);
+  (bilinear resize inside the model, align_corners=False); models with a
+  ``full_resolution_logits`` attribute return their own coarser grid when it is
+  False (export: the node's runtime then upsamples, bilinear where labels change);
 * every model has ``model.config`` (``create_model(**model.config)`` rebuilds
   the same architecture) and ``model.classifier_layers()`` (class-scoring
   layers a pruner must leave alone).
@@ -17,15 +19,19 @@ from typing import Any, Callable, Dict, Tuple
 import torch
 import torch.nn as nn
 
-from .deeplab import (
-    DEFAULT_PEER_TFLITE,
-    DeepLabV3PlusMobileNetV2,
-    MobileNetV2Encoder,
-    calibrate_peer_batchnorm,
-    load_peer_encoder,
-)
+from .deeplab import DeepLabV3PlusMobileNetV2, MobileNetV2Encoder
 from .espnet import ESPNet, ESPNetC
 from .fcn import FCN
+from .tflite_import import (
+    DEFAULT_PEER_TFLITE,
+    DEFAULT_REFERENCE_TFLITE,
+    REFERENCE_TFLITE_MNV2_1_0,
+    aspp_matches_reference,
+    calibrate_folded_batchnorm,
+    calibrate_peer_batchnorm,
+    load_peer_encoder,
+    load_reference_weights,
+)
 
 NORM_MEAN: Tuple[float, float, float] = (127.5, 127.5, 127.5)
 NORM_STD: Tuple[float, float, float] = (127.5, 127.5, 127.5)
@@ -99,6 +105,11 @@ def count_macs(model: nn.Module, input_hw: Tuple[int, int]) -> int:
 
 __all__ = [
     "DEFAULT_PEER_TFLITE",
+    "DEFAULT_REFERENCE_TFLITE",
+    "REFERENCE_TFLITE_MNV2_1_0",
+    "aspp_matches_reference",
+    "calibrate_folded_batchnorm",
+    "load_reference_weights",
     "DeepLabV3PlusMobileNetV2",
     "ESPNet",
     "ESPNetC",

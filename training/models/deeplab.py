@@ -1,30 +1,20 @@
-"""DeepLabV3+ with a MobileNetV2 encoder, plus peer-weight initialisation.
+"""DeepLabV3+ with a MobileNetV2 encoder.
 
 The encoder reproduces the TF-slim MobileNetV2 used by TF DeepLab (no final
 1x1 1280 conv; dilation instead of striding past the output stride), so the
-official TFLite DeepLab v3 MobileNetV2-0.5 model (a "peer") can initialise it
-exactly: see :func:`load_peer_encoder`.
+official TFLite DeepLab v3 models (the reference models) can initialise it
+exactly: see :mod:`training.models.tflite_import`.
 """
 
 from __future__ import annotations
 
-import logging
-from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-import numpy as np
 import torch
 import torch.nn as nn
 from torch import Tensor
 
 from .layers import ConvBNAct, init_weights, make_divisible, resize_to
-
-LOGGER = logging.getLogger(__name__)
-
-#: Documented default location of the peer model: ``<repo>/../shared/peers/``.
-DEFAULT_PEER_TFLITE = (
-    Path(__file__).resolve().parents[2].parent / "shared" / "peers" / "deeplabv3_257_mv_gpu.tflite"
-)
 
 # MobileNetV2 stages: (expansion t, base channels c, repeats n, first stride s).
 _MBV2_STAGES: Tuple[Tuple[int, int, int, int], ...] = (
@@ -206,6 +196,8 @@ class DeepLabV3PlusMobileNetV2(nn.Module):
             _conv3x3_block(decoder_channels, decoder_channels, 1, separable),
         )
         self.classifier = nn.Conv2d(decoder_channels, num_classes, 1)
+        # False: logits at the decoder's stride-4 grid (export: the runtime upsamples only where labels change)
+        self.full_resolution_logits = True
         init_weights(self)
         self.config: Dict[str, Any] = {
             "name": "deeplabv3plus_mobilenetv2",
@@ -230,167 +222,5 @@ class DeepLabV3PlusMobileNetV2(nn.Module):
         y = self.aspp(high)
         low = self.low_proj(low)
         y = self.decoder(torch.cat([resize_to(y, low), low], 1))
-        return resize_to(self.classifier(y), x)
-
-
-# --------------------------------------------------------------------------- peer weights
-
-
-def _fold_into(cba: ConvBNAct, weight: np.ndarray, bias: np.ndarray) -> None:
-    """Load a BN-folded conv: weight into the conv, bias into an identity BatchNorm."""
-    conv, bn = cba.conv, cba.bn
-    w = torch.from_numpy(np.ascontiguousarray(weight)).to(conv.weight.dtype)
-    if tuple(w.shape) != tuple(conv.weight.shape):
-        raise ValueError(f"peer weight shape {tuple(w.shape)} != model {tuple(conv.weight.shape)}")
-    with torch.no_grad():
-        conv.weight.copy_(w)
-        bn.weight.fill_(1.0)
-        bn.bias.copy_(torch.from_numpy(bias.astype(np.float32)))
-        bn.running_mean.zero_()
-        # (x - 0) / sqrt((1 - eps) + eps) == x exactly in eval mode.
-        bn.running_var.fill_(1.0 - bn.eps)
-
-
-def _ohwi_to_oihw(w: np.ndarray) -> np.ndarray:
-    return w.transpose(0, 3, 1, 2)
-
-
-def _depthwise_to_oihw(w: np.ndarray) -> np.ndarray:
-    # TFLite depthwise weights are [1, H, W, C] -> PyTorch [C, 1, H, W].
-    return w.transpose(3, 0, 1, 2)
-
-
-def read_tflite_tensors(tflite_path: Path | str) -> Dict[str, np.ndarray]:
-    """All named constant tensors of a TFLite model (weights and folded biases)."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_path=str(tflite_path))
-    interpreter.allocate_tensors()
-    tensors: Dict[str, np.ndarray] = {}
-    for detail in interpreter.get_tensor_details():
-        name = detail["name"]
-        if name.endswith("weights") or name.endswith("_bias"):
-            tensors[name] = np.array(interpreter.get_tensor(detail["index"]))
-    return tensors
-
-
-def load_peer_encoder(
-    model: DeepLabV3PlusMobileNetV2,
-    tflite_path: Path | str = DEFAULT_PEER_TFLITE,
-    include_aspp: bool = False,
-) -> List[str]:
-    """Initialise the encoder (and optionally the ASPP) from the TFLite DeepLab v3 peer.
-
-    The peer is TF DeepLab v3 MobileNetV2-0.5 with BatchNorm folded into the
-    convs; its input normalisation is the same [-1, 1] as ours, so weights are
-    used as they are. Each folded bias goes into the following BatchNorm, which
-    is made an exact identity (the BN statistics will adapt when fine-tuning).
-    ``include_aspp`` also loads ``aspp0`` / ``image_pooling`` /
-    ``concat_projection``; that needs ``aspp_rates=()`` and ``aspp_channels=256``.
-    Returns the peer tensor names that were loaded; raises ValueError when the
-    model's shapes do not match (e.g. width_mult != 0.5).
-    """
-    tensors = read_tflite_tensors(tflite_path)
-    loaded: List[str] = []
-
-    def take(prefix: str) -> Tuple[np.ndarray, np.ndarray]:
-        if prefix.endswith("depthwise"):
-            w_name, b_name = f"{prefix}/depthwise_weights", f"{prefix}/depthwise_bias"
-        else:
-            w_name, b_name = f"{prefix}/weights", f"{prefix}/Conv2D_bias"
-        if w_name not in tensors or b_name not in tensors:
-            raise ValueError(f"peer model has no tensor {w_name!r} / {b_name!r}")
-        loaded.extend([w_name, b_name])
-        return tensors[w_name], tensors[b_name]
-
-    enc = model.encoder
-    w, b = take("MobilenetV2/Conv")
-    _fold_into(enc.stem, _ohwi_to_oihw(w), b)
-    for i, block in enumerate(enc.blocks):
-        scope = "MobilenetV2/expanded_conv" + ("" if i == 0 else f"_{i}")
-        if block.expand is not None:
-            w, b = take(f"{scope}/expand")
-            _fold_into(block.expand, _ohwi_to_oihw(w), b)
-        w, b = take(f"{scope}/depthwise")
-        _fold_into(block.depthwise, _depthwise_to_oihw(w), b)
-        w, b = take(f"{scope}/project")
-        _fold_into(block.project, _ohwi_to_oihw(w), b)
-
-    if include_aspp:
-        aspp = model.aspp
-        if len(aspp.atrous) != 0:
-            raise ValueError("include_aspp needs aspp_rates=() (the peer has a 1x1-only ASPP)")
-        w, b = take("image_pooling")
-        w_t = torch.from_numpy(np.ascontiguousarray(_ohwi_to_oihw(w)))
-        if tuple(w_t.shape) != tuple(aspp.pool.conv.weight.shape):
-            raise ValueError(f"image_pooling shape {tuple(w_t.shape)} != model {tuple(aspp.pool.conv.weight.shape)}")
-        with torch.no_grad():
-            aspp.pool.conv.weight.copy_(w_t)
-            aspp.pool.conv.bias.copy_(torch.from_numpy(b))
-        w, b = take("aspp0")
-        _fold_into(aspp.conv1x1, _ohwi_to_oihw(w), b)
-        w, b = take("concat_projection")
-        _fold_into(aspp.project, _ohwi_to_oihw(w), b)
-    LOGGER.info("loaded %d peer tensors from %s", len(loaded), tflite_path)
-    return loaded
-
-
-def _is_folded_identity_bn(bn: nn.BatchNorm2d) -> bool:
-    return bool(
-        torch.all(bn.weight == 1.0)
-        and torch.all(bn.running_mean == 0.0)
-        and torch.all(bn.running_var == 1.0 - bn.eps)
-    )
-
-
-def calibrate_peer_batchnorm(model: nn.Module, batches: Iterable[Tensor]) -> int:
-    """Make peer-loaded identity BatchNorms also (nearly) identity in *training* mode.
-
-    After :func:`load_peer_encoder` each folded BN is an exact identity only
-    with its running statistics (eval mode). In training mode BN normalises
-    by batch statistics, which would rescale every peer activation to unit
-    variance at the first step. This measures each such BN's input mean and
-    variance on ``batches`` (normalised NCHW images, e.g. a few training
-    batches) in eval mode and sets ``running_mean = mean``, ``running_var =
-    var``, ``weight = sqrt(var + eps)``, ``bias = mean + folded_bias``: eval
-    mode stays exactly the peer, and training mode matches it as far as batch
-    statistics match the calibration ones. Returns the number of BNs changed.
-    """
-    targets = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d) and _is_folded_identity_bn(m)]
-    if not targets:
-        return 0
-    sums: Dict[int, List[Any]] = {id(bn): [0.0, 0.0, 0] for bn in targets}
-
-    def hook(bn: nn.BatchNorm2d, inputs: Tuple[Tensor, ...]) -> None:
-        x = inputs[0].detach().double()
-        acc = sums[id(bn)]
-        acc[0] = acc[0] + x.sum((0, 2, 3))
-        acc[1] = acc[1] + (x * x).sum((0, 2, 3))
-        acc[2] += x.numel() // x.shape[1]
-
-    handles = [bn.register_forward_pre_hook(hook) for bn in targets]
-    was_training = model.training
-    try:
-        model.eval()
-        with torch.no_grad():
-            for batch in batches:
-                model(batch)
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
-    done = 0
-    with torch.no_grad():
-        for bn in targets:
-            total, total_sq, count = sums[id(bn)]
-            if count == 0:
-                continue
-            mean = total / count
-            var = (total_sq / count - mean * mean).clamp_min(0.0)
-            bn.running_mean.copy_(mean.to(bn.running_mean.dtype))
-            bn.running_var.copy_(var.to(bn.running_var.dtype))
-            bn.weight.copy_(torch.sqrt(var + bn.eps).to(bn.weight.dtype))
-            bn.bias.add_(mean.to(bn.bias.dtype))
-            done += 1
-    LOGGER.info("calibrated %d peer BatchNorm layers", done)
-    return done
+        logits = self.classifier(y)
+        return resize_to(logits, x) if self.full_resolution_logits else logits

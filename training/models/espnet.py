@@ -1,16 +1,21 @@
 """ESPNet-C and ESPNet (Mehta et al., ECCV 2018), written for export and pruning.
 
-Same topology and channel widths as the paper (level widths 16+3, 64, 128+3,
-256; ESP modules with K=5 branches, dilations 1,2,4,8,16 and hierarchical
-feature fusion; input reinforcement; the light RUM decoder of ESPNet), with
-these differences from the authors' code:
+Same topology, channel widths and tensors as the paper and the authors' released
+Cityscapes model (level widths 16+3, 64, 128+3, 256; ESP modules with K=5
+branches, dilations 1,2,4,8,16 and hierarchical feature fusion; input
+reinforcement with one BN+PReLU over each concatenation; the light RUM decoder,
+whose last 3x3 convolution reads the 16 level-1 features and the class scores),
+so the released weights load tensor for tensor (:mod:`training.models.espnet_import`).
+Differences from the authors' code, none of them in the function:
 * modules are held as named attributes (no plain-list ``modules`` attribute,
   which hides parameters from ``state_dict`` and breaks tracing);
 * each of the K branches is its own conv (the first takes the remainder
   channels when N is not divisible by K), so nothing splits a tensor by a
-  channel count fixed at init and torch-pruning can shrink every branch;
-* the BN+PReLU after each concatenation is applied per concat input (same
-  function and parameter count, see :class:`ConcatBNPReLU`);
+  channel count fixed at init;
+* the decoder's width (the paper: the number of classes) can be set apart from
+  the number of classes (``decoder_channels``): the 20-channel decoder of the
+  Cityscapes model then serves the 19 atWork classes, only the last transposed
+  convolution changes shape;
 * ESPNet-C upsamples its 1/8 logits bilinearly to the input size, and the
   ESPNet decoder resizes a transposed-conv output to its skip's size only when
   the two differ (odd input sizes), so any input size works.
@@ -19,7 +24,7 @@ these differences from the authors' code:
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Optional
 
 import torch
 import torch.nn as nn
@@ -40,22 +45,14 @@ class BNPReLU(nn.Sequential):
         )
 
 
-class ConcatBNPReLU(nn.Module):
-    """Concatenate inputs after a BN+PReLU on each one.
+class ConcatBNPReLU(BNPReLU):
+    """Concatenate the inputs, then one BN+PReLU over all channels (the paper's 'BR' after a concat)."""
 
-    Mathematically the paper's BN+PReLU on the concatenation (both are per
-    channel, same parameter count), but every concat input then comes out of a
-    layer with a known channel count. torch-pruning cannot infer the channels
-    of the raw downsampled image, and without that it maps pruned indices to
-    the wrong concat offsets.
-    """
+    def __init__(self, channels: int) -> None:
+        super().__init__(channels)
 
-    def __init__(self, channels: Sequence[int]) -> None:
-        super().__init__()
-        self.parts = nn.ModuleList([BNPReLU(c) for c in channels])
-
-    def forward(self, *xs: Tensor) -> Tensor:
-        return torch.cat([part(x) for part, x in zip(self.parts, xs)], 1)
+    def forward(self, *xs: Tensor) -> Tensor:  # type: ignore[override]
+        return super().forward(torch.cat(xs, 1))
 
 
 class ESPModule(nn.Module):
@@ -122,26 +119,28 @@ class ESPNetC(nn.Module):
         self.level1 = ConvBNAct(3, 16, 3, stride=2, act="prelu", bn_eps=_BN_EPS)
         self.sample1 = InputProjection(1)
         self.sample2 = InputProjection(2)
-        self.b1 = ConcatBNPReLU((16, 3))
+        self.b1 = ConcatBNPReLU(16 + 3)
         self.level2_0 = ESPModule(16 + 3, 64, stride=2)
         self.level2 = nn.Sequential(*[ESPModule(64, 64) for _ in range(p)])
-        self.b2 = ConcatBNPReLU((64, 64, 3))
+        self.b2 = ConcatBNPReLU(64 + 64 + 3)
         self.level3_0 = ESPModule(128 + 3, 128, stride=2)
         self.level3 = nn.Sequential(*[ESPModule(128, 128) for _ in range(q)])
-        self.b3 = ConcatBNPReLU((128, 128))
+        self.b3 = ConcatBNPReLU(128 + 128)
         self.classifier = nn.Conv2d(256, num_classes, 1, bias=False)
         self.p, self.q = p, q
         init_weights(self)
         self.config: Dict[str, Any] = {"name": "espnet_c", "num_classes": int(num_classes), "p": int(p), "q": int(q)}
 
     def encode(self, x: Tensor) -> Dict[str, Tensor]:
-        """Features at 1/2 (``l1``), 1/4 (``l2``) and the 1/8 class scores (``scores``)."""
-        l1 = self.b1(self.level1(x), self.sample1(x))
+        """Level-1 features (``f1``, 16 ch) and with the image (``l1``) at 1/2, ``l2`` at 1/4, the 1/8
+        class scores (``scores``)."""
+        f1 = self.level1(x)
+        l1 = self.b1(f1, self.sample1(x))
         down2 = self.level2_0(l1)
         l2 = self.b2(self.level2(down2), down2, self.sample2(x))
         down3 = self.level3_0(l2)
         l3 = self.b3(down3, self.level3(down3))
-        return {"l1": l1, "l2": l2, "scores": self.classifier(l3)}
+        return {"f1": f1, "l1": l1, "l2": l2, "scores": self.classifier(l3)}
 
     def classifier_layers(self) -> List[nn.Module]:
         return [self.classifier]
@@ -151,12 +150,18 @@ class ESPNetC(nn.Module):
 
 
 class ESPNet(nn.Module):
-    """ESPNet: ESPNet-C plus the paper's light decoder (project to classes, RUM, fuse, upsample)."""
+    """ESPNet: ESPNet-C plus the paper's light decoder (project to classes, RUM, fuse, upsample).
 
-    def __init__(self, num_classes: int, p: int = 2, q: int = 8) -> None:
+    ``decoder_channels`` (default: ``num_classes``, as in the paper) is the width of the class-space
+    decoder; only the final transposed convolution maps it to ``num_classes``.
+    """
+
+    def __init__(self, num_classes: int, p: int = 2, q: int = 8, decoder_channels: Optional[int] = None) -> None:
         super().__init__()
-        c = num_classes
-        self.encoder = ESPNetC(num_classes, p, q)
+        c = int(decoder_channels or num_classes)
+        if c < 5:
+            raise ValueError(f"decoder_channels must be >= 5 (an ESP module), got {c}")
+        self.encoder = ESPNetC(c, p, q)
         self.level2_classifier = nn.Conv2d(128 + 3, c, 1, bias=False)
         self.scores_bn = nn.BatchNorm2d(c, eps=_BN_EPS)
         self.up_l3 = nn.ConvTranspose2d(c, c, 2, stride=2, bias=False)
@@ -164,10 +169,12 @@ class ESPNet(nn.Module):
         self.combine = ESPModule(2 * c, c, residual=False)
         self.up_l2 = nn.ConvTranspose2d(c, c, 2, stride=2, bias=False)
         self.up_l2_bn = BNPReLU(c)
-        self.fuse_l1 = ConvBNAct(19 + c, c, 3, act="prelu", bn_eps=_BN_EPS)
-        self.classifier = nn.ConvTranspose2d(c, c, 2, stride=2, bias=False)
+        self.fuse_l1 = ConvBNAct(16 + c, c, 3, act="prelu", bn_eps=_BN_EPS)
+        self.classifier = nn.ConvTranspose2d(c, num_classes, 2, stride=2, bias=False)
         init_weights(self)
         self.config: Dict[str, Any] = {"name": "espnet", "num_classes": int(num_classes), "p": int(p), "q": int(q)}
+        if c != num_classes:
+            self.config["decoder_channels"] = c
 
     def classifier_layers(self) -> List[nn.Module]:
         """Every conv whose output lives in class space (the encoder's and the whole decoder's)."""
@@ -185,9 +192,9 @@ class ESPNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         feats = self.encoder.encode(x)
-        l1, l2 = feats["l1"], feats["l2"]
+        f1, l2 = feats["f1"], feats["l2"]
         up3 = self._match(self.up_l3(self.scores_bn(feats["scores"])), l2)
         y = self.combine(self.combine_bn(torch.cat([self.level2_classifier(l2), up3], 1)))
-        y = self._match(self.up_l2_bn(self.up_l2(y)), l1)
-        y = self.fuse_l1(torch.cat([y, l1], 1))
+        y = self._match(self.up_l2_bn(self.up_l2(y)), f1)
+        y = self.fuse_l1(torch.cat([y, f1], 1))
         return self._match(self.classifier(y), x)

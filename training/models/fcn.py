@@ -71,6 +71,8 @@ class FCN(nn.Module):
         self.score_fr = nn.Conv2d(fc_ch, num_classes, 1)
         self.score_pool4 = nn.Conv2d(stage_channels[3], num_classes, 1) if variant in ("16s", "8s") else None
         self.score_pool3 = nn.Conv2d(stage_channels[2], num_classes, 1) if variant == "8s" else None
+        # False: logits at the stride-8 score grid (export: the runtime upsamples only where labels change)
+        self.full_resolution_logits = True
         init_weights(self)
         # Skip scorers start at zero, as in the paper, so training starts from the coarser net.
         for layer in (self.score_pool4, self.score_pool3):
@@ -98,4 +100,4 @@ class FCN(nn.Module):
         if self.score_pool3 is not None:
             skip = self.score_pool3(pool3)
             score = resize_to(score, skip) + skip
-        return resize_to(score, x)
+        return resize_to(score, x) if self.full_resolution_logits else score

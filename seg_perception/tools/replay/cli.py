@@ -33,10 +33,15 @@ Output bag: header stamps are the input's; the log time of each output is its in
 time plus the measured latency, so both bags line up on one timeline. ``--offline`` writes
 an output bag only when ``--out-bag`` is given (log time = the input's).
 
+Depth: a bag with ``/camera/depth`` and ``/camera/camera_info`` (``seg-make-bag --demo``) starts the
+node with ``use_depth`` (unless ``-p use_depth=false``); each frame's depth and camera info are
+published before it, the node's 3D boxes are collected and, with ``/camera/objects_gt`` (rendered
+truth), scored: the summary's ``geometry`` (:mod:`.geometry`). ``--offline`` measures the same boxes
+in-process.
+
 Exit codes: 0 done, 1 the node failed or produced nothing, 2 a bad bag or argument (including a
 backend the node or ``--offline`` cannot load).
 """
-from __future__ import annotations
 from __future__ import annotations
 
 import argparse
@@ -52,6 +57,7 @@ from .. import bags
 from ..bag_plan import plan_replay
 from ..bags import BagError
 from ..errors import UsageError
+from .geometry import GeometryReplay, has_depth
 from .live import ReplayFailed, run_live
 from .node_config import check_gt_variant, class_set_for, node_config, parse_params
 from .offline import run_offline
@@ -159,8 +165,13 @@ def replay(args: argparse.Namespace) -> Dict[str, Any]:
     _validate_args(args)
     gt_topic = args.gt_topic or bags.GT_TOPIC
     plan = plan_replay(args.bag, args.topic, gt_topic, gt_explicit=args.gt_topic is not None)
+    if has_depth(plan):
+        args.params.setdefault("use_depth", True)
     cfg = node_config(args.backend, args.model_path, args.params, plan.msgtype == bags.COMPRESSED_TYPE)
     classes = class_set_for(cfg)
+    # the depth side of the run, handed to the offline / live runner; None without depth
+    args.geometry = (GeometryReplay.for_plan(plan, list(classes.names), cfg.resolve_size_pairs,
+                                             cfg.depth_sync_tolerance_s) if cfg.use_depth else None)
     warnings: List[str] = []
     check_gt_variant(plan, classes, warnings)
     out_path = _out_bag_path(args)
@@ -176,11 +187,17 @@ def replay(args: argparse.Namespace) -> Dict[str, Any]:
         "backend": cfg.backend, "model_path": cfg.model_path or None, "class_variant": classes.variant,
     }
     runner = run_offline if args.offline else run_live
-    with _output_bag(out_path, storage) as writer:
-        result, lat = runner(plan, cfg, classes, args, writer, samples)
+    try:
+        with _output_bag(out_path, storage) as writer:
+            result, lat = runner(plan, cfg, classes, args, writer, samples)
+    finally:
+        if args.geometry is not None:
+            args.geometry.close()
     if writer is not None:
         summary["out_bag"] = {"path": str(out_path), "storage": storage, "topics": dict(writer.counts)}
     summary.update(result)
+    if args.geometry is not None:
+        summary["geometry"] = args.geometry.summary()
     if warnings:
         summary["warnings"] = warnings
     if args.overlays is not None:

@@ -59,16 +59,19 @@ class LiveReplay:
         self.join = StampJoin(classes.num_classes, max_age_s=max(10.0, 3 * args.frame_timeout))
         self.state = LiveState()
         self.node = None
+        self.geo = args.geometry  # depth in the bag: geometry.GeometryReplay
         self.log_dir = Path(tempfile.mkdtemp(prefix="seg_replay_"))
         if not args.no_start_node:
             remap = f"{'image/compressed' if self.compressed else 'image'}:={self.topic}"
             self.node = NodeProcess(ros_param_values(cfg, args.params), args.node_log or self.log_dir / "node.log",
-                                    remap=[remap])
+                                    remap=[remap, *(self.geo.remaps() if self.geo else [])])
         try:
             # StreamClient publishes sensor_msgs/Image; compressed frames need their own publisher.
             self.client = StreamClient(self.topic if not self.compressed else "/_seg_replay/unused_image",
                                        namespace=args.node_namespace, name="seg_replay")
             self.pub = self.client.pub if not self.compressed else self._compressed_publisher()
+            if self.geo is not None:
+                self.geo.attach(self.client.node, args.node_namespace)
         except BaseException:
             if self.node is not None:
                 self.node.stop()
@@ -170,6 +173,8 @@ class LiveReplay:
                 self._idle_until(target)
                 self.state.max_lag_s = max(self.state.max_lag_s, time.monotonic() - target)
             self._remember(index, stamp, item)
+            if self.geo is not None:
+                self.geo.before_frame(item.t_ns)  # the frame's depth and camera info first
             self.state.sent[stamp] = SentFrame(index, item.t_ns, time.time())
             self.pub.publish(item.raw)
             if args.as_fast_as_node:

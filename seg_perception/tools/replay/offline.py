@@ -27,8 +27,11 @@ class OfflineResult:
 
 def run_segmenter_over_bag(plan: ReplayPlan, cfg: Any, classes: Any, only: Optional[set] = None,
                            max_frames: int = 0, writer: Optional[bags.BagWriter] = None,
-                           samples: Optional[Samples] = None) -> OfflineResult:
-    """``make_segmenter`` on the bag's frames (all, or the stamps in ``only``): the node's code, no DDS."""
+                           samples: Optional[Samples] = None, geo: Any = None) -> OfflineResult:
+    """``make_segmenter`` on the bag's frames (all, or the stamps in ``only``): the node's code, no DDS.
+
+    ``geo`` (a :class:`~.geometry.GeometryReplay`, bags with depth): each frame's 3D boxes, as the node
+    measures them."""
     from ...backends import BackendError
     from ...encodings import ImageDecodeError
     from ...pipeline import make_segmenter
@@ -59,6 +62,8 @@ def run_segmenter_over_bag(plan: ReplayPlan, cfg: Any, classes: Any, only: Optio
             LOG.warning("frame %d (stamp %s) rejected: %s", index, stamp, e)
             continue
         out = seg.run(rgb)
+        if geo is not None:
+            geo.offline_frame(stamp, item.t_ns, out, seg)
         res.pipeline_ms.append(out.total_ms)
         res.processed[stamp] = label_digest(out.labels)
         if plan.gt_topic:
@@ -93,7 +98,8 @@ def run_offline(plan: ReplayPlan, cfg: Any, classes: Any, args: argparse.Namespa
                 writer: Optional[bags.BagWriter], samples: Samples) -> Tuple[Dict[str, Any], List[float]]:
     """The offline mode: its summary part and the per-frame pipeline times."""
     t0 = time.monotonic()
-    res = run_segmenter_over_bag(plan, cfg, classes, max_frames=args.max_frames, writer=writer, samples=samples)
+    res = run_segmenter_over_bag(plan, cfg, classes, max_frames=args.max_frames, writer=writer, samples=samples,
+                                 geo=args.geometry)
     sent = len(res.processed) + res.rejected
     out = offline_summary(plan, res, classes, sent)
     out["seconds"] = round(time.monotonic() - t0, 3)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ...metrics import confusion_matrix, iou_per_class
+from ... import metrics
+from ...metrics import confusion_matrix
 from ...stamps import Stamp
 
 LOG = logging.getLogger("seg_replay")
@@ -22,19 +22,13 @@ def confusion(gt: np.ndarray, pred: np.ndarray, num_classes: int) -> np.ndarray:
 
 
 def miou(cm: np.ndarray) -> Optional[float]:
-    iou = iou_per_class(cm)
-    return float(np.nanmean(iou)) if np.any(~np.isnan(iou)) else None
+    """Mean IoU of the classes present; None when none is."""
+    return metrics.accuracy_summary(cm)["miou"]
 
 
 def accuracy_summary(cm: np.ndarray, names: Sequence[str], frames: int) -> Dict[str, Any]:
-    iou = iou_per_class(cm)
-    total = int(cm.sum())
-    return {
-        "frames_evaluated": frames,
-        "miou": miou(cm),
-        "pixel_accuracy": float(np.trace(cm) / total) if total else None,
-        "per_class_iou": {n: (None if math.isnan(v) else float(v)) for n, v in zip(names, iou)},
-    }
+    """:func:`seg_perception.metrics.accuracy_summary` (what seg-eval reports too) of ``frames`` frames."""
+    return {"frames_evaluated": frames, **metrics.accuracy_summary(cm, names)}
 
 
 def percentiles(values: Sequence[float]) -> Dict[str, Optional[float]]:

@@ -1,0 +1,105 @@
+"""One colour frame's segmentation + its depth -> 3D objects: what the node calls (no rclpy).
+
+Decodes the depth message, fits depth and camera info to the frame, measures every object's
+box (:mod:`seg_perception.geometry`) and, when enabled, settles size twins
+(:mod:`seg_perception.size_pairs`). Bad depth or camera info raises
+:class:`~seg_perception.depth_sync.DepthError` with a reason the node counts; the 2D outputs
+never depend on it.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, List, NamedTuple, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .depth_sync import camera_from_info, decode_depth, depth_for_frame
+from .geometry import GeometryConfig, Object3D, measure_objects
+from .size_pairs import ObjectFacts, SizePairs, load_object_facts
+
+
+class InstanceBox(NamedTuple):
+    """What the geometry needs of an instance (``SegObject``-like, without a full-frame mask)."""
+
+    instance_id: int
+    class_id: int
+    class_name: str
+    bbox: Tuple[int, int, int, int]
+    score: float
+
+
+def instance_boxes(labels: np.ndarray, instances: np.ndarray, class_names: Sequence[str], step: int = 2,
+                   scores: Optional[np.ndarray] = None, quant: Optional[Tuple[float, int]] = None,
+                   samples: int = 8) -> List[InstanceBox]:
+    """Instances, their classes and pixel boxes from every ``step``-th row and column (the box is padded
+    by ``step``: it only places the crop the geometry looks at). ``scores`` (the model's (h, w, C)
+    output, optional): each object's score is the mean softmax maximum at up to ``samples`` x
+    ``samples`` of its pixels, else 1.0. Cost is bounded by the object pixels of the sampled grid."""
+    sub = instances[::step, ::step]
+    flat = sub.ravel()
+    nz = np.flatnonzero(flat)
+    if nz.size == 0:
+        return []
+    ids = flat[nz]
+    ys, xs = np.divmod(nz, sub.shape[1])
+    h, w = instances.shape
+    out = []
+    for k in np.unique(ids):
+        sel = ids == k
+        yk, xk = ys[sel], xs[sel]
+        x0, y0 = max(0, int(xk.min()) * step - step), max(0, int(yk.min()) * step - step)
+        x1, y1 = min(w, int(xk.max()) * step + 2 * step), min(h, int(yk.max()) * step + 2 * step)
+        cls = int(labels[int(yk[0]) * step, int(xk[0]) * step])
+        score = 1.0
+        if scores is not None:
+            pick = np.linspace(0, yk.size - 1, min(yk.size, samples * samples)).astype(np.int64)
+            score = _mean_max_softmax(scores, quant, yk[pick] * step, xk[pick] * step, (h, w))
+        out.append(InstanceBox(int(k), cls, class_names[cls] if cls < len(class_names) else str(cls),
+                               (x0, y0, x1 - x0, y1 - y0), score))
+    return out
+
+
+def _mean_max_softmax(scores: np.ndarray, quant: Optional[Tuple[float, int]], ys: np.ndarray, xs: np.ndarray,
+                      hw: Tuple[int, int]) -> float:
+    """Mean of the max class probability at full-resolution pixels (ys, xs) of a (h, w, C) score map."""
+    sh, sw = scores.shape[:2]
+    s = scores[np.minimum(ys * sh // hw[0], sh - 1), np.minimum(xs * sw // hw[1], sw - 1)].astype(np.float32)
+    if quant is not None:
+        s = (s - quant[1]) * quant[0]
+    s -= s.max(axis=1, keepdims=True)
+    return float(np.mean(1.0 / np.exp(s).sum(axis=1)))
+
+
+@dataclass
+class Objects3D:
+    objects: List[Object3D]  # measured, in instance-id order
+    no_pose: List[Tuple[int, str]] = field(default_factory=list)  # (instance id, reason)
+    resolved: int = 0  # objects whose class a size pair changed
+    ms: float = 0.0
+
+
+class ObjectGeometry:
+    """Measures the objects of a frame; holds the class facts and the size-pair table."""
+
+    def __init__(self, class_names: Sequence[str], facts: Optional[ObjectFacts] = None,
+                 cfg: Optional[GeometryConfig] = None):
+        self.facts = facts or load_object_facts()
+        self.cfg = cfg or GeometryConfig(symmetric_classes=self.facts.symmetric,
+                                         round_section_classes=self.facts.round_section)
+        self.class_names = list(class_names)
+        self.pairs = SizePairs(self.facts, class_names)
+
+    def run(self, depth_msg: Any, info_msg: Any, labels: np.ndarray, instances: np.ndarray,
+            objects: Optional[Sequence[Any]] = None, resolve_pairs: bool = True, scores: Optional[np.ndarray] = None,
+            quant: Optional[Tuple[float, int]] = None, class_names: Sequence[str] = ()) -> Objects3D:
+        """``objects``: the frame's ``SegObject`` list, or None to find them here (:func:`instance_boxes`,
+        scored from the model's ``scores`` when given). Raises DepthError (reason) on unusable input."""
+        t0 = time.perf_counter()
+        depth = decode_depth(depth_msg)
+        depth, cam = depth_for_frame(depth, camera_from_info(info_msg), labels.shape)
+        if objects is None:
+            objects = instance_boxes(labels, instances, class_names or self.class_names, scores=scores, quant=quant)
+        found, failed = measure_objects(depth, labels, instances, objects, cam, self.cfg)
+        resolved = self.pairs.apply(found) if resolve_pairs else 0
+        return Objects3D(found, failed, resolved, (time.perf_counter() - t0) * 1e3)
