@@ -23,6 +23,11 @@ LAUNCH_ARGUMENTS: Dict[str, Tuple[str, str]] = {
     "use_sim_time": ("", "true: follow /clock (bag replay with --clock); '' = the params file's (false)"),
     "autostart": ("", "false: wait for lifecycle configure/activate; '' = the params file's (true)"),
     "log_level": ("info", "log level: debug, info, warn, error or fatal"),
+    "use_depth": ("", "true: also read depth + camera info and publish 3D boxes per object; "
+                      "'' = the params file's (false)"),
+    "depth_topic": ("/camera/depth", "depth image registered to the colour image (16UC1 mm or 32FC1 m), "
+                                     "read with use_depth"),
+    "camera_info_topic": ("/camera/camera_info", "the colour camera's CameraInfo, read with use_depth"),
 }
 
 LOG_LEVELS = ("debug", "info", "warn", "error", "fatal")
@@ -53,7 +58,7 @@ def node_settings(args: Mapping[str, str], default_params_file: str) -> Dict[str
     compressed = _flag(a, "use_compressed")
     if compressed is not None:
         overrides["transport"] = "compressed" if compressed else "raw"
-    for name in ("use_sim_time", "autostart"):
+    for name in ("use_sim_time", "autostart", "use_depth"):
         value = _flag(a, name)
         if value is not None:
             overrides[name] = value
@@ -65,6 +70,12 @@ def node_settings(args: Mapping[str, str], default_params_file: str) -> Dict[str
     topic = a["image_topic"].rstrip("/")
     # Both remappings: the node subscribes to one of them, whichever transport the parameters choose.
     remappings: List[Tuple[str, str]] = [("image", topic), ("image/compressed", topic + "/compressed")]
+    # Depth remappings always: whether the node reads them is use_depth's (the argument or the file).
+    for node_topic, arg in (("depth", "depth_topic"), ("camera_info", "camera_info_topic")):
+        remapped = a[arg].strip().rstrip("/")
+        if not remapped:
+            raise ValueError(f"{arg} must not be empty (default {LAUNCH_ARGUMENTS[arg][0]})")
+        remappings.append((node_topic, remapped))
     parameters: List[object] = [a["params_file"] or default_params_file]
     if overrides:
         parameters.append(overrides)

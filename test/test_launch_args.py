@@ -24,10 +24,33 @@ def test_topics_name_namespace_and_log_level():
     s = node_settings({"image_topic": "/cam/rgb/", "namespace": "arm", "node_name": "seg_left",
                        "log_level": "DEBUG"}, "/p.yaml")
     # both remappings: the transport (from the file or use_compressed) picks the one the node subscribes to
-    assert s["remappings"] == [("image", "/cam/rgb"), ("image/compressed", "/cam/rgb/compressed")]
+    assert s["remappings"][:2] == [("image", "/cam/rgb"), ("image/compressed", "/cam/rgb/compressed")]
     assert s["namespace"] == "arm" and s["name"] == "seg_left"
     assert s["ros_arguments"] == ["--log-level", "debug"]
     assert node_settings({}, "/p.yaml")["ros_arguments"] == ["--log-level", "info"]
+
+
+def test_depth_arguments_remap_depth_and_camera_info_and_set_use_depth_only_when_given():
+    s = node_settings({}, "/p.yaml")
+    assert s["remappings"] == [("image", "/camera/image_raw"), ("image/compressed", "/camera/image_raw/compressed"),
+                               ("depth", "/camera/depth"), ("camera_info", "/camera/camera_info")]
+    assert s["parameters"] == ["/p.yaml"]  # use_depth left to the file
+    s = node_settings({"use_depth": "true", "depth_topic": "/cam/aligned_depth_to_color/image_raw/",
+                       "camera_info_topic": "/cam/color/camera_info"}, "/p.yaml")
+    assert s["parameters"] == ["/p.yaml", {"use_depth": True}]
+    assert s["remappings"][2:] == [("depth", "/cam/aligned_depth_to_color/image_raw"),
+                                   ("camera_info", "/cam/color/camera_info")]
+    assert node_settings({"use_depth": "off"}, "/p.yaml")["parameters"] == ["/p.yaml", {"use_depth": False}]
+
+
+def test_depth_defaults_are_the_topics_of_the_projects_bags():
+    """seg-make-bag --demo writes depth and camera info where the launch file looks by default."""
+    pytest.importorskip("rosbags")
+    from seg_perception.tools import bags
+
+    defaults = {n: d for n, (d, _) in LAUNCH_ARGUMENTS.items()}
+    assert (defaults["image_topic"], defaults["depth_topic"], defaults["camera_info_topic"]) == (
+        bags.CAMERA_TOPIC, bags.DEPTH_TOPIC, bags.CAMERA_INFO_TOPIC)
 
 
 @pytest.mark.parametrize("args, words", [
@@ -36,6 +59,9 @@ def test_topics_name_namespace_and_log_level():
     ({"autostart": "2"}, ["autostart", "true or false"]),
     ({"log_level": "loud"}, ["log_level", "debug"]),
     ({"node_name": " "}, ["node_name"]),
+    ({"use_depth": "yes please"}, ["use_depth", "true or false"]),
+    ({"depth_topic": " "}, ["depth_topic", "/camera/depth"]),
+    ({"camera_info_topic": ""}, ["camera_info_topic"]),
 ])
 def test_bad_arguments_name_the_valid_values(args, words):
     with pytest.raises(ValueError) as e:
