@@ -31,3 +31,18 @@ def test_dataset_summary_is_the_models_accuracy():
 def test_summary_without_latency_or_ground_truth():
     text = plain_summary({"backend": "espnet", "frames_sent": 3}, Path("o"), rendered=True)
     assert "p50 n/a" in text and "no ground truth" in text
+
+
+def test_rendered_depth_adds_one_line_on_the_3d_boxes():
+    geometry = {"depth_frames_published": 60, "accuracy_3d": {
+        "objects_true": 180, "matched": 41, "position_error_mm": {"n": 41, "median": 3.04, "p90": 20.0, "max": 40.0},
+        "dimension_error_rel": {"n": 123, "median": 0.0523, "p90": 0.6, "max": 1.0}}}
+    text = plain_summary({**SUMMARY, "geometry": geometry}, Path("out/demo"), rendered=True)
+    lines = text.splitlines()
+    assert len(lines) <= 8 and lines[-1].startswith("  full summary:")
+    assert "  3D boxes: 41 of 180 rendered objects found, centre error median 3.0 mm, size error median 5.2 %" in lines
+    none = {"objects_true": 5, "matched": 0, "position_error_mm": {"n": 0, "median": None},
+            "dimension_error_rel": {"n": 0, "median": None}}
+    text = plain_summary({**SUMMARY, "geometry": {"accuracy_3d": none}}, Path("o"), rendered=True)
+    assert "0 of 5 rendered objects found, centre error median n/a, size error median n/a" in text
+    assert "3D boxes" not in plain_summary({**SUMMARY, "geometry": {"marker_arrays": 3}}, Path("o"), rendered=True)

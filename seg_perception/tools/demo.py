@@ -82,6 +82,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     return 0
 
 
+def _num(stats: Optional[Dict[str, Any]], unit: str, scale: float = 1.0) -> str:
+    v = (stats or {}).get("median")
+    return "n/a" if v is None else f"{scale * v:.1f}{unit}"
+
+
 def _ms(latency: Dict[str, Any], key: str) -> str:
     v = latency.get(key)
     return "n/a" if v is None else f"{v:.1f} ms"
@@ -109,6 +114,11 @@ def plain_summary(summary: Dict[str, Any], out: Path, rendered: bool) -> str:
                   "  accuracy on real photos: bash scripts/demo.sh --dataset ../shared/datasets/atwork"]
     else:
         lines.append(f"  {score} (validation photos, held out from training): the model's accuracy on a real stream")
+    boxes = (summary.get("geometry") or {}).get("accuracy_3d")
+    if boxes:
+        lines.append(f"  3D boxes: {boxes.get('matched', 0)} of {boxes.get('objects_true', 0)} rendered objects found, "
+                     f"centre error median {_num(boxes.get('position_error_mm'), ' mm')}, "
+                     f"size error median {_num(boxes.get('dimension_error_rel'), ' %', 100)}")
     lines.append(f"  full summary: {out / 'summary.json'}; report: {summary.get('report', out / 'report.png')}")
     return "\n".join(lines)
 
