@@ -7,7 +7,7 @@ with known answers and no ROS objects.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, Optional, Tuple
+from typing import Dict, Mapping, Optional, Tuple
 
 OK, WARN, ERROR = 0, 1, 2
 
