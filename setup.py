@@ -1,5 +1,5 @@
 """ament_python package. ROS wheels/debs are deliberately not in install_requires:
-on a ROS machine they come from apt (rosdep), here from .ci/setup_env.sh."""
+on a ROS machine they come from apt (rosdep), here from scripts/setup_env.sh."""
 from glob import glob
 
 from setuptools import find_packages, setup
@@ -18,7 +18,7 @@ setup(
         (f"share/{PACKAGE}/models", glob("models/*.tflite") + glob("models/*.onnx") + glob("models/*.json")
          + glob("models/*.yaml")),
     ],
-    install_requires=["setuptools", "numpy", "pyyaml", "opencv-python-headless"],
+    install_requires=["setuptools", "numpy", "pyyaml", "opencv-python-headless", "pillow"],
     extras_require={"runtime": ["onnxruntime", "ai-edge-litert", "rosbags", "matplotlib"]},
     zip_safe=True,
     maintainer="seg_perception developers",
@@ -28,7 +28,8 @@ setup(
     tests_require=["pytest"],
     entry_points={
         "console_scripts": [
-            "seg_node = seg_perception.node:main",
+            "seg-node = seg_perception.node:main",
+            "seg_node = seg_perception.node:main",  # the old name, kept as an alias
             "seg-demo = seg_perception.tools.demo:main",
             "seg-bench = seg_perception.tools.bench:main",
             "seg-eval = seg_perception.tools.eval:main",

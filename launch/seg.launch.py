@@ -5,22 +5,29 @@ import os
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
 from launch.substitutions import LaunchConfiguration
-from launch_ros.actions import Node
+from launch_ros.actions import LifecycleNode
 
-from seg_perception.launch_args import LAUNCH_ARGUMENTS, node_settings
+from seg_perception.launch_args import (FASTDDS_PROFILE_VARIABLE, LAUNCH_ARGUMENTS, fastdds_profile_to_set,
+                                        node_settings)
 
 
-def _node(context, *_, **__):
+def _actions(context, *_, **__):
     share = get_package_share_directory("seg_perception")
     args = {name: LaunchConfiguration(name).perform(context) for name in LAUNCH_ARGUMENTS}
     s = node_settings(args, os.path.join(share, "config", "params.yaml"))
-    return [Node(package="seg_perception", executable="seg_node", name="seg_perception", output="screen",
-                 namespace=s["namespace"], parameters=s["parameters"], remappings=s["remappings"])]
+    actions = []
+    profile = fastdds_profile_to_set(context.environment, share)
+    if profile:
+        actions.append(SetEnvironmentVariable(FASTDDS_PROFILE_VARIABLE, profile))
+    actions.append(LifecycleNode(package="seg_perception", executable="seg-node", name=s["name"], output="screen",
+                                 namespace=s["namespace"], parameters=s["parameters"], remappings=s["remappings"],
+                                 ros_arguments=s["ros_arguments"]))
+    return actions
 
 
 def generate_launch_description():
     return LaunchDescription(
         [DeclareLaunchArgument(n, default_value=d, description=desc) for n, (d, desc) in LAUNCH_ARGUMENTS.items()]
-        + [OpaqueFunction(function=_node)])
+        + [OpaqueFunction(function=_actions)])

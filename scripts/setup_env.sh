@@ -10,7 +10,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 . .venv/bin/activate
 stamp=.venv/.seg_perception_deps
-want=$(cat requirements-runtime.txt training/requirements.txt requirements-test.txt scripts/setup_env.sh | sha256sum | cut -c1-16)
+want=$(cat requirements-runtime.txt training/requirements.txt requirements-test.txt scripts/setup_env.sh setup.py setup.cfg \
+  | sha256sum | cut -c1-16)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
@@ -20,8 +21,10 @@ cons=$(mktemp); echo "torch==2.13.0" > "$cons"
 python -m pip install -q torch==2.13.0
 # ROS 2 kilted from PyPI wheels (never mixed with another distro's wheels).
 python -m pip install -q -c "$cons" 'ros-kilted-rclpy[fastrtps]' ros-kilted-sensor-msgs ros-kilted-std-msgs \
-  ros-kilted-diagnostic-msgs ros-kilted-rcl-interfaces ros-kilted-std-srvs ros-kilted-geometry-msgs \
-  ros-kilted-visualization-msgs
+  ros-kilted-diagnostic-msgs ros-kilted-rcl-interfaces ros-kilted-std-srvs ros-kilted-lifecycle-msgs \
+  ros-kilted-geometry-msgs ros-kilted-visualization-msgs
 python -m pip install -q -c "$cons" -r requirements-runtime.txt -r training/requirements.txt -r requirements-test.txt
 rm -f "$cons"
+# The package itself, editable: seg-eval, seg-demo, ... on PATH in .venv (python -m keeps working).
+python -m pip install -q --no-deps --no-build-isolation -e .
 echo "$want" > "$stamp"

@@ -1,13 +1,16 @@
 """The node's parameters as one validated config object (no rclpy).
 
-The node declares every field of :class:`NodeConfig` as a ROS parameter with the
-description below, and builds the object with :meth:`NodeConfig.from_dict`; bad
-values raise :class:`ConfigError` naming the valid options.
+:data:`PARAMS` says, once, what each parameter of :class:`NodeConfig` means, its valid range
+or choices and whether it can change only at start-up; the node turns each into a ROS
+parameter descriptor (so ``ros2 param describe`` shows the rules) and builds the object with
+:meth:`NodeConfig.from_dict` or, at start-up, :func:`startup_config` (bad values fall back to
+their default one by one, each with its reason). Bad values raise :class:`ConfigError`
+naming the valid options.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Dict, Mapping, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 from .backends import backend_names
 from .classes import VARIANTS
@@ -15,9 +18,57 @@ from .classes import VARIANTS
 TRANSPORTS = ("raw", "compressed")
 RELIABILITIES = ("best_effort", "reliable")
 
+Number = Union[int, float]
+
 
 class ConfigError(ValueError):
     pass
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """What a parameter means and which values it takes."""
+
+    description: str
+    range: Optional[Tuple[Number, Number]] = None  # inclusive
+    choices: Optional[Tuple[str, ...]] = None
+    startup_only: bool = False  # read-only after start-up (needs a new subscription / timer)
+
+
+PARAMS: Dict[str, ParamSpec] = {
+    "backend": ParamSpec("inference backend", choices=backend_names()),
+    "model_path": ParamSpec("model file overriding the backend's shipped model ('' = shipped model)"),
+    "input_width": ParamSpec("model input width (0 = the model's own; fixed-shape models reject other values)",
+                             range=(0, 8192)),
+    "input_height": ParamSpec("model input height (0 = the model's own)", range=(0, 8192)),
+    "num_threads": ParamSpec("CPU threads for the inference runtime", range=(1, 64)),
+    "transport": ParamSpec("raw (sensor_msgs/Image on 'image') or compressed (CompressedImage on "
+                           "'image/compressed', JPEG or PNG data)", choices=TRANSPORTS, startup_only=True),
+    "min_object_area": ParamSpec("connected components smaller than this many pixels get no instance id",
+                                 range=(0, 100_000_000)),
+    "overlay_alpha": ParamSpec("class colour weight in segmentation/overlay", range=(0.0, 1.0)),
+    "class_variant": ParamSpec("class set of a model_path outside the manifest (a manifest model must agree "
+                               "with its entry)", choices=VARIANTS),
+    "qos_reliability": ParamSpec("input QoS reliability: best_effort (sensor data) or reliable",
+                                 choices=RELIABILITIES, startup_only=True),
+    "qos_depth": ParamSpec("input QoS history depth", range=(1, 100), startup_only=True),
+    "output_qos_reliability": ParamSpec("outputs' QoS reliability: reliable, or best_effort for viewers on a "
+                                        "lossy link (a reliable subscriber does not match best_effort)",
+                                        choices=RELIABILITIES, startup_only=True),
+    "max_image_pixels": ParamSpec("frames with more pixels are rejected before decoding", range=(1, 1 << 28)),
+    "stall_timeout_s": ParamSpec("no frame for this long while active = camera stall warning in diagnostics",
+                                 range=(0.05, 3600.0)),
+    "diagnostics_period_s": ParamSpec("period of /diagnostics", range=(0.05, 60.0), startup_only=True),
+    "autostart": ParamSpec("configure and activate the lifecycle node at start-up (false: wait for "
+                           "lifecycle transitions)", startup_only=True),
+    "use_depth": ParamSpec("subscribe to 'depth' (registered to the colour image, 16UC1 mm or 32FC1 m) and "
+                           "'camera_info' and publish 3D boxes (segmentation/object_markers, object_poses, "
+                           "detections_3d)", startup_only=True),
+    "depth_sync_tolerance_s": ParamSpec("a depth image pairs with the colour frame of the same stamp, or the "
+                                        "nearest one at most this far apart", range=(0.0, 1.0)),
+    "resolve_size_pairs": ParamSpec("report an object of a size pair (f20_20/s40_40, m20/m30) as its twin when "
+                                    "depth measures it closer to the twin's size"),
+}
 
 
 @dataclass(frozen=True)
@@ -33,48 +84,27 @@ class NodeConfig:
     class_variant: str = "full"
     qos_reliability: str = "best_effort"
     qos_depth: int = 1
+    output_qos_reliability: str = "reliable"
     max_image_pixels: int = 4096 * 4096
     stall_timeout_s: float = 2.0
     diagnostics_period_s: float = 1.0
+    autostart: bool = True
     use_depth: bool = False
     depth_sync_tolerance_s: float = 0.02
     resolve_size_pairs: bool = True
 
     def validate(self) -> "NodeConfig":
-        names = backend_names()
-        if self.backend not in names:
-            raise ConfigError(f"backend {self.backend!r} is not one of {list(names)}")
-        if self.transport not in TRANSPORTS:
-            raise ConfigError(f"transport {self.transport!r} is not one of {list(TRANSPORTS)}")
-        if self.qos_reliability not in RELIABILITIES:
-            raise ConfigError(f"qos_reliability {self.qos_reliability!r} is not one of {list(RELIABILITIES)}")
-        if self.class_variant not in VARIANTS:
-            raise ConfigError(f"class_variant {self.class_variant!r} is not one of {list(VARIANTS)}")
-        if not 1 <= self.num_threads <= 64:
-            raise ConfigError(f"num_threads {self.num_threads} must be in 1..64")
-        for name in ("input_width", "input_height", "min_object_area"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be >= 0 (0 = model default), got {getattr(self, name)}")
-        if not 0.0 <= self.overlay_alpha <= 1.0:
-            raise ConfigError(f"overlay_alpha {self.overlay_alpha} must be in [0, 1]")
-        if not 1 <= self.qos_depth <= 100:
-            raise ConfigError(f"qos_depth {self.qos_depth} must be in 1..100")
-        if self.max_image_pixels < 1:
-            raise ConfigError("max_image_pixels must be >= 1")
-        if self.stall_timeout_s <= 0 or self.diagnostics_period_s <= 0:
-            raise ConfigError("stall_timeout_s and diagnostics_period_s must be > 0")
-        if not 0.0 <= self.depth_sync_tolerance_s <= 1.0:
-            raise ConfigError(f"depth_sync_tolerance_s {self.depth_sync_tolerance_s} must be in [0, 1]")
+        for f in fields(self):
+            check_value(f.name, getattr(self, f.name))
         return self
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "NodeConfig":
-        known = {f.name: f for f in fields(cls)}
-        unknown = sorted(set(values) - set(known))
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
         if unknown:
             raise ConfigError(f"unknown parameter(s) {unknown}; valid: {sorted(known)}")
-        kwargs = {k: _coerce(k, v, type(getattr(cls, k))) for k, v in values.items()}
-        return cls(**kwargs).validate()
+        return cls(**{k: coerce(k, v) for k, v in values.items()}).validate()
 
     def replace(self, **changes: Any) -> "NodeConfig":
         d = asdict(self)
@@ -83,42 +113,61 @@ class NodeConfig:
 
     def backend_key(self) -> Tuple[Any, ...]:
         """Fields whose change needs a new backend."""
-        return (self.backend, self.model_path, self.num_threads, self.input_width, self.input_height)
+        return (self.backend, self.model_path, self.num_threads, self.input_width, self.input_height,
+                self.class_variant)
 
     def as_dict(self) -> Dict[str, Any]:
         return asdict(self)
 
 
-def _coerce(name: str, value: Any, typ: type) -> Any:
-    """Accept ints for float fields and integral floats for int fields; bools only for bool fields."""
-    ok = (typ is bool and isinstance(value, bool)) or (not isinstance(value, bool)) and (
-        (typ is str and isinstance(value, str))
-        or (typ is int and (isinstance(value, int) or (isinstance(value, float) and value.is_integer())))
-        or (typ is float and isinstance(value, (int, float))))
+def field_type(name: str) -> type:
+    return type(getattr(NodeConfig, name))
+
+
+def coerce(name: str, value: Any) -> Any:
+    """Accept ints for float fields and integral floats for int fields (as ROS users write them); nothing else."""
+    typ = field_type(name)
+    if typ is bool:
+        ok = isinstance(value, bool)
+    else:
+        ok = (not isinstance(value, bool)) and (
+            (typ is str and isinstance(value, str))
+            or (typ is int and (isinstance(value, int) or (isinstance(value, float) and value.is_integer())))
+            or (typ is float and isinstance(value, (int, float))))
     if not ok:
         raise ConfigError(f"parameter {name}={value!r} must be of type {typ.__name__}")
     return typ(value)
 
 
-DESCRIPTIONS: Dict[str, str] = {
-    "backend": "inference backend; one of " + ", ".join(backend_names()),
-    "model_path": "model file overriding the backend's shipped model ('' = shipped model)",
-    "input_width": "model input width (0 = the model's own; fixed-shape models reject other values)",
-    "input_height": "model input height (0 = the model's own)",
-    "num_threads": "CPU threads for the inference runtime",
-    "transport": "raw (sensor_msgs/Image on 'image') or compressed (CompressedImage on 'image/compressed')",
-    "min_object_area": "connected components smaller than this many pixels get no instance id",
-    "overlay_alpha": "class colour weight in /segmentation/overlay",
-    "class_variant": "class set of the model: " + ", ".join(VARIANTS),
-    "qos_reliability": "input QoS reliability: best_effort (sensor data) or reliable",
-    "qos_depth": "input QoS history depth",
-    "max_image_pixels": "frames with more pixels are rejected before decoding",
-    "stall_timeout_s": "no frame for this long = camera stall warning in diagnostics",
-    "diagnostics_period_s": "period of /diagnostics",
-    "use_depth": "subscribe to 'depth' (registered to the colour image, 16UC1 mm or 32FC1 m) and 'camera_info' and "
-                 "publish 3D boxes (segmentation/object_markers, object_poses, detections_3d); start-up only",
-    "depth_sync_tolerance_s": "a depth image pairs with the colour frame of the same stamp, or the nearest one at "
-                              "most this far apart",
-    "resolve_size_pairs": "report an object of a size pair (f20_20/s40_40, m20/m30) as its twin when depth measures "
-                          "it closer to the twin's size",
-}
+def check_value(name: str, value: Any) -> None:
+    """One parameter against its :data:`PARAMS` rule; raises :class:`ConfigError` with the valid values."""
+    spec = PARAMS[name]
+    if spec.choices is not None and value not in spec.choices:
+        raise ConfigError(f"{name} {value!r} is not one of {list(spec.choices)}")
+    if spec.range is not None:
+        lo, hi = spec.range
+        if not lo <= value <= hi:
+            raise ConfigError(f"{name} {value} must be in [{lo}, {hi}]")
+
+
+def startup_config(values: Mapping[str, Any]) -> Tuple[NodeConfig, Dict[str, str]]:
+    """The config to start with: each given value that is valid, the default for each that is not.
+
+    Returns the config and ``{name: reason}`` for every value that was refused, so one bad value
+    neither stops the node nor discards the valid ones beside it.
+    """
+    defaults = NodeConfig().as_dict()
+    chosen: Dict[str, Any] = {}
+    faults: Dict[str, str] = {}
+    for name, value in values.items():
+        if name not in defaults:
+            faults[name] = f"unknown parameter {name!r}; valid: {sorted(defaults)}"
+            continue
+        try:
+            v = coerce(name, value)
+            check_value(name, v)
+        except ConfigError as e:
+            faults[name] = f"{e}; using the default {defaults[name]!r}"
+            continue
+        chosen[name] = v
+    return NodeConfig(**{**defaults, **chosen}), faults

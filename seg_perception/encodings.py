@@ -6,6 +6,8 @@ bag tools and the tests share one conversion path. Every malformed input raises
 """
 from __future__ import annotations
 
+import array
+import struct
 from dataclasses import dataclass
 from typing import Any, Dict, Tuple
 
@@ -92,8 +94,44 @@ def image_to_rgb(msg: Any, max_pixels: int = 0) -> np.ndarray:
     return np.ascontiguousarray(img[:, :, list(order)])
 
 
+#: Compressed formats the node decodes, by the magic bytes that start them. Anything else
+#: (WebP, TIFF, BMP, ... that cv2.imdecode would also decode) is refused, whatever ``format`` says.
+COMPRESSED_MAGIC: Dict[str, bytes] = {"JPEG": b"\xff\xd8\xff", "PNG": b"\x89PNG\r\n\x1a\n"}
+
+
+def compressed_kind(data: bytes) -> str:
+    """``"JPEG"`` or ``"PNG"`` from the first bytes of the payload; anything else raises."""
+    for kind, magic in COMPRESSED_MAGIC.items():
+        if data[:len(magic)] == magic:
+            return kind
+    raise ImageDecodeError(f"compressed data is not JPEG or PNG (starts with {bytes(data[:8]).hex(' ')}); "
+                           f"only JPEG and PNG are accepted")
+
+
+def compressed_size(buf: np.ndarray, kind: str) -> Tuple[int, int]:
+    """``(width, height)`` from the JPEG/PNG header, without decoding the pixels.
+
+    Pillow's format plugins parse only the header (lazily); used directly, so the caller's
+    ``max_image_pixels`` is the one limit (``Image.open`` would apply Pillow's own).
+    """
+    import io
+
+    from PIL import JpegImagePlugin, PngImagePlugin
+
+    parser = {"JPEG": JpegImagePlugin.JpegImageFile, "PNG": PngImagePlugin.PngImageFile}[kind]
+    try:
+        with parser(io.BytesIO(memoryview(buf))) as im:
+            return int(im.size[0]), int(im.size[1])
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, struct.error) as e:
+        raise ImageDecodeError(f"corrupt or truncated {kind} header ({buf.size} bytes): {e}") from e
+
+
 def compressed_to_rgb(msg: Any, max_pixels: int = 0) -> np.ndarray:
-    """Decode a sensor_msgs/CompressedImage-like object (jpeg/png) into HxWx3 uint8 RGB."""
+    """Decode a sensor_msgs/CompressedImage-like object (JPEG or PNG data) into HxWx3 uint8 RGB.
+
+    The format is taken from the data's first bytes and the size from its header; frames larger
+    than ``max_pixels`` (> 0) are refused before any pixel is decoded.
+    """
     import cv2
 
     fmt = str(msg.format).lower()
@@ -103,31 +141,18 @@ def compressed_to_rgb(msg: Any, max_pixels: int = 0) -> np.ndarray:
     buf = _as_buffer(msg.data)
     if buf.size == 0:
         raise ImageDecodeError("compressed image has no data")
-    if max_pixels:
-        w, h = _peek_size(buf)
-        if w * h > max_pixels:
-            raise ImageDecodeError(f"image {w}x{h} exceeds max_image_pixels={max_pixels}")
+    kind = compressed_kind(buf[:8].tobytes())
+    w, h = compressed_size(buf, kind)
+    if w <= 0 or h <= 0:
+        raise ImageDecodeError(f"{kind} header declares an empty image {w}x{h}")
+    if max_pixels and w * h > max_pixels:
+        raise ImageDecodeError(f"image {w}x{h} exceeds max_image_pixels={max_pixels}")
     img = cv2.imdecode(buf, cv2.IMREAD_COLOR)
     if img is None:
-        raise ImageDecodeError(f"corrupt or truncated {fmt} data ({buf.size} bytes)")
+        raise ImageDecodeError(f"corrupt or truncated {kind} data ({buf.size} bytes)")
+    if img.shape[:2] not in ((h, w), (w, h)):  # (w, h): JPEG EXIF rotation
+        raise ImageDecodeError(f"{kind} decoded to {img.shape[1]}x{img.shape[0]}, its header says {w}x{h}")
     return np.ascontiguousarray(img[:, :, ::-1])
-
-
-def _peek_size(buf: np.ndarray) -> Tuple[int, int]:
-    """Width and height from a PNG/JPEG header, so huge images are rejected before decoding."""
-    b = buf[:65536].tobytes()
-    if b[:8] == b"\x89PNG\r\n\x1a\n" and len(b) >= 24:
-        return int.from_bytes(b[16:20], "big"), int.from_bytes(b[20:24], "big")
-    i = 2
-    while i + 9 < len(b) and b[:2] == b"\xff\xd8":
-        if b[i] != 0xFF:
-            break
-        marker = b[i + 1]
-        seg = int.from_bytes(b[i + 2:i + 4], "big")
-        if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF):
-            return int.from_bytes(b[i + 7:i + 9], "big"), int.from_bytes(b[i + 5:i + 7], "big")
-        i += 2 + seg
-    return 0, 0  # unknown: let the decoder judge
 
 
 def rgb_to_fields(rgb: np.ndarray, encoding: str = "rgb8", pad: int = 0) -> ImageFields:
@@ -154,6 +179,23 @@ def rgb_to_fields(rgb: np.ndarray, encoding: str = "rgb8", pad: int = 0) -> Imag
 def array_to_fields(arr: np.ndarray, encoding: str) -> ImageFields:
     """mono8 / mono16 / rgb8 array -> Image fields (little-endian), for the node's outputs."""
     arr = np.ascontiguousarray(arr)
+    if arr.dtype.itemsize > 1 and arr.dtype.byteorder == ">":
+        arr = arr.astype(arr.dtype.newbyteorder("<"))
     h, w = arr.shape[:2]
     step = arr.strides[0]
     return ImageFields(h, w, encoding, 0, step, arr.tobytes())
+
+
+def fill_image(msg: Any, arr: np.ndarray, encoding: str, header: Any = None) -> Any:
+    """numpy (mono8 / mono16 / rgb8 ...) -> the fields of an rclpy sensor_msgs/Image; returns ``msg``.
+
+    The one builder of Image messages from arrays (the node's outputs, the tools' camera frames).
+    """
+    f = array_to_fields(arr, encoding)
+    if header is not None:
+        msg.header = header
+    msg.height, msg.width, msg.encoding, msg.is_bigendian, msg.step = f.height, f.width, f.encoding, 0, f.step
+    data = array.array("B")
+    data.frombytes(f.data)
+    msg.data = data  # array('B') skips rclpy's per-element check
+    return msg

@@ -53,8 +53,16 @@ class TensorSpec:
     def validate(self, where: str) -> None:
         if self.layout not in LAYOUTS:
             raise ManifestError(f"{where}: layout {self.layout!r} not in {list(LAYOUTS)}")
-        if len(self.mean) != 3 or len(self.std) != 3 or any(s == 0 for s in self.std):
-            raise ManifestError(f"{where}: mean/std need 3 values and std != 0")
+        for key in ("mean", "std"):
+            v = getattr(self, key)
+            if not isinstance(v, list) or len(v) != 3 or not all(isinstance(x, (int, float)) for x in v):
+                raise ManifestError(f"{where}: {key} {v!r} is not a list of 3 numbers")
+        if any(s == 0 for s in self.std):
+            raise ManifestError(f"{where}: std must not contain 0")
+        for key in ("height", "width"):
+            v = getattr(self, key)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                raise ManifestError(f"{where}: {key} {v!r} is not a size")
 
 
 @dataclass
@@ -85,14 +93,32 @@ class ModelEntry:
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "ModelEntry":
+        if not isinstance(d, dict):
+            raise ManifestError(f"malformed manifest entry: expected an object, got {type(d).__name__}")
         d = dict(d)
+        name = d.get("name", "?")
         try:
+            for key in ("input", "output"):
+                if not isinstance(d.get(key, {}), dict):
+                    raise TypeError(f"{key} must be an object")
             d["input"] = TensorSpec(**d.get("input", {}))
             d["output"] = TensorSpec(**{"kind": "logits", **d.get("output", {})})
             entry = cls(**d)
         except TypeError as e:
-            raise ManifestError(f"malformed manifest entry {d.get('name', '?')}: {e}") from e
-        entry.validate()
+            raise ManifestError(f"malformed manifest entry {name}: {e}") from e
+        sha = entry.sha256
+        if not (isinstance(sha, str) and len(sha) == 64 and all(c in "0123456789abcdef" for c in sha)):
+            raise ManifestError(f"manifest entry {name}: sha256 {sha!r} is not 64 lower-case hex digits")
+        if not isinstance(entry.file, str) or not entry.file:
+            raise ManifestError(f"manifest entry {name}: file {entry.file!r} is not a file name")
+        if not isinstance(entry.num_classes, int) or isinstance(entry.num_classes, bool):
+            raise ManifestError(f"manifest entry {name}: num_classes {entry.num_classes!r} is not an integer")
+        try:
+            entry.validate()
+        except (TypeError, ValueError) as e:
+            if isinstance(e, ManifestError):
+                raise
+            raise ManifestError(f"malformed manifest entry {name}: {e}") from e
         return entry
 
     def verify_file(self, path: os.PathLike) -> str:
@@ -100,10 +126,13 @@ class ModelEntry:
         p = Path(path)
         if not p.is_file():
             raise ManifestError(f"model file missing: {p}")
-        digest = sha256_file(p)
+        return self.verify_digest(sha256_file(p), p)
+
+    def verify_digest(self, digest: str, path: os.PathLike) -> str:
+        """Check a hash (of the bytes about to be loaded) against ``sha256``; return it."""
         if digest != self.sha256:
             raise ManifestError(
-                f"model file {p} has sha256 {digest[:12]}..., manifest entry {self.name!r} expects "
+                f"model file {path} has sha256 {digest[:12]}..., manifest entry {self.name!r} expects "
                 f"{self.sha256[:12]}... (corrupt, truncated or replaced file)"
             )
         return digest
@@ -119,9 +148,25 @@ def default_models_dir() -> Path:
 
 
 class Manifest:
-    def __init__(self, directory: os.PathLike, entries: Dict[str, ModelEntry]):
+    """The entries of one ``manifest.json``, checked one by one.
+
+    A malformed entry is kept aside in :attr:`invalid` with its reason (naming the file and
+    the entry) and is unusable; the other entries keep working. A manifest that cannot be
+    read at all has no entries and its reason in :attr:`problem`.
+    """
+
+    def __init__(self, directory: os.PathLike, entries: Dict[str, ModelEntry],
+                 invalid: Optional[Dict[str, str]] = None, problem: str = "",
+                 raw_invalid: Optional[Dict[str, Any]] = None):
         self.directory = Path(directory)
         self.entries = entries
+        self.invalid: Dict[str, str] = dict(invalid or {})
+        self.problem = problem
+        self._raw_invalid: Dict[str, Any] = dict(raw_invalid or {})  # written back unchanged by save()
+
+    @property
+    def path(self) -> Path:
+        return self.directory / MANIFEST_NAME
 
     @classmethod
     def load(cls, directory: Optional[os.PathLike] = None) -> "Manifest":
@@ -131,18 +176,32 @@ class Manifest:
             return cls(directory, {})
         try:
             doc = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise ManifestError(f"{path}: not valid JSON: {e}") from e
-        entries = {k: ModelEntry.from_dict({"name": k, **v}) for k, v in doc.get("models", {}).items()}
-        return cls(directory, entries)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            return cls(directory, {}, problem=f"{path}: not valid JSON: {e}")
+        models = doc.get("models", {}) if isinstance(doc, dict) else None
+        if not isinstance(models, dict):
+            return cls(directory, {}, problem=f"{path}: expected {{\"models\": {{name: entry, ...}}}}")
+        entries: Dict[str, ModelEntry] = {}
+        invalid: Dict[str, str] = {}
+        raw_invalid: Dict[str, Any] = {}
+        for name, raw in models.items():
+            try:
+                if not isinstance(raw, dict):
+                    raise ManifestError(f"expected an object, got {json.dumps(raw)}")
+                entries[name] = ModelEntry.from_dict({**raw, "name": name})
+            except ManifestError as e:
+                invalid[name] = f"{path}: entry {name!r} is unusable: {e}"
+                raw_invalid[name] = raw
+        return cls(directory, entries, invalid, raw_invalid=raw_invalid)
 
     def get(self, name: str) -> ModelEntry:
-        if name not in self.entries:
-            raise ManifestError(
-                f"no manifest entry {name!r} in {self.directory / MANIFEST_NAME}; "
-                f"available: {sorted(self.entries)}"
-            )
-        return self.entries[name]
+        if name in self.entries:
+            return self.entries[name]
+        if name in self.invalid:
+            raise ManifestError(self.invalid[name])
+        if self.problem:
+            raise ManifestError(f"no usable manifest entry {name!r}: {self.problem}")
+        raise ManifestError(f"no manifest entry {name!r} in {self.path}; available: {sorted(self.entries)}")
 
     def path_of(self, entry: ModelEntry) -> Path:
         return self.directory / entry.file
@@ -150,12 +209,17 @@ class Manifest:
     def put(self, entry: ModelEntry) -> None:
         entry.validate()
         self.entries[entry.name] = entry
+        self.invalid.pop(entry.name, None)
+        self._raw_invalid.pop(entry.name, None)
 
     def save(self) -> Path:
+        if self.problem:
+            raise ManifestError(f"not overwriting an unreadable manifest: {self.problem}")
         self.directory.mkdir(parents=True, exist_ok=True)
-        path = self.directory / MANIFEST_NAME
-        doc = {"models": {k: {kk: vv for kk, vv in e.to_dict().items() if kk != "name"}
-                          for k, e in sorted(self.entries.items())}}
+        path = self.path
+        models = {k: {kk: vv for kk, vv in e.to_dict().items() if kk != "name"} for k, e in self.entries.items()}
+        models.update(self._raw_invalid)
+        doc = {"models": dict(sorted(models.items()))}
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(doc, indent=2, sort_keys=False) + "\n", encoding="utf-8")
         tmp.replace(path)

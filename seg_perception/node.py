@@ -1,167 +1,313 @@
-"""The ROS 2 shell: messages in, :class:`~seg_perception.pipeline.Segmenter` out.
+"""The ROS 2 shell: a managed (lifecycle) node; messages in, :class:`~seg_perception.pipeline.Segmenter` out.
 
-Threading: the subscription callback only stores the newest frame (a frame that
-was still waiting is dropped and counted); one worker thread decodes, runs the
-model and publishes. Nothing is queued, so latency stays bounded under load.
+Lifecycle: *configure* loads and verifies the model and creates the publishers, *activate*
+subscribes to the camera, *deactivate* unsubscribes (no inference, the worker idles), *cleanup*
+frees the model. With ``autostart`` (default) the node configures and activates itself.
+With ``use_depth`` (start-up only) the depth side (:mod:`seg_perception.node_depth`) follows the
+same states: its publishers come at configure, its ``depth`` and ``camera_info`` subscriptions
+at activate, and each frame's 3D boxes are made after its 2D outputs are published.
+
+Threading: the subscription callback only stores the newest frame (a frame that was still
+waiting is dropped and counted); one worker thread decodes, runs the model and publishes.
+Nothing is queued, so latency stays bounded under load. :func:`main` spins a multi-threaded
+executor: camera intake, depth intake, diagnostics and parameter/lifecycle services have their own
+callback groups, so loading a model (in a parameter change or configure) never stalls frame intake
+or diagnostics; frames keep flowing on the old backend until the new one is ready.
 """
 from __future__ import annotations
 
-import array
+import signal
 import threading
 import time
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
-import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
-from rclpy.node import Node
-from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
-                       qos_profile_sensor_data)
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.parameter import Parameter
+from rclpy.qos import HistoryPolicy, QoSProfile, qos_profile_sensor_data
+from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image
 
+from . import diagnostics
 from .backends import BackendError
-from .config import DESCRIPTIONS, ConfigError, NodeConfig
+from .config import PARAMS, ConfigError, NodeConfig, coerce, field_type, startup_config
 from .encodings import ImageDecodeError, compressed_to_rgb, image_to_rgb
-from .object_msgs import detections_2d
+from .outputs import OutputPublishers, output_qos, reliability_policy
 from .pipeline import Segmenter, make_segmenter
+from .stamps import stamp_to_ns, stamp_of
 from .stats import Counters, Percentiles, RateMeter
 
-try:  # only in a ROS distro; the pip wheels have no vision_msgs
-    import vision_msgs.msg as vision_msgs
-    from vision_msgs.msg import Detection2DArray, LabelInfo, VisionClass
-except ImportError:  # pragma: no cover - depends on the install
-    Detection2DArray = None
-
-# Changing these needs a new subscription: rejected at runtime with this reason.
-_RESTART_ONLY = ("transport", "qos_reliability", "qos_depth", "diagnostics_period_s", "use_depth")
 _THROTTLE_S = 2.0
+_COUNTERS = ("received", "processed", "dropped", "rejected", "inference_errors", "no_backend", "publish_errors")
+_RCLPY_PARAMS = {"use_sim_time", "start_type_description_service", "class_names"}
+_SUCCESS, _FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
 
 
-def fill_image(msg: Image, arr: np.ndarray, encoding: str, header: Any) -> Image:
-    """numpy (mono8 / mono16 / rgb8) -> sensor_msgs/Image with the input's header."""
-    arr = np.ascontiguousarray(arr)
-    msg.header = header
-    msg.height, msg.width = int(arr.shape[0]), int(arr.shape[1])
-    msg.encoding = encoding
-    msg.is_bigendian = 0
-    msg.step = int(arr.strides[0])
-    data = array.array("B")
-    data.frombytes(arr.tobytes())
-    msg.data = data  # array('B') skips rclpy's per-element check
-    return msg
+def parameter_descriptor(name: str) -> ParameterDescriptor:
+    """ROS descriptor of a :data:`~seg_perception.config.PARAMS` entry: ranges, choices, read-only."""
+    spec = PARAMS[name]
+    # Typed by the node, not by rclpy: its own type error names neither the parameter nor the types
+    # (and an int for a float is fine here); see SegmentationNode._on_set_parameters.
+    d = ParameterDescriptor(description=spec.description, read_only=spec.startup_only, dynamic_typing=True)
+    if spec.choices is not None:
+        d.additional_constraints = "one of: " + ", ".join(spec.choices)
+    if spec.range is not None:
+        lo, hi = spec.range
+        if field_type(name) is int:
+            d.integer_range = [IntegerRange(from_value=int(lo), to_value=int(hi), step=0)]
+        else:
+            d.floating_point_range = [FloatingPointRange(from_value=float(lo), to_value=float(hi), step=0.0)]
+    if spec.startup_only:
+        d.description += " (start-up only)"
+    return d
 
 
-class SegmentationNode(Node):
-    def __init__(self, **kwargs: Any):
-        super().__init__("seg_perception", **kwargs)
-        defaults = NodeConfig()
-        for name, value in defaults.as_dict().items():
-            self.declare_parameter(name, value, ParameterDescriptor(description=DESCRIPTIONS[name]))
-        values = {n: self.get_parameter(n).value for n in defaults.as_dict()}
-        self.counters = Counters("received", "processed", "dropped", "rejected", "inference_errors",
-                                 "no_backend", "publish_errors")
+class SegmentationNode(LifecycleNode):
+    def __init__(self, node_name: str = "seg_perception", **kwargs: Any):
+        super().__init__(node_name, **kwargs)
+        self._init_state()
+        self.cfg, self._param_faults = self._declare_parameters()
+        self._create_diagnostics()
+        self._start_worker()
+        if self.cfg.autostart:
+            self._autostart()
+        else:
+            self.get_logger().info("autostart off: waiting for the lifecycle configure transition")
+
+    def _init_state(self) -> None:
+        self.counters = Counters(*_COUNTERS)
         self.in_rate, self.out_rate = RateMeter(), RateMeter()
         self.infer_ms, self.total_ms, self.age_ms = Percentiles(), Percentiles(), Percentiles()
         self._last_age_ms = float("nan")
         self._last_frame_t: Optional[float] = None
-        self._fault = ""  # backend fault
-        self._config_fault = ""  # start-up parameters that failed validation
+        self._lifecycle_state = "unconfigured"
+        self._backend_fault = ""  # why configure could not load the model
+        self._autostart_pending = False  # autostart failed: retry when a parameter change may fix it
+        self._retry_timer: Any = None
         self._segmenter: Optional[Segmenter] = None
-        try:
-            self.cfg = NodeConfig.from_dict(values)
-        except ConfigError as e:
-            # A bad launch value must not kill the node: run on defaults, report the fault.
-            self.get_logger().error(f"invalid parameters ({e}); using defaults for everything")
-            self.cfg = defaults
-            self._config_fault = f"invalid parameters, running on defaults: {e}"
-        self._load_backend(self.cfg)
-        self.declare_parameter("class_names", list(self._class_names()),
-                               ParameterDescriptor(description="class names by label id", read_only=True))
+        self.pubs: Optional[OutputPublishers] = None
+        self.depth_side: Any = None  # node_depth.DepthSide with use_depth, between configure and cleanup
+        self.sub: Any = None
+        self._internal_set = False
+        self._new_class_names: Optional[List[str]] = None
 
+    # --- start-up: parameters --------------------------------------------------------------
+    def _declare_parameters(self) -> Tuple[NodeConfig, Dict[str, str]]:
+        """Declare every parameter with its descriptor and the value the node will really use.
+
+        A start-up value that is invalid falls back to its default, alone: the parameter then
+        reads the default (what runs) and the reason stays an ERROR in diagnostics until that
+        parameter is set to a valid value.
+        """
+        # rclpy keeps the -p / params-file values here; they are checked before declaring, because
+        # a value of the wrong type would otherwise raise out of declare_parameter.
+        given = {n: p.value for n, p in self._parameter_overrides.items() if n in PARAMS}
+        for name in sorted(set(self._parameter_overrides) - set(PARAMS) - _RCLPY_PARAMS):
+            if not name.startswith("qos_overrides."):
+                self.get_logger().warning(f"unknown parameter {name!r} ignored; valid: {sorted(PARAMS)}")
+        cfg, faults = startup_config(given)
+        for name, reason in faults.items():
+            self.get_logger().error(f"start-up parameter refused: {reason}")
+        for name, value in cfg.as_dict().items():
+            self.declare_parameter(name, value, parameter_descriptor(name), ignore_override=True)
+        self.declare_parameter("class_names", Parameter.Type.STRING_ARRAY, ParameterDescriptor(
+            description="class names by label id of the loaded model (read-only; empty while no model is loaded)"))
+        self._set_class_names([])
+        self.add_pre_set_parameters_callback(self._coerce_numbers)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.add_post_set_parameters_callback(self._after_set_parameters)
+        return cfg, faults
+
+    def _create_diagnostics(self) -> None:
+        """/diagnostics in every lifecycle state, on its own callback group."""
+        self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.diag_timer = self.create_timer(self.cfg.diagnostics_period_s, self._publish_diagnostics,
+                                            callback_group=MutuallyExclusiveCallbackGroup())
+
+    def _start_worker(self) -> None:
         self._cond = threading.Condition()
+        self._busy = threading.Lock()  # held while a frame is processed
         self._pending: Optional[Any] = None
         self._stop = False
-
-        out_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=2, reliability=ReliabilityPolicy.RELIABLE)
-        self.pub_labels = self.create_publisher(Image, "segmentation/labels", out_qos)
-        self.pub_instances = self.create_publisher(Image, "segmentation/instances", out_qos)
-        self.pub_overlay = self.create_publisher(Image, "segmentation/overlay", out_qos)
-        self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.pub_det = self.pub_label_info = None
-        if Detection2DArray is not None:
-            self.pub_det = self.create_publisher(Detection2DArray, "segmentation/detections", out_qos)
-            latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL,
-                                 reliability=ReliabilityPolicy.RELIABLE)
-            self.pub_label_info = self.create_publisher(LabelInfo, "segmentation/label_info", latched)
-            self._publish_label_info()
-        else:
-            self.get_logger().info("vision_msgs not installed: /segmentation/detections and label_info are off")
-        # --- depth (use_depth): 3D boxes, seg_perception.node_depth
-        self.depth_side = None
-        if self.cfg.use_depth:
-            from .node_depth import DepthSide
-
-            self.depth_side = DepthSide(self, out_qos)
-
-        in_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=self.cfg.qos_depth,
-                            reliability=(ReliabilityPolicy.BEST_EFFORT if self.cfg.qos_reliability == "best_effort"
-                                         else ReliabilityPolicy.RELIABLE),
-                            durability=qos_profile_sensor_data.durability)
-        if self.cfg.transport == "compressed":
-            self.sub = self.create_subscription(CompressedImage, "image/compressed", self._on_image, in_qos)
-        else:
-            self.sub = self.create_subscription(Image, "image", self._on_image, in_qos)
-        self.add_on_set_parameters_callback(self._on_set_parameters)
-        self.diag_timer = self.create_timer(self.cfg.diagnostics_period_s, self._publish_diagnostics)
+        self._active = False
         self._worker = threading.Thread(target=self._work, name="seg_worker", daemon=True)
         self._worker.start()
-        self.get_logger().info(
-            f"subscribed to {self.sub.topic_name} ({self.cfg.transport}); backend {self.cfg.backend}"
-            + (f" ({self._segmenter.backend.path.name})" if self._segmenter else " (NOT LOADED)"))
 
-    # --- backend ---------------------------------------------------------------------
-    def _class_names(self) -> List[str]:
-        return list(self._segmenter.classes.names) if self._segmenter else []
+    def _autostart(self) -> None:
+        if self.trigger_configure() == _SUCCESS:
+            self.trigger_activate()
+        else:
+            self._autostart_pending = True
 
-    def _load_backend(self, cfg: NodeConfig) -> Optional[str]:
-        """Swap in a new segmenter; on failure keep the old one and return the reason."""
+    # --- lifecycle -------------------------------------------------------------------------
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        seg, reason = self._build_segmenter(self.cfg)
+        if seg is None:
+            self._backend_fault = reason
+            return _FAILURE
+        self._install_segmenter(seg)
+        self._set_class_names(list(seg.classes.names))
+        self.pubs = OutputPublishers(self, self.cfg.output_qos_reliability)
+        if self.cfg.use_depth:  # 3D boxes: imported only here (geometry_msgs, visualization_msgs)
+            from .node_depth import DepthSide
+
+            self.depth_side = DepthSide(self, output_qos(self.cfg.output_qos_reliability))
+        self._lifecycle_state = "inactive"
+        return super().on_configure(state)
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        result = super().on_activate(state)  # enables the lifecycle publishers
+        self._active = True
+        self._subscribe()
+        if self.pubs is not None and self._segmenter is not None:
+            self.pubs.publish_label_info(self._segmenter, self.get_clock().now().to_msg())
+        self._lifecycle_state = "active"
+        return result
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_intake()
+        self._lifecycle_state = "inactive"
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        self._lifecycle_state = "unconfigured"
+        return super().on_cleanup(state)
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        self._lifecycle_state = "finalized"
+        return super().on_shutdown(state)
+
+    def _subscribe(self) -> None:
+        cfg = self.cfg
+        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=cfg.qos_depth,
+                         reliability=reliability_policy(cfg.qos_reliability),
+                         durability=qos_profile_sensor_data.durability)
+        msg_type, topic = (CompressedImage, "image/compressed") if cfg.transport == "compressed" else (Image, "image")
+        self._last_frame_t = None
+        if self.depth_side is not None:  # depth first: the first colour frame finds its depth partner
+            self.depth_side.subscribe(MutuallyExclusiveCallbackGroup())
+        self.sub = self.create_subscription(msg_type, topic, self._on_image, qos,
+                                            callback_group=MutuallyExclusiveCallbackGroup())
+        seg = self._segmenter
+        self.get_logger().info(f"active: subscribed to {self.sub.topic_name} ({cfg.transport}); backend "
+                               f"{cfg.backend} ({seg.backend.path.name if seg else 'NOT LOADED'})")
+
+    def _stop_intake(self) -> None:
+        """Unsubscribe, forget a waiting frame and wait for the frame in flight: no inference after this."""
+        self._active = False
+        if self.sub is not None:
+            self.destroy_subscription(self.sub)
+            self.sub = None
+        with self._cond:
+            self._pending = None
+        with self._busy:
+            pass
+        if self.depth_side is not None:  # after the frame in flight: it may still be pairing its depth
+            self.depth_side.unsubscribe()
+
+    def _release(self) -> None:
+        """Cleanup / shutdown: no subscription, no publishers, no model."""
+        self._stop_intake()
+        if self.pubs is not None:
+            self.pubs.destroy(self)
+            self.pubs = None
+        if self.depth_side is not None:
+            self.depth_side.destroy()
+            self.depth_side = None
+        self._segmenter = None  # the backend (interpreter / session) goes with its last reference
+        self._set_class_names([])
+
+    # --- backend ---------------------------------------------------------------------------
+    def _build_segmenter(self, cfg: NodeConfig) -> Tuple[Optional[Segmenter], str]:
+        """A verified segmenter for ``cfg``, or None and the reason."""
         try:
-            seg = make_segmenter(cfg)
+            return make_segmenter(cfg), ""
         except BackendError as e:
-            reason = str(e)
-            self.get_logger().error(f"backend {cfg.backend!r} not loaded: {reason}")
-            if self._segmenter is None:
-                self._fault = reason
-            return reason
-        self._segmenter = seg  # atomic swap: the worker picks it up on its next frame
-        self._fault = ""
-        self.get_logger().info(f"backend {cfg.backend} ready: {seg.backend.path.name} "
-                               f"input {seg.backend.input_hw[1]}x{seg.backend.input_hw[0]}, "
-                               f"{seg.classes.num_classes} classes ({seg.classes.variant})")
-        return None
+            self.get_logger().error(f"backend {cfg.backend!r} not loaded: {e}")
+            return None, str(e)
 
-    def _on_set_parameters(self, params: List[rclpy.parameter.Parameter]) -> SetParametersResult:
-        changes = {p.name: p.value for p in params if p.name != "class_names"}
-        restart = [n for n in _RESTART_ONLY if n in changes and changes[n] != getattr(self.cfg, n)]
-        if restart:
-            return SetParametersResult(successful=False, reason=f"{restart} can only be set at start-up")
+    def _install_segmenter(self, seg: Segmenter) -> None:
+        self._segmenter = seg  # atomic swap: the worker picks it up on its next frame
+        self._backend_fault = ""
+        self._autostart_pending = False
+        self.get_logger().info(f"backend {seg.backend.name} ready: {seg.backend.path.name} "
+                               f"(sha256 {seg.backend.sha256[:12]}) input {seg.backend.input_hw[1]}x"
+                               f"{seg.backend.input_hw[0]}, {seg.classes.num_classes} classes ({seg.classes.variant})")
+
+    def _set_class_names(self, names: List[str]) -> None:
+        self._internal_set = True
+        try:
+            self.set_parameters([Parameter("class_names", Parameter.Type.STRING_ARRAY, list(names))])
+        finally:
+            self._internal_set = False
+
+    # --- parameters at runtime -----------------------------------------------------------------
+    def _coerce_numbers(self, params: List[Parameter]) -> List[Parameter]:
+        """Pre-set: an int for a float parameter (or an integral float for an int) as ROS users write it."""
+        out = []
+        for p in params:
+            if p.name in PARAMS and field_type(p.name) in (int, float) and p.type_ in (
+                    Parameter.Type.INTEGER, Parameter.Type.DOUBLE):
+                try:
+                    p = Parameter(p.name, value=coerce(p.name, p.value))
+                except ConfigError:
+                    pass  # 2.5 for an int: _on_set_parameters answers with the reason
+            out.append(p)
+        return out
+
+    def _on_set_parameters(self, params: List[Parameter]) -> SetParametersResult:
+        if any(p.name == "class_names" for p in params) and not self._internal_set:
+            return SetParametersResult(successful=False, reason="class_names is read-only: the loaded model's classes")
+        changes = {p.name: p.value for p in params if p.name in PARAMS}
+        if not changes:
+            return SetParametersResult(successful=True)
         try:
             new = self.cfg.replace(**changes)
         except ConfigError as e:
+            self._restore_descriptor_types(changes)
             self.get_logger().warning(f"rejected parameter change: {e}")
             return SetParametersResult(successful=False, reason=str(e))
-        if new.backend_key() != self.cfg.backend_key() or self._segmenter is None:
-            reason = self._load_backend(new)
-            if reason:
+        if self._lifecycle_state in ("inactive", "active") and new.backend_key() != self.cfg.backend_key():
+            seg, reason = self._build_segmenter(new)  # frames keep flowing on the old backend meanwhile
+            if seg is None:
                 return SetParametersResult(successful=False, reason=reason)
+            self._install_segmenter(seg)
+            self._new_class_names = list(seg.classes.names)  # set after this change is stored
         elif self._segmenter is not None:
             self._segmenter.min_object_area = new.min_object_area
         self.cfg = new
-        self._config_fault = ""
+        for name in changes:
+            self._param_faults.pop(name, None)  # its cause is gone: a valid value is set
         return SetParametersResult(successful=True)
 
-    # --- frames ----------------------------------------------------------------------
+    def _restore_descriptor_types(self, names: Any) -> None:
+        """rclpy re-types a dynamically typed descriptor before the callbacks run; a rejected value of
+        the wrong type must not change what ``ros2 param describe`` says."""
+        for name in names:
+            self._descriptors[name].type = Parameter.Type.from_parameter_value(getattr(self.cfg, name)).value
+
+    def _after_set_parameters(self, params: List[Parameter]) -> None:
+        if self._new_class_names is not None:
+            names, self._new_class_names = self._new_class_names, None
+            self._set_class_names(names)
+        if self._autostart_pending and any(p.name in PARAMS for p in params) and self._retry_timer is None:
+            # autostart failed (e.g. a bad model_path): try again now that a parameter changed
+            self._retry_timer = self.create_timer(0.0, self._retry_autostart)
+
+    def _retry_autostart(self) -> None:
+        self.destroy_timer(self._retry_timer)
+        self._retry_timer = None
+        if self._autostart_pending and self._lifecycle_state == "unconfigured":
+            self.get_logger().info("retrying autostart after a parameter change")
+            self._autostart()
+
+    # --- frames --------------------------------------------------------------------------------
     def _on_image(self, msg: Any) -> None:
         now = time.monotonic()
         self.counters.inc("received")
@@ -177,56 +323,59 @@ class SegmentationNode(Node):
         while True:
             with self._cond:
                 while self._pending is None and not self._stop:
-                    self._cond.wait(0.5)
+                    self._cond.wait()
                 if self._stop:
                     return
                 msg, self._pending = self._pending, None
-            try:
-                self._process(msg)
-            except Exception as e:  # noqa: BLE001 - the worker must survive anything
-                self.counters.inc("publish_errors")
-                self.get_logger().error(f"unexpected error on a frame: {type(e).__name__}: {e}",
-                                        throttle_duration_sec=_THROTTLE_S)
+            with self._busy:
+                if not self._active:
+                    continue
+                try:
+                    self._process(msg)
+                except Exception as e:  # noqa: BLE001 - the worker must survive anything
+                    self.counters.inc("publish_errors")
+                    self.get_logger().error(f"unexpected error on a frame: {type(e).__name__}: {e}",
+                                            throttle_duration_sec=_THROTTLE_S)
 
-    def _process(self, msg: Any) -> None:
+    def _decode(self, msg: Any) -> Optional[Any]:
         try:
             if isinstance(msg, CompressedImage):
-                rgb = compressed_to_rgb(msg, self.cfg.max_image_pixels)
-            else:
-                rgb = image_to_rgb(msg, self.cfg.max_image_pixels)
+                return compressed_to_rgb(msg, self.cfg.max_image_pixels)
+            return image_to_rgb(msg, self.cfg.max_image_pixels)
         except ImageDecodeError as e:
             self.counters.inc("rejected")
-            self.get_logger().error(f"rejected frame (stamp {msg.header.stamp.sec}.{msg.header.stamp.nanosec:09d}): "
-                                    f"{e}", throttle_duration_sec=_THROTTLE_S)
-            return
-        seg = self._segmenter
-        if seg is None:
-            self.counters.inc("no_backend")
-            self.get_logger().error(f"no backend loaded ({self._fault}); frame skipped",
+            sec, nsec = stamp_of(msg)
+            self.get_logger().error(f"rejected frame (stamp {sec}.{nsec:09d}): {e}",
                                     throttle_duration_sec=_THROTTLE_S)
+            return None
+
+    def _process(self, msg: Any) -> None:
+        rgb = self._decode(msg)
+        if rgb is None:
             return
-        want_det = self.pub_det is not None and self.pub_det.get_subscription_count() > 0
+        seg, pubs, depth = self._segmenter, self.pubs, self.depth_side
+        if seg is None or pubs is None:
+            self.counters.inc("no_backend")
+            self.get_logger().error(f"no backend loaded ({self._backend_fault or self._lifecycle_state}); "
+                                    f"frame skipped", throttle_duration_sec=_THROTTLE_S)
+            return
         try:
-            res = seg.run(rgb, want_confidence=want_det)
+            res = seg.run(rgb, want_confidence=pubs.wants_confidence())
         except Exception as e:  # noqa: BLE001 - a backend fault skips the frame, not the node
             self.counters.inc("inference_errors")
             self.get_logger().error(f"inference failed ({seg.backend.name}): {type(e).__name__}: {e}",
                                     throttle_duration_sec=_THROTTLE_S)
             return
-        header = msg.header
-        self.pub_labels.publish(fill_image(Image(), res.labels, "mono8", header))
-        self.pub_instances.publish(fill_image(Image(), res.instances, "mono16", header))
-        if self.pub_overlay.get_subscription_count() > 0:
-            self.pub_overlay.publish(fill_image(Image(), seg.overlay(rgb, res, self.cfg.overlay_alpha), "rgb8",
-                                                header))
+        cfg = self.cfg
+        pubs.publish(seg, rgb, res, msg.header, cfg.overlay_alpha)
         boxes = None
-        if self.depth_side is not None:  # use_depth: 3D boxes from the paired depth image, after the 2D outputs
-            boxes = self.depth_side.process(header, res, seg, self.cfg.depth_sync_tolerance_s,
-                                            self.cfg.resolve_size_pairs)
-        if want_det:
-            self._publish_detections(seg, res, header, boxes)
-        now_ns = self.get_clock().now().nanoseconds
-        age = (now_ns - (header.stamp.sec * 1_000_000_000 + header.stamp.nanosec)) / 1e6
+        if depth is not None:  # use_depth: 3D boxes from the paired depth image, after the 2D outputs
+            boxes = depth.process(msg.header, res, seg, cfg.depth_sync_tolerance_s, cfg.resolve_size_pairs)
+        pubs.publish_detections(seg, res, msg.header, boxes)
+        self._record_timing(msg, res)
+
+    def _record_timing(self, msg: Any, res: Any) -> None:
+        age = (self.get_clock().now().nanoseconds - stamp_to_ns(stamp_of(msg))) / 1e6
         self._last_age_ms = age
         self.age_ms.add(age)
         self.infer_ms.add(res.infer_ms)
@@ -234,67 +383,35 @@ class SegmentationNode(Node):
         self.counters.inc("processed")
         self.out_rate.tick()
 
-    def _publish_detections(self, seg: Segmenter, res: Any, header: Any,
-                            boxes: Optional[dict] = None) -> None:  # pragma: no cover - distro only
-        # class_id: the numeric id as a string, as in LabelInfo (object_msgs.detections_2d)
-        self.pub_det.publish(detections_2d(seg.objects(res), header, vision_msgs, boxes))
-
-    def _publish_label_info(self) -> None:  # pragma: no cover - distro only
-        info = LabelInfo()
-        info.header.stamp = self.get_clock().now().to_msg()
-        for i, name in enumerate(self._class_names()):
-            vc = VisionClass()
-            vc.class_id, vc.class_name = i, name
-            info.class_map.append(vc)
-        info.threshold = 0.0
-        self.pub_label_info.publish(info)
-
-    # --- diagnostics -----------------------------------------------------------------
-    def diagnostics_status(self) -> DiagnosticStatus:
-        c = self.counters.snapshot()
+    # --- diagnostics ---------------------------------------------------------------------------
+    def health(self) -> diagnostics.Health:
+        """Everything diagnostics report, as plain values."""
+        seg, depth = self._segmenter, self.depth_side
+        refused = list(self._param_faults.values())  # a copy: a parameter change (another thread) may clear one
+        faults = tuple(f"start-up value refused: {r}" for r in refused)
+        if self._backend_fault:
+            faults += (f"backend fault: {self._backend_fault}",)
         now = time.monotonic()
+        last = self._last_frame_t
+        return diagnostics.Health(
+            lifecycle_state=self._lifecycle_state, faults=faults,
+            backend=seg.backend.name if seg else self.cfg.backend,
+            model_file=seg.backend.path.name if seg else "", model_sha256=seg.backend.sha256 if seg else "",
+            seconds_since_last_frame=(now - last) if last is not None else None,
+            stall_timeout_s=self.cfg.stall_timeout_s, counters=self.counters.snapshot(),
+            input_rate_hz=self.in_rate.rate(now), processed_rate_hz=self.out_rate.rate(now),
+            inference_ms=self.infer_ms.get(50, 95, 99), pipeline_ms=self.total_ms.get(50, 95),
+            output_age_ms=self.age_ms.get(50, 95), last_output_age_ms=self._last_age_ms,
+            depth=depth.health() if depth is not None else None)
+
+    def diagnostics_status(self) -> DiagnosticStatus:
+        level, message, values = diagnostics.status(self.health())
         st = DiagnosticStatus()
         st.name = f"{self.get_name()}: segmentation"
-        seg = self._segmenter
-        st.hardware_id = seg.backend.name if seg else self.cfg.backend
-        level, messages = DiagnosticStatus.OK, []
-        for fault in (self._config_fault, self._fault and f"backend fault: {self._fault}"):
-            if fault:
-                level = DiagnosticStatus.ERROR
-                messages.append(fault)
-        stalled_for = (now - self._last_frame_t) if self._last_frame_t is not None else None
-        if stalled_for is not None and stalled_for > self.cfg.stall_timeout_s:
-            level = max(level, DiagnosticStatus.WARN)
-            messages.append(f"camera stall: no frame for {stalled_for:.1f} s")
-        elif self._last_frame_t is None:
-            messages.append("waiting for the first frame")
-        depth_values: dict = {}
-        if self.depth_side is not None:  # use_depth: its counters; a frame without usable depth is a WARN
-            depth_problem, depth_values = self.depth_side.diagnostics()
-            if depth_problem:
-                level = max(level, DiagnosticStatus.WARN)
-                messages.append(depth_problem)
-        st.level = level
-        st.message = "; ".join(messages) or "ok"
-        inf = self.infer_ms.get(50, 95, 99)
-        tot = self.total_ms.get(50, 95)
-        age = self.age_ms.get(50, 95)
-        values = {
-            "backend": st.hardware_id,
-            "model_file": seg.backend.path.name if seg else "",
-            "model_sha256": seg.backend.sha256 if seg else "",
-            "input_rate_hz": f"{self.in_rate.rate(now):.2f}",
-            "processed_rate_hz": f"{self.out_rate.rate(now):.2f}",
-            "inference_ms_p50": f"{inf[50]:.2f}", "inference_ms_p95": f"{inf[95]:.2f}",
-            "inference_ms_p99": f"{inf[99]:.2f}",
-            "pipeline_ms_p50": f"{tot[50]:.2f}", "pipeline_ms_p95": f"{tot[95]:.2f}",
-            "output_age_ms_last": f"{self._last_age_ms:.2f}",
-            "output_age_ms_p50": f"{age[50]:.2f}", "output_age_ms_p95": f"{age[95]:.2f}",
-            "seconds_since_last_frame": f"{stalled_for:.2f}" if stalled_for is not None else "inf",
-            **{f"frames_{k}": str(v) for k, v in c.items()},
-            **depth_values,
-        }
-        st.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
+        st.hardware_id = values["backend"]
+        st.level = bytes([level])
+        st.message = message
+        st.values = [KeyValue(key=k, value=v) for k, v in values.items()]
         return st
 
     def _publish_diagnostics(self) -> None:
@@ -303,25 +420,43 @@ class SegmentationNode(Node):
         arr.status = [self.diagnostics_status()]
         self.pub_diag.publish(arr)
 
-    def destroy_node(self) -> None:
+    # --- shutdown ------------------------------------------------------------------------------
+    def stop_worker(self) -> None:
+        """Finish the frame in flight and end the worker: called before the context goes, so nothing
+        publishes on a dead context."""
+        self._active = False
         with self._cond:
             self._stop = True
             self._cond.notify()
-        self._worker.join(timeout=2.0)
+        if self._worker.is_alive() and threading.current_thread() is not self._worker:
+            self._worker.join(timeout=5.0)
+
+    def destroy_node(self) -> None:
+        self.stop_worker()
         super().destroy_node()
 
 
 def main(args: Optional[List[str]] = None) -> None:
-    rclpy.init(args=args)
-    node = SegmentationNode()
+    # rclpy's own SIGINT handler would invalidate the context while the worker may be publishing;
+    # here Ctrl-C / SIGTERM end spinning, the worker stops, then the context goes.
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    node = executor = None
     try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
+        node = SegmentationNode()
+        executor = MultiThreadedExecutor(num_threads=4)
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
+        if node is not None:
+            node.stop_worker()
+        if executor is not None:
+            executor.shutdown(timeout_sec=2.0)
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
 
 
 if __name__ == "__main__":

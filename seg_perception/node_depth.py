@@ -1,13 +1,17 @@
 """The node's depth side (rclpy): ``depth`` and ``camera_info`` in, 3D boxes out.
 
-Created by the node only with ``use_depth``. The subscription callbacks only file messages by
+Created by the node only with ``use_depth``, and following its lifecycle: the publishers are
+lifecycle publishers made at configure (:class:`DepthSide`), the subscriptions are made at activate
+(:meth:`DepthSide.subscribe`) and destroyed at deactivate (:meth:`DepthSide.unsubscribe`), and
+cleanup destroys the rest (:meth:`DepthSide.destroy`). The subscription callbacks only file messages by
 stamp (:class:`~seg_perception.depth_sync.StampBuffer`); the node's worker calls
 :meth:`DepthSide.process` after it has published a frame's 2D outputs. The frame is paired with
 the depth image of its stamp (or the nearest within ``depth_sync_tolerance_s``; it waits at most
 :data:`WAIT_S` for one still on its way) and with the camera info of its stamp, else the latest.
 A frame without a partner, without camera info, or with depth that cannot be used (encoding,
 size, data, camera info) gets no 3D output; each case is counted, logged (throttled) and shown
-in diagnostics, and the node keeps going.
+in diagnostics (:meth:`DepthSide.health`, a :class:`~seg_perception.diagnostics.DepthHealth`),
+and the node keeps going.
 
 Outputs (header = the colour frame's; poses in its optical frame): ``segmentation/object_markers``
 (visualization_msgs/MarkerArray), ``segmentation/object_poses`` (geometry_msgs/PoseArray) and,
@@ -15,7 +19,7 @@ where vision_msgs is importable, ``segmentation/detections_3d`` (Detection3DArra
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional
 
 from geometry_msgs.msg import PoseArray
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -23,6 +27,7 @@ from sensor_msgs.msg import CameraInfo, Image
 from visualization_msgs.msg import MarkerArray
 
 from .depth_sync import REASONS, DepthError, StampBuffer, stamp_ns
+from .diagnostics import DepthHealth
 from .geometry import Object3D
 from .object_msgs import detections_3d, object_markers, object_poses
 from .objects3d import ObjectGeometry
@@ -42,6 +47,7 @@ COUNTERS = ("depth_received", "camera_info_received", "frames_3d", "frames_no_de
 
 class DepthSide:
     def __init__(self, node: Any, out_qos: QoSProfile):
+        """Configure: the 3D output publishers (``out_qos``: the node's output QoS); no subscription yet."""
         self.node = node
         self.counters = Counters(*COUNTERS)
         self.geometry_ms = Percentiles()
@@ -49,16 +55,42 @@ class DepthSide:
         self.info: StampBuffer = StampBuffer(4)
         self.last_problem = ""
         self._geometry: Optional[ObjectGeometry] = None
+        self.sub_depth: Any = None
+        self.sub_info: Any = None
+        self.pub_markers = node.create_lifecycle_publisher(MarkerArray, "segmentation/object_markers", out_qos)
+        self.pub_poses = node.create_lifecycle_publisher(PoseArray, "segmentation/object_poses", out_qos)
+        self.pub_det3d = (node.create_lifecycle_publisher(vision_msgs.Detection3DArray, "segmentation/detections_3d",
+                                                          out_qos) if vision_msgs is not None else None)
+
+    def subscribe(self, callback_group: Any = None) -> None:
+        """Activate: ``depth`` and ``camera_info`` (best effort: matches reliable and best-effort cameras)."""
         in_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5, reliability=ReliabilityPolicy.BEST_EFFORT)
-        self.sub_depth = node.create_subscription(Image, "depth", self._on_depth, in_qos)
-        self.sub_info = node.create_subscription(CameraInfo, "camera_info", self._on_info, in_qos)
-        self.pub_markers = node.create_publisher(MarkerArray, "segmentation/object_markers", out_qos)
-        self.pub_poses = node.create_publisher(PoseArray, "segmentation/object_poses", out_qos)
-        self.pub_det3d = (node.create_publisher(vision_msgs.Detection3DArray, "segmentation/detections_3d", out_qos)
-                          if vision_msgs is not None else None)
+        node = self.node
+        self.sub_depth = node.create_subscription(Image, "depth", self._on_depth, in_qos,
+                                                  callback_group=callback_group)
+        self.sub_info = node.create_subscription(CameraInfo, "camera_info", self._on_info, in_qos,
+                                                 callback_group=callback_group)
         node.get_logger().info(f"depth on: {self.sub_depth.topic_name} + {self.sub_info.topic_name} -> "
                                f"{self.pub_markers.topic_name}, {self.pub_poses.topic_name}"
                                + ("" if self.pub_det3d else " (vision_msgs not installed: no detections_3d)"))
+
+    def unsubscribe(self) -> None:
+        """Deactivate: no depth intake; the buffered images go (they pair with no later frame) and the
+        last frame's problem with them (an inactive node has no frames to warn about)."""
+        for sub in (self.sub_depth, self.sub_info):
+            if sub is not None:
+                self.node.destroy_subscription(sub)
+        self.sub_depth = self.sub_info = None
+        self.depth, self.info = StampBuffer(8), StampBuffer(4)
+        self.last_problem = ""
+
+    def destroy(self) -> None:
+        """Cleanup / shutdown: subscriptions and publishers gone."""
+        self.unsubscribe()
+        for pub in (self.pub_markers, self.pub_poses, self.pub_det3d):
+            if pub is not None:
+                self.node.destroy_lifecycle_publisher(pub)
+        self.pub_markers = self.pub_poses = self.pub_det3d = None
 
     def _on_depth(self, msg: Any) -> None:
         self.counters.inc("depth_received")
@@ -115,9 +147,7 @@ class DepthSide:
         self.last_problem = ""
         return {o.instance_id: o for o in out.objects}
 
-    def diagnostics(self) -> Tuple[str, Dict[str, str]]:
-        """(problem of the last frame or '', key/values for /diagnostics)."""
-        ms = self.geometry_ms.get(50, 95)
-        values = {k: str(v) for k, v in self.counters.snapshot().items()}
-        values.update({"geometry_ms_p50": f"{ms[50]:.2f}", "geometry_ms_p95": f"{ms[95]:.2f}"})
-        return self.last_problem, values
+    def health(self) -> DepthHealth:
+        """What diagnostics report of the depth side, as plain values."""
+        return DepthHealth(problem=self.last_problem, counters=self.counters.snapshot(),
+                           geometry_ms=self.geometry_ms.get(50, 95))

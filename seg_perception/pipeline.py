@@ -127,6 +127,20 @@ class Segmenter:
         return overlay(rgb, result.labels, self._palette, alpha)
 
 
+def class_variant_for(requested: str, entry_variant: str, entry_source: str) -> str:
+    """The class set a model runs with: its manifest/sidecar entry's, which ``class_variant`` must
+    then agree with; ``class_variant`` itself for a bare model file (shapes only)."""
+    from .backends import BackendError
+
+    if entry_source == "file":
+        return requested
+    if requested != entry_variant:
+        raise BackendError(f"the model's {entry_source} entry says class variant {entry_variant!r}, parameter "
+                           f"class_variant says {requested!r}: set class_variant to {entry_variant!r} (it "
+                           f"chooses the classes only of a model file without an entry)")
+    return entry_variant
+
+
 def make_segmenter(cfg, manifest=None) -> Segmenter:
     """Backend + classes + postprocessing from a :class:`~seg_perception.config.NodeConfig`.
 
@@ -141,7 +155,7 @@ def make_segmenter(cfg, manifest=None) -> Segmenter:
         raise BackendError(f"model {backend.path.name} has a fixed input of {w}x{h} (width x height); "
                            f"input_width/input_height {cfg.input_width}x{cfg.input_height} not possible "
                            f"(use 0 for the model's own size)")
-    variant = backend.entry.class_variant if not cfg.model_path else cfg.class_variant
+    variant = class_variant_for(cfg.class_variant, backend.entry.class_variant, backend.entry_source)
     classes = load_classes(variant)
     try:
         return Segmenter(backend, classes, cfg.min_object_area)

@@ -56,6 +56,10 @@ def publish(args: argparse.Namespace) -> int:
             msg.header.frame_id = "bad"
         msg.data = data
         pub.publish(msg)
+        if msg.header.frame_id == "bad" and args.pause_after_bad:
+            # give the node time to take the bad frame before a newer one replaces it (drop-not-queue)
+            time.sleep(args.pause_after_bad)
+            t0 += args.pause_after_bad
         sleep = t0 + (i + 1) * period - time.monotonic()
         if sleep > 0:
             time.sleep(sleep)
@@ -64,6 +68,70 @@ def publish(args: argparse.Namespace) -> int:
     rclpy.shutdown()
     print(f"published {n} frames in {time.monotonic() - t0:.2f} s", flush=True)
     return 0
+
+
+class NodeControl:
+    """The lifecycle and parameter services of a node in another process, called over DDS.
+
+    ``client`` is a :class:`seg_perception.tools.rosio.StreamClient` (it spins its node in a thread).
+    """
+
+    def __init__(self, client, node: str = "/seg_perception"):
+        from lifecycle_msgs.srv import ChangeState, GetState
+        from rcl_interfaces.srv import DescribeParameters, GetParameters, SetParameters
+
+        n = client.node
+        self._clients = {
+            "change_state": n.create_client(ChangeState, f"{node}/change_state"),
+            "get_state": n.create_client(GetState, f"{node}/get_state"),
+            "get_parameters": n.create_client(GetParameters, f"{node}/get_parameters"),
+            "set_parameters": n.create_client(SetParameters, f"{node}/set_parameters"),
+            "describe_parameters": n.create_client(DescribeParameters, f"{node}/describe_parameters"),
+        }
+
+    def call(self, service: str, request, timeout: float = 60.0):
+        cli = self._clients[service]
+        if not cli.wait_for_service(timeout_sec=timeout):
+            raise TimeoutError(f"service {cli.srv_name} not available")
+        fut = cli.call_async(request)
+        end = time.monotonic() + timeout
+        while not fut.done() and time.monotonic() < end:
+            time.sleep(0.01)
+        if not fut.done():
+            raise TimeoutError(f"no answer from {cli.srv_name} within {timeout} s")
+        return fut.result()
+
+    def state(self) -> str:
+        from lifecycle_msgs.srv import GetState
+
+        return self.call("get_state", GetState.Request()).current_state.label
+
+    def transition(self, label: str) -> bool:
+        from lifecycle_msgs.srv import ChangeState
+
+        req = ChangeState.Request()
+        req.transition.label = label
+        return bool(self.call("change_state", req).success)
+
+    def get(self, *names: str) -> dict:
+        from rcl_interfaces.srv import GetParameters
+        from rclpy.parameter import parameter_value_to_python
+
+        values = self.call("get_parameters", GetParameters.Request(names=list(names))).values
+        return {n: parameter_value_to_python(v) for n, v in zip(names, values)}
+
+    def set(self, **values) -> list:
+        from rcl_interfaces.srv import SetParameters
+        from rclpy.parameter import Parameter
+
+        req = SetParameters.Request(parameters=[Parameter(k, value=v).to_parameter_msg() for k, v in values.items()])
+        return list(self.call("set_parameters", req).results)
+
+    def describe(self, *names: str) -> dict:
+        from rcl_interfaces.srv import DescribeParameters
+
+        return dict(zip(names, self.call("describe_parameters", DescribeParameters.Request(names=list(names)))
+                        .descriptors))
 
 
 def scene3d(i: int, hw=(480, 640)):
@@ -147,6 +215,7 @@ def main(argv=None) -> int:
     p.add_argument("--height", type=int, default=480)
     p.add_argument("--bad", default="", help="comma-separated frame indices to truncate")
     p.add_argument("--bad-every", type=int, default=0)
+    p.add_argument("--pause-after-bad", type=float, default=0.0, help="seconds of silence after each bad frame")
     p.add_argument("--wait-subscriber", type=float, default=20.0)
     p.add_argument("--settle", type=float, default=1.0)
     q = sub.add_parser("publish3d")

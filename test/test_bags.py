@@ -17,8 +17,11 @@ pytest.importorskip("rosbags")
 from seg_perception.classes import load_classes  # noqa: E402
 from seg_perception.config import NodeConfig  # noqa: E402
 from seg_perception.demo_scene3d import render_scene  # noqa: E402
+from seg_perception.metrics import iou_per_class  # noqa: E402
 from seg_perception.pipeline import make_segmenter  # noqa: E402
+from seg_perception.stamps import ns_to_stamp, stamp_of, stamp_to_ns  # noqa: E402
 from seg_perception.tools import bags, make_bag, replay  # noqa: E402
+from seg_perception.tools.errors import UsageError  # noqa: E402
 
 STORAGES = ["sqlite3", "mcap"]
 START = 1_700_000_000
@@ -38,7 +41,7 @@ def _topics(path: Path) -> dict:
 
 
 def _expected_stamps(n: int, rate: float):
-    return [bags.ns_to_stamp(START * 10**9 + int(round(i * 1e9 / rate))) for i in range(n)]
+    return [ns_to_stamp(START * 10**9 + int(round(i * 1e9 / rate))) for i in range(n)]
 
 
 # --- seg-make-bag -----------------------------------------------------------------------------
@@ -58,8 +61,8 @@ def test_make_bag_from_image_folder(tmp_path, capsys, storage):
     assert bags.storage_of(out) == storage
     assert _topics(out) == {bags.CAMERA_TOPIC: (bags.IMAGE_TYPE, 3), bags.CAMERA_INFO_TOPIC: (bags.CAMERA_INFO_TYPE, 3)}
     msgs = list(bags.read_topic(out, bags.CAMERA_TOPIC))
-    assert [bags.stamp_of(m) for _, m in msgs] == _expected_stamps(3, 4.0)
-    assert [t for t, _ in msgs] == [bags.stamp_to_ns(s) for s in _expected_stamps(3, 4.0)]  # log time = stamp
+    assert [stamp_of(m) for _, m in msgs] == _expected_stamps(3, 4.0)
+    assert [t for t, _ in msgs] == [stamp_to_ns(s) for s in _expected_stamps(3, 4.0)]  # log time = stamp
     for (_, m), rgb in zip(msgs, images):  # sorted by name, PNG is lossless
         assert (m.encoding, m.header.frame_id) == ("rgb8", "cam")
         np.testing.assert_array_equal(bags.decode_camera(m, bags.IMAGE_TYPE), rgb)
@@ -102,7 +105,7 @@ def test_make_bag_from_atwork_layout_remaps_background(tmp_path, capsys, storage
                             bags.CAMERA_INFO_TOPIC: (bags.CAMERA_INFO_TYPE, 4)}
     gts = list(bags.read_topic(out, bags.GT_TOPIC))
     cams = list(bags.read_topic(out, cam_topic))
-    assert [bags.stamp_of(m) for _, m in gts] == [bags.stamp_of(m) for _, m in cams] == _expected_stamps(4, 8.0)
+    assert [stamp_of(m) for _, m in gts] == [stamp_of(m) for _, m in cams] == _expected_stamps(4, 8.0)
     for (_, m), (cid, mask) in zip(gts, [made[s] for s in sorted(made)]):  # class folder, then file name
         gt = bags.gt_to_array(m)
         assert m.encoding == "mono8" and gt.shape == mask.shape
@@ -123,6 +126,27 @@ def test_make_bag_errors_are_clean(tmp_path, capsys):
     assert make_bag.main(["--demo", "1", "--size", "192x176", "--out", str(tmp_path / "d")]) == 2, "never clobbers"
     assert make_bag.main(["--demo", "1", "--size", "192x176", "--out", str(tmp_path / "d"), "--overwrite"]) == 0
     capsys.readouterr()
+
+
+def test_make_bag_to_an_unwritable_path_is_one_line_and_exit_2(tmp_path, capsys, caplog):
+    (tmp_path / "a_file").write_text("not a folder")
+    assert make_bag.main(["--demo", "1", "--size", "192x176", "--out", str(tmp_path / "a_file" / "bag")]) == 2
+    err = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(err) == 1 and "cannot write" in err[0].getMessage() and "a_file" in err[0].getMessage()
+    assert capsys.readouterr().out == ""
+
+
+def test_argument_errors_are_usage_errors_not_bag_errors(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UsageError, match="no images"):
+        make_bag.image_folder_frames(tmp_path / "empty")
+    with pytest.raises(UsageError, match="--rate"):
+        make_bag.write_bag(iter(()), make_bag.BagSpec(tmp_path / "b", rate_hz=0))
+    from seg_perception.tools.replay.node_config import parse_params
+
+    with pytest.raises(UsageError, match="KEY=VALUE"):
+        parse_params(["nonsense=1"])
+    assert not issubclass(UsageError, bags.BagError)
 
 
 # --- seg-replay: plan and errors --------------------------------------------------------------------
@@ -173,13 +197,23 @@ def test_replay_refuses_existing_output_and_bad_args(demo_bag, caplog):
     assert replay.main([str(demo_bag / "nothing")]) == 2
 
 
+@pytest.mark.parametrize("metadata", ["rosbag2_bagfile_information: [\n", "just text\n",
+                                      "rosbag2_bagfile_information:\n  version: 9\n  storage_identifier: mcap\n"])
+def test_replay_of_a_bag_with_broken_metadata_is_one_line_and_exit_2(demo_bag, caplog, capsys, metadata):
+    (demo_bag / "metadata.yaml").write_text(metadata)
+    assert replay.main([str(demo_bag), "--offline"]) == 2
+    err = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(err) == 1 and ("metadata.yaml" in err[0] or "cannot open bag" in err[0]), err
+    assert "Traceback" not in caplog.text and capsys.readouterr().out == ""
+
+
 # --- metrics ------------------------------------------------------------------------------------
 def test_confusion_miou_conventions():
     gt = np.array([[0, 0, 1, 255]], np.uint8)
     pred = np.array([[0, 2, 1, 1]], np.uint8)
     cm = replay.confusion(gt, pred, 4)
     assert cm.sum() == 3, "255 is ignored"
-    iou = replay.iou_per_class(cm)
+    iou = iou_per_class(cm)
     assert iou[0] == pytest.approx(0.5) and iou[1] == 1.0 and iou[2] == 0.0, "a false alarm class counts 0"
     assert np.isnan(iou[3]), "absent everywhere: undefined, left out of the mean"
     assert replay.miou(cm) == pytest.approx(0.5)
@@ -233,7 +267,7 @@ def test_offline_replay_on_palette_scenes_is_near_perfect(tmp_path, capsys, colo
     with bags.BagWriter(bag, "mcap") as w:
         for i, (rgb, gt) in enumerate(frames):
             stamp = (START + i, 0)
-            t = bags.stamp_to_ns(stamp)
+            t = stamp_to_ns(stamp)
             w.write(bags.COMPRESSED_TOPIC, bags.COMPRESSED_TYPE, t, bags.compressed_message(rgb, stamp, "cam", 100))
             w.write(bags.GT_TOPIC, bags.IMAGE_TYPE, t, bags.image_message(gt, "mono8", stamp, "cam"))
     assert replay.main([str(bag), "--offline", "--backend", "onnx", "--model-path", colour_model]) == 0
@@ -255,5 +289,15 @@ def test_atwork_split_matches_the_training_split(tmp_path):
         got = make_bag.atwork_pairs(tmp_path / "atwork", split)
         assert got == [(s.image_path, s.label_path) for s in want]
     assert len(make_bag.atwork_pairs(tmp_path / "atwork")) == len(train) + len(val) == 4
-    with pytest.raises(bags.BagError, match="not one of"):
+    with pytest.raises(UsageError, match="not one of"):
         make_bag.atwork_pairs(tmp_path / "atwork", "test")
+
+
+def test_replay_params_parse_booleans_by_word():
+    from seg_perception.tools.replay.node_config import parse_params
+
+    assert parse_params(["autostart=false", "overlay_alpha=1", "num_threads=2.0"]) == {
+        "autostart": False, "overlay_alpha": 1.0, "num_threads": 2}
+    assert parse_params(["autostart=True"]) == {"autostart": True}
+    with pytest.raises(UsageError, match="autostart needs a bool"):
+        parse_params(["autostart=maybe"])

@@ -11,7 +11,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
-SCRIPTS = ["seg_node", "seg-demo", "seg-bench", "seg-eval", "seg-soak", "seg-make-bag", "seg-replay", "seg-geom-eval"]
+SCRIPTS = ["seg-node", "seg_node", "seg-demo", "seg-bench", "seg-eval", "seg-soak", "seg-make-bag", "seg-replay",
+           "seg-geom-eval"]
 
 
 def _tracked_files() -> list:

@@ -6,7 +6,6 @@ import pytest
 from colour_model import make_colour_model, render_scene
 from seg_perception.backends import BACKENDS, BackendError, create_backend
 from seg_perception.config import ConfigError, NodeConfig
-from seg_perception.launch_args import node_settings
 from seg_perception.manifest import Manifest, ManifestError
 from seg_perception.pipeline import Segmenter, make_segmenter
 from seg_perception.classes import load_classes
@@ -127,23 +126,136 @@ def test_make_segmenter_rejects_impossible_input_size(colour_dir):
     assert seg.backend.input_hw == (128, 160)
 
 
-def test_launch_mapping():
-    s = node_settings({"backend": "espnet", "image_topic": "/cam/rgb"}, "/share/params.yaml")
-    assert s["remappings"] == [("image", "/cam/rgb")]
-    assert s["parameters"] == ["/share/params.yaml", {"backend": "espnet", "transport": "raw"}]
-    assert s["namespace"] == ""
-    s = node_settings({"use_compressed": "true", "image_topic": "/cam/rgb", "namespace": "arm",
-                       "params_file": "/my.yaml"}, "/share/params.yaml")
-    assert s["remappings"] == [("image/compressed", "/cam/rgb/compressed")]
-    assert s["parameters"][0] == "/my.yaml" and s["parameters"][1]["transport"] == "compressed"
-    assert s["namespace"] == "arm"
-    with pytest.raises(ValueError, match="valid"):
-        node_settings({"backnd": "x"}, "")
-    with pytest.raises(ValueError, match="true or false"):
-        node_settings({"use_compressed": "maybe"}, "")
-    assert node_settings({}, "/p.yaml")["parameters"][1]["backend"] == "tflite_int8"
+# --- start-up config: each bad value alone falls back ------------------------------------------------
+def test_startup_config_keeps_valid_values_and_names_each_refused_one():
+    from seg_perception.config import startup_config
+
+    cfg, faults = startup_config({"backend": 7, "overlay_alpha": 1, "num_threads": 3.0, "min_object_area": 50,
+                                  "qos_depth": 0, "transport": "compressed", "bogus": 1})
+    assert cfg.backend == "tflite_int8" and cfg.qos_depth == 1  # refused: defaults
+    assert (cfg.overlay_alpha, cfg.num_threads, cfg.min_object_area, cfg.transport) == (1.0, 3, 50, "compressed")
+    assert type(cfg.overlay_alpha) is float and type(cfg.num_threads) is int
+    assert sorted(faults) == ["backend", "bogus", "qos_depth"]
+    assert "must be of type str" in faults["backend"] and "default 'tflite_int8'" in faults["backend"]
+    assert "[1, 100]" in faults["qos_depth"]
 
 
-def test_launch_file_only_forwards(repo_root):
-    src = (repo_root / "launch" / "seg.launch.py").read_text()
-    assert "node_settings(" in src and "LAUNCH_ARGUMENTS" in src
+def test_class_variant_rule():
+    from seg_perception.pipeline import class_variant_for
+
+    assert class_variant_for("binary", "full", "file") == "binary"  # a bare file: the parameter decides
+    assert class_variant_for("full", "full", "manifest") == "full"
+    with pytest.raises(BackendError, match="sidecar entry says class variant 'binary'"):
+        class_variant_for("full", "binary", "sidecar")
+
+
+# --- manifest: each entry on its own ------------------------------------------------------------------
+def _manifest_with(colour_dir, **bad_entries):
+    doc = json.loads((colour_dir / "manifest.json").read_text())
+    doc["models"].update(bad_entries)
+    (colour_dir / "manifest.json").write_text(json.dumps(doc))
+    return Manifest.load(colour_dir)
+
+
+@pytest.mark.parametrize("bad, words", [
+    (None, ["expected an object", "null"]),
+    ({"file": "x.onnx", "format": "onnx", "num_classes": 19}, ["sha256"]),
+    ({"file": "x.onnx", "format": "onnx", "num_classes": 19, "sha256": "0" * 64, "colour": "red"}, ["colour"]),
+    ({"file": "x.onnx", "format": "onnx", "num_classes": "19", "sha256": "0" * 64}, ["num_classes"]),
+    ({"file": "x.onnx", "format": "onnx", "num_classes": 19, "sha256": "0" * 64, "input": {"mean": 5}}, ["mean"]),
+    ({"file": "x.onnx", "format": "caffe", "num_classes": 19, "sha256": "0" * 64}, ["format"]),
+])
+def test_a_bad_manifest_entry_is_unusable_alone(colour_dir, bad, words):
+    man = _manifest_with(colour_dir, espnet=bad)
+    assert "colour" in man.entries and "espnet" not in man.entries
+    with pytest.raises(ManifestError) as e:
+        man.get("espnet")
+    msg = str(e.value)
+    assert "manifest.json" in msg and "'espnet'" in msg
+    for w in words:
+        assert w in msg
+    with pytest.raises(BackendError, match="manifest.json"):
+        create_backend("espnet", manifest=man)
+    # the intact entry and a plain model_path still work
+    assert create_backend("onnx", str(colour_dir / "colour.onnx"), manifest=man).sha256 == man.get("colour").sha256
+    # writing the manifest back keeps the bad entry as it was, for its owner to fix
+    e2 = man.get("colour")
+    e2.name = "colour2"
+    man.put(e2)
+    man.save()
+    assert json.loads((colour_dir / "manifest.json").read_text())["models"]["espnet"] == bad
+
+
+def test_an_unreadable_manifest_names_itself_and_model_path_still_works(colour_dir):
+    (colour_dir / "manifest.json").write_text("{ not json")
+    man = Manifest.load(colour_dir)
+    with pytest.raises(ManifestError, match=r"manifest.json: not valid JSON"):
+        man.get("colour")
+    with pytest.raises(BackendError, match=r"manifest.json"):
+        create_backend("espnet", manifest=man)
+    assert create_backend("onnx", str(colour_dir / "colour.onnx"), manifest=man).num_classes == 19
+    (colour_dir / "manifest.json").write_text('{"models": [1, 2]}')
+    with pytest.raises(ManifestError, match="manifest.json"):
+        Manifest.load(colour_dir).get("colour")
+
+
+# --- model files: read once, hashed, size-limited -------------------------------------------------------
+def test_the_loaded_model_is_the_one_hashed_while_the_file_is_replaced(tmp_path):
+    """A file swapped between hashing and loading must never run under the other file's hash."""
+    import hashlib
+    import threading
+
+    make_colour_model(tmp_path / "a", name="a", hw=(128, 160))
+    make_colour_model(tmp_path / "b", name="b", hw=(96, 128))
+    blobs = {(tmp_path / n / f"{n}.onnx").read_bytes(): hw for n, hw in (("a", (128, 160)), ("b", (96, 128)))}
+    sha_to_hw = {hashlib.sha256(b).hexdigest(): hw for b, hw in blobs.items()}
+    target = tmp_path / "model.onnx"
+    target.write_bytes(next(iter(blobs)))
+    stop = threading.Event()
+
+    def swap():
+        items = list(blobs)
+        i = 0
+        while not stop.is_set():
+            tmp = tmp_path / f"swap{i % 2}.onnx"
+            tmp.write_bytes(items[i % 2])
+            tmp.replace(target)  # atomic, as a deploy script would
+            i += 1
+
+    t = threading.Thread(target=swap, daemon=True)
+    t.start()
+    try:
+        for _ in range(60):
+            be = create_backend("onnx", str(target))
+            assert be.input_hw == sha_to_hw[be.sha256]
+    finally:
+        stop.set()
+        t.join()
+
+
+def test_an_oversized_model_file_is_refused_before_reading(tmp_path, monkeypatch):
+    import time
+
+    from seg_perception.backends import base
+
+    big = tmp_path / "huge.onnx"
+    with open(big, "wb") as f:
+        f.truncate(base.MAX_MODEL_BYTES + 1)  # sparse: no disk used
+    t = time.perf_counter()
+    with pytest.raises(BackendError, match=r"huge.onnx is larger than the 512 MiB limit"):
+        create_backend("onnx", str(big))
+    assert time.perf_counter() - t < 1.0  # refused from its size, not after reading 512 MiB
+
+
+def test_readme_parameter_table_lists_every_parameter_and_when_it_can_change(repo_root):
+    from seg_perception.config import PARAMS
+
+    rows = {}
+    for line in (repo_root / "README.md").read_text().splitlines():
+        if line.startswith("| `"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            for name in cells[0].replace("`", "").split(","):
+                rows[name.strip()] = cells[-1]
+    for name, spec in PARAMS.items():
+        assert name in rows, f"README parameter table misses {name}"
+        assert (rows[name] == "start-up only") == spec.startup_only, name

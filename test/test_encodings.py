@@ -93,3 +93,63 @@ def test_compressed(ext):
 def test_supported_list_is_complete():
     for enc in ("rgb8", "bgr8", "rgba8", "bgra8", "mono8", "mono16"):
         assert enc in SUPPORTED_ENCODINGS
+
+
+# --- decompression bombs on the compressed transport: format from the bytes, size from the header ---------
+def _encoded(ext: str, hw=(24, 32)) -> bytes:
+    import cv2
+
+    return cv2.imencode(ext, np.full((*hw, 3), 90, np.uint8))[1].tobytes()
+
+
+def _png_declaring(width: int, height: int) -> bytes:
+    """A real small PNG whose IHDR (CRC fixed) declares another size."""
+    import zlib
+
+    png = bytearray(_encoded(".png"))
+    assert png[12:16] == b"IHDR"
+    png[16:24] = width.to_bytes(4, "big") + height.to_bytes(4, "big")
+    png[29:33] = zlib.crc32(bytes(png[12:29])).to_bytes(4, "big")
+    return bytes(png)
+
+
+def _jpeg_with_app_segments(n_segments: int, declare=None) -> bytes:
+    """A real JPEG with ``n_segments`` 65 kB APP9 segments before its frame header (SOF), which then lies
+    beyond the first 64 KiB; ``declare`` = (width, height) written into the SOF."""
+    jpg = bytearray(_encoded(".jpg", (48, 64)))
+    app = b"\xff\xe9" + (65533).to_bytes(2, "big") + b"\x00" * 65531
+    jpg = jpg[:2] + app * n_segments + jpg[2:]
+    if declare is not None:
+        sof = next(i for i in range(2, len(jpg) - 9) if jpg[i] == 0xFF and jpg[i + 1] in (0xC0, 0xC2))
+        jpg[sof + 5:sof + 9] = declare[1].to_bytes(2, "big") + declare[0].to_bytes(2, "big")
+    return bytes(jpg)
+
+
+@pytest.mark.parametrize("ext, fmt", [(".webp", "png"), (".tiff", "png"), (".tiff", "rgb8; jpeg compressed bgr8"),
+                                      (".bmp", "jpeg")])
+def test_formats_other_than_jpeg_and_png_are_refused_whatever_format_says(ext, fmt):
+    data = _encoded(ext)  # a valid image cv2.imdecode would happily decode
+    with pytest.raises(ImageDecodeError, match="not JPEG or PNG"):
+        compressed_to_rgb(_C(fmt, data), max_pixels=4096 * 4096)
+
+
+def test_png_declaring_huge_dimensions_is_refused_before_decoding():
+    with pytest.raises(ImageDecodeError, match="image 20000x16000 exceeds max_image_pixels"):
+        compressed_to_rgb(_C("png", _png_declaring(20000, 16000)), max_pixels=4096 * 4096)
+
+
+def test_jpeg_with_frame_header_after_64_kib_of_app_segments_is_sized_from_its_header():
+    bomb = _jpeg_with_app_segments(2, declare=(20000, 16000))
+    assert len(bomb) > 2 * 65536
+    with pytest.raises(ImageDecodeError, match="image 20000x16000 exceeds max_image_pixels"):
+        compressed_to_rgb(_C("jpeg", bomb), max_pixels=4096 * 4096)
+    # the same layout with its honest size decodes
+    out = compressed_to_rgb(_C("jpeg", _jpeg_with_app_segments(2)), max_pixels=4096 * 4096)
+    assert out.shape == (48, 64, 3)
+
+
+def test_format_is_taken_from_the_bytes():
+    # a PNG announced as jpeg is decoded as the PNG it is (both are accepted formats)
+    assert compressed_to_rgb(_C("jpeg", _encoded(".png"))).shape == (24, 32, 3)
+    with pytest.raises(ImageDecodeError, match="not JPEG or PNG"):
+        compressed_to_rgb(_C("png", b"GIF89a" + b"\x00" * 100))

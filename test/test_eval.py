@@ -51,3 +51,18 @@ def test_seg_eval_reports_missing_data(tmp_path, capsys):
     rc = seg_eval.main(["--backend", "onnx", "--model-path", str(tmp_path / "m" / "colour.onnx"),
                         "--root", str(tmp_path)])
     assert rc == 2 and "not an atWork dataset root" in capsys.readouterr().err
+
+
+def test_seg_eval_with_no_pixel_to_evaluate_prints_null_and_fails(tmp_path, capsys):
+    """Masks that are all 'ignore' leave nothing to score: null (valid JSON), a message, exit 1 (was NaN, 0)."""
+    make_colour_model(tmp_path / "m")
+    root = tmp_path / "atwork"
+    _write(root, "m30", 1, np.zeros((48, 64, 3), np.uint8), np.full((48, 64), 200, np.uint8))  # no class id
+    rc = seg_eval.main(["--backend", "onnx", "--model-path", str(tmp_path / "m" / "colour.onnx"),
+                        "--root", str(root)])
+    cap = capsys.readouterr()
+    assert rc == 1
+    out = json.loads(cap.out)  # strict JSON: no NaN
+    assert out["miou"] is None and out["pixel_accuracy"] is None and out["pixels_evaluated"] == 0
+    assert "no pixel was evaluated" in cap.err
+    assert "NaN" not in cap.out

@@ -66,12 +66,23 @@ def test_compressed_truncated_or_corrupt(fmt, blob, cut, junk):
     assert out.ndim == 3 and out.shape[2] == 3
 
 
+@given(st.sampled_from([_PNG[:33], _JPG[:20], b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n"]), st.binary(max_size=300))
+@settings(max_examples=300, deadline=None)
+def test_compressed_headers_with_random_bytes_after_the_magic(head, tail):
+    try:
+        out = compressed_to_rgb(_C("png", head + tail), max_pixels=10_000)
+    except ImageDecodeError:
+        return
+    assert out.ndim == 3 and out.shape[2] == 3
+
+
 # --- the same inputs through the node's own processing path (in-process, real rclpy) -----
-rclpy = pytest.importorskip("rclpy")
+# (rclpy is needed from here on only: the tests above run without it)
 
 
 @pytest.fixture(scope="module")
 def seg_node(tmp_path_factory):
+    rclpy = pytest.importorskip("rclpy")
     from rclpy.parameter import Parameter
 
     from colour_model import make_colour_model

@@ -10,6 +10,7 @@ from seg_perception.demo_scene3d import Placement, render_objects, render_scene
 from seg_perception.geometry import Object3D, default_camera
 from seg_perception.geometry_eval import (Box, GeometryScore, box_of, boxes_from_markers, match, truth_to_json,
                                           truths_from_json)
+from seg_perception.stamps import ns_to_stamp, stamp_of, stamp_to_ns
 
 pytest.importorskip("rosbags")
 from seg_perception.tools import bags, make_bag, replay  # noqa: E402
@@ -81,7 +82,7 @@ def test_demo_bag_has_depth_camera_info_and_truth(tmp_path, capsys):
         np.testing.assert_array_equal(np.frombuffer(d.data.tobytes(), "<u2").reshape(240, 320), scene.depth_mm)
         assert np.allclose(np.asarray(info.k).reshape(3, 3), cam.k())
         doc = json.loads(gt.data)
-        assert tuple(doc["stamp"]) == bags.stamp_of(d)
+        assert tuple(doc["stamp"]) == stamp_of(d)
         assert [o["class_name"] for o in doc["objects"]] == [t.class_name for t in scene.truths]
 
 
@@ -95,12 +96,12 @@ def _palette_bag(path, n=3, depth_offset_ns=0):
                       Placement("m30", 0.0, 0.09, 0.0)]
             scene = render_objects(places, tilt_deg=[0.0, 25.0, 45.0][i % 3], palette_colours=True)
             stamp = (1_700_000_000 + i, 0)
-            t = bags.stamp_to_ns(stamp)
+            t = stamp_to_ns(stamp)
             w.write(bags.CAMERA_TOPIC, bags.IMAGE_TYPE, t, bags.image_message(scene.rgb, "rgb8", stamp, "cam"))
             w.write(bags.GT_TOPIC, bags.IMAGE_TYPE, t, bags.image_message(scene.labels, "mono8", stamp, "cam"))
             w.write(bags.CAMERA_INFO_TOPIC, bags.CAMERA_INFO_TYPE, t,
                     bags.camera_info_message(480, 640, stamp, "cam", scene.camera))
-            d_stamp = bags.ns_to_stamp(t + depth_offset_ns)  # a real camera stamps depth a little apart
+            d_stamp = ns_to_stamp(t + depth_offset_ns)  # a real camera stamps depth a little apart
             w.write(bags.DEPTH_TOPIC, bags.IMAGE_TYPE, t, bags.image_message(scene.depth_mm, "16UC1", d_stamp, "cam"))
             w.write(bags.OBJECTS_GT_TOPIC, bags.STRING_TYPE, t,
                     bags.string_message(truth_to_json(scene.truths, stamp, "cam")))

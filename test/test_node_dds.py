@@ -44,7 +44,10 @@ def test_node_segments_stream_and_survives_malformed_frame(client, tmp_path, shi
     node = NodeProcess({**shipped_backend, "min_object_area": 50}, tmp_path / "node.log")
     try:
         assert client.wait_for_node(30) or client.diag_values(), "node sent no diagnostics:\n" + node.log()
-        pub = start_publisher("--rate", "30", "--duration", "10", "--bad", "150", log=tmp_path / "pub.log")
+        # the pause after the bad frame keeps a newer frame from replacing it on a loaded machine (that a
+        # replaced frame is dropped, not queued, is tested in test_fuzz.py)
+        pub = start_publisher("--rate", "30", "--duration", "10", "--bad", "150", "--pause-after-bad", "0.5",
+                              log=tmp_path / "pub.log")
         assert pub.wait(60) == 0, (tmp_path / "pub.log").read_text()
         client.wait_quiet(1.0)
         assert node.alive(), "node died:\n" + node.log()
@@ -71,7 +74,7 @@ def test_node_segments_stream_and_survives_malformed_frame(client, tmp_path, shi
             if k:
                 assert len(np.unique(la[ia == k])) == 1, "an instance must have exactly one class"
                 assert la[ia == k][0] > 0
-    assert int(d["frames_rejected"]) == 1, d
+    assert int(d["frames_rejected"]) == 1, f"{d}\n{log[-3000:]}"
     assert int(d["frames_processed"]) == len(labels), d
     assert int(d["frames_received"]) >= int(d["frames_processed"]) + 1
     assert "rejected frame" in log and "needs" in log

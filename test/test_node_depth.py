@@ -31,7 +31,7 @@ def node(tmp_path_factory):
         Parameter("backend", value="onnx"), Parameter("model_path", value=str(d / "colour.onnx")),
         Parameter("use_depth", value=True), Parameter("min_object_area", value=30)])
     n.published = {"labels": [], "markers": [], "poses": []}
-    n.pub_labels.publish = n.published["labels"].append
+    n.pubs.labels.publish = n.published["labels"].append
     n.depth_side.pub_markers.publish = n.published["markers"].append
     n.depth_side.pub_poses.publish = n.published["poses"].append
     yield n
@@ -160,3 +160,49 @@ def test_bad_depth_is_counted_and_2d_continues(node, scene, case, counter):
         # the next good frame clears the warning
         step(node, scene, sec + 50, depth(scene.depth_mm, sec + 50), info(scene, sec + 50))
         assert node.diagnostics_status().level == b"\x00"
+
+
+def test_depth_follows_the_lifecycle(tmp_path, scene):
+    """Subscriptions at activate, gone at deactivate (with the buffered depth and the last warning);
+    publishers at configure, gone at cleanup; a new configure brings them back."""
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from rclpy.parameter import Parameter
+
+    from colour_model import make_colour_model
+    from seg_perception.node import SegmentationNode
+
+    ok = TransitionCallbackReturn.SUCCESS
+    make_colour_model(tmp_path, hw=HW, down=1)
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    n = SegmentationNode(context=ctx, parameter_overrides=[
+        Parameter("backend", value="onnx"), Parameter("model_path", value=str(tmp_path / "colour.onnx")),
+        Parameter("use_depth", value=True)])
+    try:
+        def subs():
+            return {s.topic_name for s in n.subscriptions}
+
+        def pubs():
+            return {p.topic_name for p in n.publishers}
+
+        out3d = {"/segmentation/object_markers", "/segmentation/object_poses"}
+        assert {"/image", "/depth", "/camera_info"} <= subs() and out3d <= pubs()
+        n.depth_side._on_depth(depth(scene.depth_mm, 1))
+        n.depth_side._on_info(info(scene, 1))
+        n.depth_side.last_problem = "frame 0.000000500: no depth image within depth_sync_tolerance_s"
+        assert n.diagnostics_status().level == b"\x01"
+        assert n.trigger_deactivate() == ok
+        assert not subs() & {"/image", "/depth", "/camera_info"} and out3d <= pubs()
+        assert len(n.depth_side.depth) == 0 and len(n.depth_side.info) == 0
+        status = n.diagnostics_status()
+        assert status.level == b"\x00" and "depth" not in status.message, status.message
+        assert n.trigger_activate() == ok
+        assert {"/image", "/depth", "/camera_info"} <= subs()
+        assert n.trigger_deactivate() == ok and n.trigger_cleanup() == ok
+        assert n.depth_side is None and not pubs() & out3d
+        values = {kv.key: kv.value for kv in n.diagnostics_status().values}
+        assert "frames_3d" not in values  # no depth side, no depth values
+        assert n.trigger_configure() == ok and out3d <= pubs() and n.depth_side is not None
+    finally:
+        n.destroy_node()
+        ctx.try_shutdown()

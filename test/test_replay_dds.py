@@ -17,6 +17,7 @@ import pytest
 pytest.importorskip("rclpy")
 pytest.importorskip("rosbags")
 
+from seg_perception.stamps import stamp_of  # noqa: E402
 from seg_perception.tools import bags, make_bag  # noqa: E402
 from seg_perception.tools.rosio import dds_env  # noqa: E402
 
@@ -57,9 +58,9 @@ def test_replay_round_trip(tmp_path, colour_model, storage, compressed, pacing):
     labels = [m for _, m in bags.read_topic(out_bag, bags.LABELS_TOPIC)]
     instances = [m for _, m in bags.read_topic(out_bag, bags.INSTANCES_TOPIC)]
     assert len(labels) == done and len(instances) == done
-    label_stamps = {bags.stamp_of(m) for m in labels}
+    label_stamps = {stamp_of(m) for m in labels}
     assert label_stamps <= in_stamps and len(label_stamps) == done
-    assert {bags.stamp_of(m) for m in instances} == label_stamps
+    assert {stamp_of(m) for m in instances} == label_stamps
     assert (labels[0].encoding, labels[0].width, labels[0].height) == ("mono8", 640, 480)
     assert instances[0].encoding == "mono16"
 

@@ -32,7 +32,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .config import TrainingConfig, save_config, to_plain
+from seg_perception.plain import to_plain
+
+from .config import TrainingConfig, save_config
 
 log = logging.getLogger(__name__)
 

@@ -32,6 +32,7 @@ import yaml
 
 from seg_perception.atwork import SPLIT_KINDS, SplitSpec
 from seg_perception.classes import VARIANTS
+from seg_perception.plain import to_plain
 
 from .losses import CLASS_WEIGHTINGS, LOSSES
 
@@ -419,8 +420,13 @@ def build_config(
 
 
 def load_yaml(path: os.PathLike) -> dict[str, Any]:
-    with open(path, encoding="utf-8") as f:
-        doc = yaml.safe_load(f) or {}
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = yaml.safe_load(f) or {}
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the file: {e.strerror or e}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
     if not isinstance(doc, dict):
         raise ConfigError(f"{path}: top level must be a mapping")
     return doc
@@ -428,8 +434,9 @@ def load_yaml(path: os.PathLike) -> dict[str, Any]:
 
 def load_config(path: os.PathLike | None = None, overrides: Iterable[str] = ()) -> TrainingConfig:
     """Load a YAML config file (optional) and apply ``key.sub=value`` overrides."""
+    file_cfg = load_yaml(path) if path else None  # its errors name the file
     try:
-        return build_config(load_yaml(path) if path else None, overrides)
+        return build_config(file_cfg, overrides)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}" if path else str(e)) from None
 
@@ -444,28 +451,6 @@ def save_config(cfg: Any, directory: os.PathLike, name: str = "config.yaml") -> 
         yaml.safe_dump(to_plain(cfg), f, sort_keys=False)
     os.replace(tmp, path)
     return path
-
-
-def to_plain(obj: Any) -> Any:
-    """Containers of str/int/float/bool/None only (YAML- and ``weights_only``-safe); dataclasses as mappings."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_plain(getattr(obj, f.name)) for f in fields(obj)}
-    if isinstance(obj, Mapping):
-        return {str(k): to_plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_plain(v) for v in obj]
-    if isinstance(obj, os.PathLike):
-        return os.fspath(obj)
-    if obj is None or isinstance(obj, (str, bool)):
-        return obj
-    if hasattr(obj, "item") and callable(obj.item):  # numpy / torch scalars
-        return obj.item()
-    if isinstance(obj, (int, float)):
-        return obj
-    raise TypeError(f"cannot store {type(obj).__name__} in a config")
-
-
-# --------------------------------------------------------------------------- command line
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:

@@ -33,8 +33,9 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 import torch
 import torch.nn as nn
 
+from seg_perception.plain import to_plain
 from training.checkpoint import class_variant_of, load_any_model, save_pruned
-from training.config import TrainingConfig, to_plain
+from training.config import TrainingConfig
 from training.models import count_parameters
 
 log = logging.getLogger(__name__)

@@ -32,7 +32,7 @@ import numpy as np
 
 from seg_perception.backends import generic_entry, open_backend
 from seg_perception.classes import load_classes
-from seg_perception.manifest import Manifest
+from seg_perception.manifest import Manifest, sha256_file
 from seg_perception.metrics import accuracy_summary, confusion_matrix
 from seg_perception.pipeline import Segmenter
 from seg_perception.stats import interleaved_ms
@@ -198,7 +198,8 @@ def benchmark(models_dir: os.PathLike, images: ImageCache, runs: int = 30, warmu
     reference_info = None
     if reference is not None:
         runtime = "onnx" if Path(reference).suffix.lower() == ".onnx" else "tflite"
-        rb = open_backend(generic_entry(Path(reference), runtime), reference, threads, spin_wait=False)
+        entry = generic_entry(Path(reference), runtime, sha256_file(reference))  # open_backend checks the hash
+        rb = open_backend(entry, reference, threads, spin_wait=False)
         h, w = rb.input_hw
         shape = (1, h, w, 3) if rb.entry.input.layout == "NHWC" else (1, 3, h, w)
         rx = np.random.default_rng(0).uniform(-1, 1, shape).astype(np.float32)

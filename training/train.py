@@ -81,7 +81,10 @@ def _transforms(cfg: TrainingConfig) -> tuple[Callable | None, Callable | None]:
     except ImportError:
         log.warning("training.data.augment not available: training without augmentation")
         return None, None
-    return build_train_transform(h, w, dict(cfg.data.augment)), build_val_transform(h, w)
+    augment = dict(cfg.data.augment)
+    if augment.get("seed") is None:  # reproducible runs: the augmentation stream follows train.seed
+        augment["seed"] = cfg.train.seed
+    return build_train_transform(h, w, augment), build_val_transform(h, w)
 
 
 def build_datasets(cfg: TrainingConfig) -> tuple[Dataset, Dataset]:

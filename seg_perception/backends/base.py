@@ -6,6 +6,7 @@ file it runs and how the tensors look comes from the model manifest
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from contextlib import contextmanager
@@ -15,9 +16,13 @@ from typing import Callable, Dict, Iterator, Optional, Tuple
 
 import numpy as np
 
-from ..manifest import Manifest, ManifestError, ModelEntry, sha256_file
+from ..manifest import Manifest, ManifestError, ModelEntry
 
 LOG = logging.getLogger(__name__)
+
+#: Larger model files are refused before reading (the shipped ones are under 3 MB; a wrong
+#: path to a multi-GB file must not stall the node while it is read and hashed).
+MAX_MODEL_BYTES = 512 * 1024 * 1024
 
 
 class BackendError(RuntimeError):
@@ -63,7 +68,11 @@ class Backend:
     input_quant: Optional[Tuple[float, int]]  # (scale, zero point) of an integer input tensor, else None
     output_quant: Optional[Tuple[float, int]]
 
-    def __init__(self, name: str, entry: ModelEntry, path: Path, num_threads: int = 2, spin_wait: bool = True):
+    def __init__(self, name: str, entry: ModelEntry, path: Path, model_bytes: bytes, sha256: str,
+                 num_threads: int = 2, spin_wait: bool = True):
+        """``model_bytes`` are the file's content as read once; ``sha256`` is their hash: the
+        runtime is built from exactly the bytes that were hashed (a file replaced meanwhile
+        cannot be loaded under another file's hash)."""
         self.name = name
         self.entry = entry
         self.path = Path(path)
@@ -71,11 +80,13 @@ class Backend:
         # Worker threads busy-wait for the next run (ONNX Runtime's default: lowest latency for
         # one model alone). Off where several models take turns on the same cores.
         self.spin_wait = bool(spin_wait)
-        self.sha256 = entry.sha256
-        self._load()
+        self.sha256 = sha256
+        #: where the tensor layout and class set come from: "manifest", "sidecar" or "file" (shapes only)
+        self.entry_source = "manifest"
+        self._load(model_bytes)
 
     # --- to implement -------------------------------------------------------------
-    def _load(self) -> None:
+    def _load(self, model_bytes: bytes) -> None:
         raise NotImplementedError
 
     def _run(self, x: np.ndarray) -> np.ndarray:
@@ -128,7 +139,23 @@ def _runtime(name: str) -> Callable[..., Backend]:
     return _RUNTIMES[name]
 
 
-def generic_entry(path: Path, runtime: str) -> ModelEntry:
+def read_model_bytes(path: Path, what: str = "model file", limit: int = MAX_MODEL_BYTES) -> bytes:
+    """The whole file, read once, refused before reading when over ``limit`` bytes."""
+    if not path.is_file():
+        raise BackendError(f"{what} {path} does not exist")
+    size = path.stat().st_size
+    too_big = (f"{what} {path} is larger than the {limit / 2**20:.0f} MiB limit for a model "
+               f"(the shipped models are under 3 MB); not loading it")
+    if size > limit:
+        raise BackendError(f"{too_big}: {size / 2**20:.0f} MiB")
+    with open(path, "rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:  # grew after stat
+        raise BackendError(too_big)
+    return data
+
+
+def generic_entry(path: Path, runtime: str, digest: str) -> ModelEntry:
     """Manifest entry for a model file without one: shapes are read from the file.
 
     A ``<file>.json`` beside the file (same schema as a manifest entry) is used when present.
@@ -137,12 +164,32 @@ def generic_entry(path: Path, runtime: str) -> ModelEntry:
     if side.is_file():
         import json
 
-        d = json.loads(side.read_text(encoding="utf-8"))
+        try:
+            d = json.loads(side.read_text(encoding="utf-8"))
+        except ValueError as e:
+            raise BackendError(f"sidecar {side}: not valid JSON: {e}") from e
+        if not isinstance(d, dict):
+            raise BackendError(f"sidecar {side}: expected a JSON object like a manifest entry")
         d.setdefault("name", path.stem)
         d["file"] = path.name
-        d.setdefault("sha256", sha256_file(path))
-        return ModelEntry.from_dict(d)
-    return ModelEntry(name=path.stem, file=path.name, format=runtime, sha256=sha256_file(path), num_classes=0)
+        d.setdefault("sha256", digest)
+        entry = ModelEntry.from_dict(d)
+        entry.verify_digest(digest, path)
+        return entry
+    return ModelEntry(name=path.stem, file=path.name, format=runtime, sha256=digest, num_classes=0)
+
+
+def _manifest_entry_for(spec: BackendSpec, digest: str, manifest: Optional[Manifest]) -> Optional[ModelEntry]:
+    """The backend's manifest entry when a model_path has its hash (a broken manifest only warns)."""
+    if not spec.entry:
+        return None
+    try:
+        manifest = manifest or Manifest.load()
+    except OSError as e:
+        LOG.warning("model manifest not readable (%s); treating the model_path as a generic model", e)
+        return None
+    entry = manifest.entries.get(spec.entry)
+    return entry if entry is not None and entry.sha256 == digest else None
 
 
 def create_backend(name: str, model_path: str = "", num_threads: int = 2,
@@ -152,34 +199,37 @@ def create_backend(name: str, model_path: str = "", num_threads: int = 2,
     Shipped backends verify their manifest entry (sha256, shapes, classes).
     ``model_path`` overrides the file: it is then checked against the backend's
     manifest entry if its hash matches, else it is treated as a generic model and
-    its hash is logged.
+    its hash is logged. The file is read once: its bytes are hashed and loaded.
     """
     if name not in BACKENDS:
         raise BackendError(f"unknown backend {name!r}; valid: {list(BACKENDS)}")
     spec = BACKENDS[name]
     with _as_backend_error(name):
-        manifest = manifest or Manifest.load()
         if model_path:
             path = Path(model_path).expanduser()
-            if not path.is_file():
-                raise BackendError(f"model_path {path} does not exist")
-            digest = sha256_file(path)
-            entry = None
-            if spec.entry and spec.entry in manifest.entries and manifest.entries[spec.entry].sha256 == digest:
-                entry = manifest.entries[spec.entry]
+            data = read_model_bytes(path, "model_path")
+            digest = hashlib.sha256(data).hexdigest()
+            entry, source = _manifest_entry_for(spec, digest, manifest), "manifest"
             if entry is None:
-                entry = generic_entry(path, spec.runtime)
+                entry = generic_entry(path, spec.runtime, digest)
+                source = "file" if entry.num_classes == 0 else "sidecar"
                 LOG.warning("backend %s: using model file outside the manifest: %s (sha256 %s)",
                             name, path, digest)
         else:
             if spec.entry is None:
                 raise BackendError(f"backend {name!r} needs model_path (a .{spec.runtime} file)")
+            manifest, source = manifest or Manifest.load(), "manifest"
             entry = manifest.get(spec.entry)
             path = manifest.path_of(entry)
-            entry.verify_file(path)
+            if not path.is_file():
+                raise BackendError(f"model file missing: {path} (manifest entry {entry.name!r})")
+            data = read_model_bytes(path)
+            digest = entry.verify_digest(hashlib.sha256(data).hexdigest(), path)
         if entry.format != spec.runtime:
             raise BackendError(f"{path}: manifest format {entry.format!r} but backend {name!r} runs {spec.runtime}")
-        return _runtime(spec.runtime)(name, entry, path, num_threads, spin_wait)
+        backend = _runtime(spec.runtime)(name, entry, path, data, digest, num_threads, spin_wait)
+        backend.entry_source = source
+        return backend
 
 
 def open_backend(entry: ModelEntry, path: os.PathLike, num_threads: int = 2, spin_wait: bool = True) -> Backend:
@@ -190,8 +240,10 @@ def open_backend(entry: ModelEntry, path: os.PathLike, num_threads: int = 2, spi
     call it directly, so they run a file exactly as the node does.
     """
     with _as_backend_error(entry.name):
-        entry.verify_file(path)
-        return _runtime(entry.format)(entry.name, entry, Path(path), num_threads, spin_wait)
+        path = Path(path)
+        data = read_model_bytes(path)
+        digest = entry.verify_digest(hashlib.sha256(data).hexdigest(), path)
+        return _runtime(entry.format)(entry.name, entry, path, data, digest, num_threads, spin_wait)
 
 
 @contextmanager

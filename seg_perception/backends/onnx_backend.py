@@ -13,7 +13,7 @@ _ORT_TYPES = {"tensor(float)": "float32", "tensor(uint8)": "uint8", "tensor(int8
 class OnnxBackend(Backend):
     runtime = "onnx"
 
-    def _load(self) -> None:
+    def _load(self, model_bytes: bytes) -> None:
         try:
             import onnxruntime as ort
         except ImportError as e:
@@ -24,7 +24,7 @@ class OnnxBackend(Backend):
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if not self.spin_wait:
             so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self._sess = ort.InferenceSession(str(self.path), sess_options=so, providers=["CPUExecutionProvider"])
+        self._sess = ort.InferenceSession(model_bytes, sess_options=so, providers=["CPUExecutionProvider"])
         inp, out = self._sess.get_inputs(), self._sess.get_outputs()
         if len(inp) != 1 or len(out) != 1:
             raise BackendError(f"{self.path}: expected 1 input and 1 output, got {len(inp)} and {len(out)}")

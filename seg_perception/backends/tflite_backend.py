@@ -29,8 +29,9 @@ def _interpreter_class():
 class TFLiteBackend(Backend):
     runtime = "tflite"
 
-    def _load(self) -> None:
-        self._it = _interpreter_class()(model_path=str(self.path), num_threads=self.num_threads)
+    def _load(self, model_bytes: bytes) -> None:
+        self._model_bytes = model_bytes  # the interpreter reads the model from this buffer while it lives
+        self._it = _interpreter_class()(model_content=model_bytes, num_threads=self.num_threads)
         self._it.allocate_tensors()
         inp = self._it.get_input_details()
         out = self._it.get_output_details()

@@ -6,8 +6,9 @@ builders, storage names and error texts. Both storages (``sqlite3``, ``mcap``) a
 recorded by ``ros2 bag record`` (a folder with ``metadata.yaml``, or a bare ``.db3`` /
 ``.mcap`` file) are handled by ``rosbags``' reader.
 
-Every problem a user can fix (missing topic, wrong type, unsupported encoding, an
-existing output path) raises :class:`BagError`; the CLIs turn it into exit code 2.
+Every problem of a bag a user can fix (missing topic, wrong type, unsupported encoding, an
+unreadable metadata.yaml, an existing output path) raises :class:`BagError`; the CLIs turn it
+into exit code 2 (argument errors are :class:`~seg_perception.tools.errors.UsageError`).
 """
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ from typing import Any, Dict, Iterable, Iterator, Mapping, Optional, Sequence, T
 
 import numpy as np
 
-from ..encodings import ImageDecodeError, compressed_to_rgb, image_to_rgb
+from ..encodings import ImageDecodeError, array_to_fields, compressed_to_rgb, image_to_rgb
+from ..stamps import Stamp, stamp_of
 
 LOG = logging.getLogger(__name__)
 
@@ -46,11 +48,9 @@ GT_ENCODINGS = ("mono8", "8UC1")
 #: ``metadata.yaml`` custom_data key: the class variant of the ground-truth ids.
 GT_VARIANT_KEY = "seg_perception.gt_class_variant"
 
-Stamp = Tuple[int, int]
-
 
 class BagError(ValueError):
-    """The bag or an argument cannot be used; the text says what to change."""
+    """The bag cannot be read or written as asked; the text says what to change."""
 
 
 @lru_cache(maxsize=1)
@@ -66,24 +66,26 @@ def typestore() -> Any:
     return get_typestore(store)
 
 
-def stamp_of(msg: Any) -> Stamp:
-    """Header stamp as ``(sec, nanosec)``: the key that matches outputs, inputs and ground truth."""
-    return int(msg.header.stamp.sec), int(msg.header.stamp.nanosec)
-
-
-def stamp_to_ns(stamp: Stamp) -> int:
-    return int(stamp[0]) * 1_000_000_000 + int(stamp[1])
-
-
-def ns_to_stamp(ns: int) -> Stamp:
-    return int(ns // 1_000_000_000), int(ns % 1_000_000_000)
-
-
 # --- reading ------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class TopicInfo:
     msgtype: str
     count: int
+
+
+def bag_information(folder: Path) -> Dict[str, Any]:
+    """``rosbag2_bagfile_information`` of a bag folder's metadata.yaml; a broken file is a BagError."""
+    import yaml
+
+    meta = Path(folder) / "metadata.yaml"
+    try:
+        doc = yaml.safe_load(meta.read_text(encoding="utf-8")) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise BagError(f"{meta}: not a readable metadata.yaml ({' '.join(str(e).split())})") from None
+    info = doc.get("rosbag2_bagfile_information") if isinstance(doc, dict) else None
+    if not isinstance(info, dict):
+        raise BagError(f"{meta}: no rosbag2_bagfile_information mapping; not a rosbag2 metadata file")
+    return info
 
 
 def storage_of(path: Path) -> str:
@@ -94,12 +96,8 @@ def storage_of(path: Path) -> str:
         if path.suffix in suffixes:
             return suffixes[path.suffix]
         raise BagError(f"{path}: not a rosbag2 file (expected .db3 or .mcap)")
-    meta = path / "metadata.yaml"
-    if meta.is_file():
-        import yaml
-
-        info = (yaml.safe_load(meta.read_text()) or {}).get("rosbag2_bagfile_information", {})
-        ident = str(info.get("storage_identifier", ""))
+    if (path / "metadata.yaml").is_file():
+        ident = str(bag_information(path).get("storage_identifier", ""))
         if ident in STORAGES:
             return ident
     if any(path.glob("*.mcap")):
@@ -119,8 +117,8 @@ def open_reader(path: Path) -> Any:
     try:
         reader = Reader(path)
         reader.open()
-    except (ReaderError, FileNotFoundError) as e:
-        raise BagError(f"cannot open bag {path}: {e}") from e
+    except (ReaderError, OSError, KeyError, TypeError, ValueError) as e:  # rosbags trusts metadata.yaml's layout
+        raise BagError(f"cannot open bag {path}: {type(e).__name__}: {e}") from e
     return reader
 
 
@@ -220,13 +218,12 @@ def gt_to_array(msg: Any) -> np.ndarray:
 
 def custom_data(path: Path) -> Dict[str, str]:
     """``custom_data`` of a bag folder's metadata.yaml (empty for bare files and old bags)."""
-    meta = Path(path) / "metadata.yaml"
-    if not meta.is_file():
+    if not (Path(path) / "metadata.yaml").is_file():
         return {}
-    import yaml
-
-    info = (yaml.safe_load(meta.read_text()) or {}).get("rosbag2_bagfile_information", {})
-    return {str(k): str(v) for k, v in (info.get("custom_data") or {}).items()}
+    custom = bag_information(Path(path)).get("custom_data") or {}
+    if not isinstance(custom, dict):
+        raise BagError(f"{Path(path) / 'metadata.yaml'}: custom_data is not a mapping")
+    return {str(k): str(v) for k, v in custom.items()}
 
 
 # --- message builders (rosbags types) ---------------------------------------------------------
@@ -239,11 +236,10 @@ def make_header(stamp: Stamp, frame_id: str) -> Any:
 
 def image_message(arr: np.ndarray, encoding: str, stamp: Stamp, frame_id: str) -> Any:
     """numpy (rgb8 / bgr8 HxWx3, mono8 HxW, mono16 HxW) -> a rosbags sensor_msgs/Image."""
-    arr = np.ascontiguousarray(arr)
+    f = array_to_fields(arr, encoding)
     Image = typestore().types[IMAGE_TYPE]
-    return Image(header=make_header(stamp, frame_id), height=int(arr.shape[0]), width=int(arr.shape[1]),
-                 encoding=encoding, is_bigendian=0, step=int(arr.strides[0]),
-                 data=arr.view(np.uint8).reshape(-1))
+    return Image(header=make_header(stamp, frame_id), height=f.height, width=f.width, encoding=f.encoding,
+                 is_bigendian=0, step=f.step, data=np.frombuffer(f.data, np.uint8))
 
 
 def compressed_message(rgb: np.ndarray, stamp: Stamp, frame_id: str, quality: int = 90) -> Any:

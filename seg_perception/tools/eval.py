@@ -22,6 +22,7 @@ from ..atwork import SPLIT_KINDS, SplitSpec, list_samples, read_label, read_rgb,
 from ..config import NodeConfig
 from ..metrics import ConfusionMatrix, accuracy_summary
 from ..pipeline import make_segmenter
+from ..plain import to_plain
 
 
 def evaluate(backend: str, root: str, split: str = "all", model_path: str = "", threads: int = 2,
@@ -46,12 +47,13 @@ def evaluate(backend: str, root: str, split: str = "all", model_path: str = "", 
         times.append((time.perf_counter() - t) * 1e3)
         cm.update(res.labels, gt)
     acc = accuracy_summary(cm.matrix, seg.classes.names)
-    return {
+    return to_plain({
         "backend": backend, "model_file": seg.backend.path.name, "split": split, "split_kind": split_kind,
         "miou": _percent(acc["miou"]), "pixel_accuracy": _percent(acc["pixel_accuracy"]),
         "per_class_iou": {name: _percent(v) for name, v in acc["per_class_iou"].items()},
+        "pixels_evaluated": int(cm.matrix.sum()),
         "num_images": len(samples), "median_ms": round(float(np.median(times)), 2),
-    }
+    })
 
 
 def _percent(v: Optional[float]) -> Optional[float]:
@@ -77,7 +79,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     except Exception as e:  # noqa: BLE001 - CLI: one clear line, non-zero exit
         print(f"seg-eval: {type(e).__name__}: {e}", file=sys.stderr)
         return 2
-    print(json.dumps(out))
+    print(json.dumps(out, allow_nan=False))
+    if out["pixels_evaluated"] == 0:
+        print(f"seg-eval: no pixel was evaluated: every mask pixel of the {out['num_images']} photos is 'ignore' "
+              f"(255); miou and pixel_accuracy are null", file=sys.stderr)
+        return 1
     return 0
 
 

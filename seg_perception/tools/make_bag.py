@@ -29,7 +29,9 @@ from typing import Any, Iterator, List, Optional, Tuple
 
 import numpy as np
 
+from ..stamps import ns_to_stamp, stamp_to_ns
 from . import bags
+from .errors import UsageError
 
 LOG = logging.getLogger("seg_make_bag")
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "bmp")
@@ -75,10 +77,10 @@ def image_folder_frames(folder: Path, limit: int = 0) -> Iterator[Frame]:
     """Images of one folder, sorted by name; no ground truth. The folder is checked now, not lazily."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise bags.BagError(f"--images {folder} is not a folder")
+        raise UsageError(f"--images {folder} is not a folder")
     files = sorted(p for p in folder.iterdir() if _is_image(p))
     if not files:
-        raise bags.BagError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {folder}")
+        raise UsageError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {folder}")
 
     def gen() -> Iterator[Frame]:
         for path in files[: limit or None]:
@@ -94,11 +96,11 @@ def atwork_pairs(root: Path, split: str = "all") -> List[Tuple[Path, Path]]:
     from ..atwork import list_samples, split_samples
 
     if split not in ("all", "train", "val"):
-        raise bags.BagError(f"split {split!r} is not one of ['all', 'train', 'val']")
+        raise UsageError(f"split {split!r} is not one of ['all', 'train', 'val']")
     try:
         samples = list_samples(root)
     except (FileNotFoundError, ValueError) as e:
-        raise bags.BagError(f"--atwork {root}: {e}") from e
+        raise UsageError(f"--atwork {root}: {e}") from e
     if split != "all":
         train, val = split_samples(samples)
         samples = train if split == "train" else val
@@ -138,7 +140,7 @@ def demo_frames(n: int, variant: str = "full", hw: Tuple[int, int] = (480, 640))
 
 def frame_stamp(start_ns: int, index: int, rate_hz: float) -> bags.Stamp:
     """Stamps from a fixed start, exactly ``1/rate`` apart (rounded to the nanosecond)."""
-    return bags.ns_to_stamp(start_ns + int(round(index * 1e9 / rate_hz)))
+    return ns_to_stamp(start_ns + int(round(index * 1e9 / rate_hz)))
 
 
 @dataclass
@@ -157,7 +159,7 @@ class BagSpec:
 def write_bag(frames: Iterator[Frame], spec: BagSpec) -> dict:
     """Write the frames; returns what was written (topics -> counts, first/last stamp)."""
     if spec.rate_hz <= 0:
-        raise bags.BagError(f"--rate must be > 0, got {spec.rate_hz}")
+        raise UsageError(f"--rate must be > 0, got {spec.rate_hz}")
     camera_topic = bags.COMPRESSED_TOPIC if spec.compressed else bags.CAMERA_TOPIC
     camera_type = bags.COMPRESSED_TYPE if spec.compressed else bags.IMAGE_TYPE
     n = 0
@@ -165,7 +167,7 @@ def write_bag(frames: Iterator[Frame], spec: BagSpec) -> dict:
     with bags.BagWriter(spec.out, spec.storage, {bags.GT_VARIANT_KEY: spec.gt_variant}) as w:
         for frame in frames:
             stamp = frame_stamp(spec.start_ns, n, spec.rate_hz)
-            t_ns = bags.stamp_to_ns(stamp)
+            t_ns = stamp_to_ns(stamp)
             if spec.compressed:
                 cam = bags.compressed_message(frame.rgb, stamp, spec.frame_id, spec.jpeg_quality)
             else:
@@ -236,16 +238,16 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     try:
         if args.class_variant not in VARIANTS:
-            raise bags.BagError(f"--class-variant {args.class_variant!r} is not one of {list(VARIANTS)}")
+            raise UsageError(f"--class-variant {args.class_variant!r} is not one of {list(VARIANTS)}")
         if args.atwork is not None:
             frames = atwork_frames(args.atwork, args.class_variant, args.limit, args.split)
         elif args.images is not None:
             frames = image_folder_frames(args.images, args.limit)
         else:
             if args.demo <= 0:
-                raise bags.BagError("--demo N needs N >= 1")
+                raise UsageError("--demo N needs N >= 1")
             if min(args.size) <= DEMO_MIN_SIDE:
-                raise bags.BagError(f"--size for --demo must be larger than {DEMO_MIN_SIDE} pixels on each side")
+                raise UsageError(f"--size for --demo must be larger than {DEMO_MIN_SIDE} pixels on each side")
             frames = demo_frames(args.demo if not args.limit else min(args.demo, args.limit), args.class_variant,
                                  args.size)
         out = bags.prepare_output(args.out, args.overwrite)
@@ -253,11 +255,14 @@ def main(argv: Optional[List[str]] = None) -> int:
                        args.compressed, args.jpeg_quality, args.encoding, args.class_variant)
         try:
             summary = write_bag(frames, spec)
-        except bags.BagError:
+        except (bags.BagError, UsageError, OSError):
             bags.remove_partial(out)
             raise
-    except bags.BagError as e:
+    except (bags.BagError, UsageError) as e:
         LOG.error("%s", e)
+        return 2
+    except OSError as e:  # e.g. --out under a file or on a read-only disk
+        LOG.error("cannot write %s: %s", args.out, e)
         return 2
     print(json.dumps(summary, indent=2))
     return 0

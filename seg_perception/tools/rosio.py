@@ -7,7 +7,6 @@
 """
 from __future__ import annotations
 
-import array
 import os
 import signal
 import subprocess
@@ -20,9 +19,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..encodings import fill_image
 from ..manifest import default_models_dir
-
-Stamp = Tuple[int, int]
+from ..stamps import Stamp, stamp_of
 
 
 def fastdds_profile() -> Path:
@@ -48,8 +47,9 @@ def apply_dds_env() -> None:
 class NodeProcess:
     """``python -m seg_perception.node --ros-args -p k:=v ...`` with output to a log file."""
 
-    def __init__(self, params: Dict[str, object], log_path: Path, remap: Sequence[str] = ()):
-        args = [sys.executable, "-m", "seg_perception.node", "--ros-args"]
+    def __init__(self, params: Dict[str, object], log_path: Path, remap: Sequence[str] = (),
+                 ros_args: Sequence[str] = ()):
+        args = [sys.executable, "-m", "seg_perception.node", "--ros-args", *ros_args]
         for k, v in params.items():
             args += ["-p", f"{k}:={v}"]
         for r in remap:
@@ -88,22 +88,13 @@ class Received:
     diagnostics: List[object] = field(default_factory=list)
 
 
-def stamp_of(msg) -> Stamp:
-    return int(msg.header.stamp.sec), int(msg.header.stamp.nanosec)
-
-
 def image_msg(rgb: np.ndarray, stamp: Stamp, frame_id: str, encoding: str = "rgb8"):
+    """An rclpy sensor_msgs/Image of ``rgb`` with the given stamp and frame."""
     from sensor_msgs.msg import Image
 
-    msg = Image()
+    msg = fill_image(Image(), rgb, encoding)
     msg.header.stamp.sec, msg.header.stamp.nanosec = stamp
     msg.header.frame_id = frame_id
-    msg.height, msg.width = int(rgb.shape[0]), int(rgb.shape[1])
-    msg.encoding, msg.is_bigendian = encoding, 0
-    msg.step = int(rgb.strides[0])
-    data = array.array("B")
-    data.frombytes(np.ascontiguousarray(rgb).tobytes())
-    msg.data = data
     return msg
 
 

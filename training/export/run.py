@@ -108,7 +108,7 @@ def write_sidecar(path: Path, doc: Mapping[str, Any]) -> Path:
     """``<file>.config.yaml``: the entry's provenance and metrics beside the file."""
     import yaml
 
-    from training.config import to_plain
+    from seg_perception.plain import to_plain
 
     side = path.with_name(path.name + ".config.yaml")
     side.write_text(yaml.safe_dump(to_plain(dict(doc)), sort_keys=False), encoding="utf-8")

@@ -6,7 +6,8 @@ camera info (log time <= the frame's) before the frame itself, collects
 ``segmentation/object_markers`` and, where the bag has ``/camera/objects_gt`` (rendered truth),
 scores the CUBE markers with :class:`~seg_perception.geometry_eval.GeometryScore`. ``--offline``
 measures the same boxes in-process (:class:`~seg_perception.objects3d.ObjectGeometry` on the
-segmenter's output). Bags without depth are untouched by this module.
+segmenter's output). Bags without depth are untouched by this module; :mod:`.cli` creates a
+:class:`GeometryReplay` only for a bag with depth and hands it to :mod:`.offline` or :mod:`.live`.
 """
 from __future__ import annotations
 
@@ -15,11 +16,11 @@ import logging
 import threading
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
-from ..geometry_eval import GeometryScore, box_of, boxes_from_markers, truths_from_json
-from . import bags
+from ...geometry_eval import GeometryScore, box_of, boxes_from_markers, truths_from_json
+from ...stamps import Stamp, stamp_of, stamp_to_ns
+from .. import bags
 
 LOG = logging.getLogger("seg_replay")
-Stamp = Tuple[int, int]
 
 
 def has_depth(plan: Any) -> bool:
@@ -34,7 +35,7 @@ class GeometryReplay:
     """The depth side of one replay (one instance per replay; not shared between threads but its own)."""
 
     def __init__(self, plan: Any, class_names: List[str], resolve_pairs: bool = True, tolerance_s: float = 0.02):
-        from ..depth_sync import StampBuffer
+        from ...depth_sync import StampBuffer
 
         self.plan = plan
         self.tolerance_ns = int(round(tolerance_s * 1e9))
@@ -135,16 +136,16 @@ class GeometryReplay:
 
     # --- offline: the same measurement in-process
     def offline_frame(self, stamp: Stamp, t_ns: int, result: Any, seg: Any) -> None:
-        from ..depth_sync import DepthError
-        from ..objects3d import ObjectGeometry
+        from ...depth_sync import DepthError
+        from ...objects3d import ObjectGeometry
 
         for topic, _, raw in self._advance(t_ns):
             if topic == bags.DEPTH_TOPIC:
                 msg = bags.deserialize(raw, bags.IMAGE_TYPE)
-                self._depth.add(bags.stamp_to_ns(bags.stamp_of(msg)), msg)
+                self._depth.add(stamp_to_ns(stamp_of(msg)), msg)
             else:
                 self._info = bags.deserialize(raw, bags.CAMERA_INFO_TYPE)
-        pair = self._depth.match(bags.stamp_to_ns(stamp), self.tolerance_ns)  # as the node pairs them
+        pair = self._depth.match(stamp_to_ns(stamp), self.tolerance_ns)  # as the node pairs them
         if pair is None or self._info is None:
             self.counts["frames_without_depth"] += 1
             return

@@ -17,7 +17,7 @@ Sample = Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]  # rgb, predicted l
 
 def overlay_safe(rgb: np.ndarray, labels: np.ndarray, palette: np.ndarray) -> np.ndarray:
     """Class colours over the image; ignore (255) and out-of-range ids are shown as background."""
-    from ..postprocess import overlay
+    from ...postprocess import overlay
 
     safe = np.where(labels < len(palette), labels, 0).astype(np.intp)
     return overlay(rgb, safe, palette, 0.55)
