@@ -1,5 +1,6 @@
 """ament_python package. ROS wheels/debs are deliberately not in install_requires:
 on a ROS machine they come from apt (rosdep), here from scripts/setup_env.sh."""
+
 from glob import glob
 
 from setuptools import find_packages, setup
@@ -15,8 +16,10 @@ setup(
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.xml") + glob("config/*.rviz")),
-        (f"share/{PACKAGE}/models", glob("models/*.tflite") + glob("models/*.onnx") + glob("models/*.json")
-         + glob("models/*.yaml")),
+        (
+            f"share/{PACKAGE}/models",
+            glob("models/*.tflite") + glob("models/*.onnx") + glob("models/*.json") + glob("models/*.yaml"),
+        ),
     ],
     install_requires=["setuptools", "numpy", "pyyaml", "opencv-python-headless", "pillow"],
     extras_require={"runtime": ["onnxruntime", "ai-edge-litert", "rosbags", "matplotlib"]},

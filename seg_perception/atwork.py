@@ -3,6 +3,7 @@
 Pure numpy/cv2, shared by the runtime tools (seg-eval) and training (re-exported by
 :mod:`training.data.atwork`, whose docstring describes the layout and the split rule).
 """
+
 from __future__ import annotations
 
 import bisect
@@ -11,9 +12,10 @@ import itertools
 import logging
 import math
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any
 
 import cv2
 import numpy as np
@@ -24,7 +26,7 @@ from seg_perception.paths import data_candidates
 
 log = logging.getLogger("training.data.atwork")
 
-PathLike = Union[str, os.PathLike]
+PathLike = str | os.PathLike
 IMAGE_EXTENSIONS = frozenset({"jpg", "jpeg", "png", "bmp"})
 SPLITS = {"train": "training", "training": "training", "val": "validation", "validation": "validation"}
 BACKGROUND_KINDS = ("backgrounds", "white_backgrounds")
@@ -49,7 +51,7 @@ def _is_image(path: Path) -> bool:
     return path.is_file() and path.suffix.lower().strip(" .") in IMAGE_EXTENSIONS
 
 
-def list_samples(root: PathLike, classes: Optional[Sequence[str]] = None) -> List[Sample]:
+def list_samples(root: PathLike, classes: Sequence[str] | None = None) -> list[Sample]:
     """All photos under ``objects/image`` that have a mask, sorted by class then file name.
 
     Photos without a mask (e.g. ``axis_024``) are skipped with a warning. Class folders that
@@ -64,7 +66,7 @@ def list_samples(root: PathLike, classes: Optional[Sequence[str]] = None) -> Lis
     wanted = set(classes) if classes is not None else None
     if wanted is not None and not wanted <= known:
         raise ValueError(f"unknown classes: {sorted(wanted - known)}")
-    samples: List[Sample] = []
+    samples: list[Sample] = []
     for class_dir in sorted(p for p in image_dir.iterdir() if p.is_dir()):
         name = class_dir.name
         if name not in known:
@@ -117,14 +119,14 @@ class SplitSpec:
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
 
-    def describe(self) -> Dict[str, Any]:
+    def describe(self) -> dict[str, Any]:
         """The fields that matter for this kind (for manifests, reports and logs)."""
         if self.kind == "run":
             return {"kind": "run", "folds": self.folds, "val_fold": self.val_fold % self.folds}
         return {"kind": "random", "val_fraction": self.val_fraction, "seed": self.seed}
 
     @classmethod
-    def from_mapping(cls, data: Mapping[str, Any]) -> "SplitSpec":
+    def from_mapping(cls, data: Mapping[str, Any]) -> SplitSpec:
         """From a training config's ``data`` section (or a manifest's split record).
 
         Configs written before the run split have only ``val_fraction``/``split_seed``: they get
@@ -139,18 +141,18 @@ class SplitSpec:
         )
 
 
-def load_runs(path: Optional[PathLike] = None) -> Dict[str, List[int]]:
+def load_runs(path: PathLike | None = None) -> dict[str, list[int]]:
     """``{class: [first photo number of each capture run, ascending]}`` from the runs file."""
     if path is None:
         candidates = data_candidates(RUNS_FILE)
         path = next((c for c in candidates if c.is_file()), None)
         if path is None:
             raise FileNotFoundError(f"{RUNS_FILE} not found; looked in {[str(c) for c in candidates]}")
-    with open(path, "r", encoding="utf-8") as f:
+    with open(path, encoding="utf-8") as f:
         raw = yaml.safe_load(f) or {}
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: expected a mapping class -> [run start numbers]")
-    runs: Dict[str, List[int]] = {}
+    runs: dict[str, list[int]] = {}
     for name, starts in raw.items():
         if not isinstance(starts, list) or not starts or not all(isinstance(n, int) and n >= 1 for n in starts):
             raise ValueError(f"{path}: {name}: expected a non-empty list of photo numbers >= 1, got {starts!r}")
@@ -168,7 +170,7 @@ def photo_number(sample: Sample) -> int:
     return int(tail)
 
 
-def group_runs(group: Sequence[Sample], starts: Optional[Sequence[int]]) -> List[List[Sample]]:
+def group_runs(group: Sequence[Sample], starts: Sequence[int] | None) -> list[list[Sample]]:
     """A class's photos (sorted by number) cut into capture runs at ``starts``.
 
     A class without annotation, or whose photos cover fewer than half of its annotated runs (a
@@ -182,12 +184,13 @@ def group_runs(group: Sequence[Sample], starts: Optional[Sequence[int]]) -> List
         if 2 * len(runs) >= len(starts) and len(runs) > 1:
             return runs
     if len(ordered) > 1:
-        log.warning("%s: its photos cover too few capture runs of %s: split by photo number",
-                    ordered[0].class_name, RUNS_FILE)
+        log.warning(
+            "%s: its photos cover too few capture runs of %s: split by photo number", ordered[0].class_name, RUNS_FILE
+        )
     return [[s] for s in ordered]
 
 
-def run_folds(runs: Sequence[Sequence[Sample]], folds: int) -> List[int]:
+def run_folds(runs: Sequence[Sequence[Sample]], folds: int) -> list[int]:
     """Fold of each run: the position of its middle photo in the class, in ``folds`` equal parts."""
     n = sum(len(r) for r in runs)
     out, seen = [], 0
@@ -198,10 +201,10 @@ def run_folds(runs: Sequence[Sequence[Sample]], folds: int) -> List[int]:
 
 
 def _random_key(seed: int, sample: Sample) -> str:
-    return hashlib.sha256(f"{seed}/{sample.class_name}/{sample.stem}".encode("utf-8")).hexdigest()
+    return hashlib.sha256(f"{seed}/{sample.class_name}/{sample.stem}".encode()).hexdigest()
 
 
-def _random_val(group: Sequence[Sample], spec: SplitSpec) -> List[Sample]:
+def _random_val(group: Sequence[Sample], spec: SplitSpec) -> list[Sample]:
     ordered = sorted(group, key=lambda s: _random_key(spec.seed, s))
     n = len(ordered)
     n_val = int(math.floor(n * spec.val_fraction + 0.5))
@@ -212,16 +215,16 @@ def _random_val(group: Sequence[Sample], spec: SplitSpec) -> List[Sample]:
     return ordered[:n_val]
 
 
-def _run_val(group: Sequence[Sample], spec: SplitSpec, starts: Optional[Sequence[int]]) -> List[Sample]:
+def _run_val(group: Sequence[Sample], spec: SplitSpec, starts: Sequence[int] | None) -> list[Sample]:
     runs = group_runs(group, starts)
     folds = run_folds(runs, spec.folds)
     want = spec.val_fold % spec.folds
-    return [s for r, f in zip(runs, folds) if f == want for s in r]
+    return [s for r, f in zip(runs, folds, strict=False) if f == want for s in r]
 
 
 def split_samples(
-    samples: Sequence[Sample], spec: Optional[SplitSpec] = None, runs: Optional[Mapping[str, Sequence[int]]] = None
-) -> Tuple[List[Sample], List[Sample]]:
+    samples: Sequence[Sample], spec: SplitSpec | None = None, runs: Mapping[str, Sequence[int]] | None = None
+) -> tuple[list[Sample], list[Sample]]:
     """Deterministic train/val split of the photos (rule: :class:`SplitSpec`; default: by capture run).
 
     ``runs`` overrides the capture-run table (default ``config/atwork_runs.yaml``). Both lists come
@@ -230,11 +233,11 @@ def split_samples(
     spec = spec or SplitSpec()
     if spec.kind == "run" and runs is None:
         runs = load_runs()
-    by_class: Dict[str, List[Sample]] = {}
+    by_class: dict[str, list[Sample]] = {}
     for s in samples:
         by_class.setdefault(s.class_name, []).append(s)
-    train: List[Sample] = []
-    val: List[Sample] = []
+    train: list[Sample] = []
+    val: list[Sample] = []
     for name in sorted(by_class):
         group = by_class[name]
         if spec.kind == "run":
@@ -245,15 +248,13 @@ def split_samples(
         val.extend(held)
         train.extend(s for s in group if id(s) not in held_ids)
 
-    def order(s: Sample) -> Tuple[str, str]:
+    def order(s: Sample) -> tuple[str, str]:
         return (s.class_name, s.image_path.name)
 
     return sorted(train, key=order), sorted(val, key=order)
 
 
-def list_backgrounds(
-    root: PathLike, split: str, kinds: Sequence[str] = BACKGROUND_KINDS
-) -> Dict[str, List[Path]]:
+def list_backgrounds(root: PathLike, split: str, kinds: Sequence[str] = BACKGROUND_KINDS) -> dict[str, list[Path]]:
     """Background photos of one split (``train``/``training`` or ``val``/``validation``).
 
     Returns ``{kind: sorted paths}`` for each kind in ``kinds`` (``backgrounds``,
@@ -261,7 +262,7 @@ def list_backgrounds(
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {sorted(SPLITS)}, got {split!r}")
-    out: Dict[str, List[Path]] = {}
+    out: dict[str, list[Path]] = {}
     for kind in kinds:
         folder = Path(root) / kind / SPLITS[split]
         if not folder.is_dir():
@@ -276,7 +277,7 @@ def read_rgb(path: PathLike) -> np.ndarray:
     """HxWx3 uint8 RGB (grey and RGBA files are converted; cv2 reads BGR)."""
     bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if bgr is None:
-        raise IOError(f"cannot read image {path}")
+        raise OSError(f"cannot read image {path}")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
@@ -284,7 +285,7 @@ def read_label(path: PathLike) -> np.ndarray:
     """HxW uint8 label image, values as stored."""
     label = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if label is None:
-        raise IOError(f"cannot read label {path}")
+        raise OSError(f"cannot read label {path}")
     if label.ndim == 3:  # a mask saved as colour: all channels hold the id
         label = label[..., 0]
     if label.dtype != np.uint8:

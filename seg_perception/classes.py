@@ -5,13 +5,13 @@ lookup table that maps full-set ids (0 = background, 1..18 = objects) to the
 variant's ids. Dataset masks use 19 for background; :func:`remap_dataset_mask`
 turns them into full-set ids.
 """
+
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import yaml
@@ -36,8 +36,8 @@ def default_class_file() -> Path:
 @dataclass(frozen=True)
 class ClassSet:
     variant: str
-    names: Tuple[str, ...]
-    colors: Tuple[Tuple[int, int, int], ...]
+    names: tuple[str, ...]
+    colors: tuple[tuple[int, int, int], ...]
     full_to_variant: np.ndarray  # uint8 lookup table over full-set ids (len 19)
     dataset_background_id: int
 
@@ -74,15 +74,15 @@ def _parse(doc: dict, variant: str) -> ClassSet:
     if [c["id"] for c in full] != list(range(len(full))):
         raise ValueError("classes.yaml: class ids must be 0..N-1 without gaps")
     full_names = [c["name"] for c in full]
-    merges: Dict[str, List[str]] = doc["variants"][variant].get("merges") or {}
-    member_of: Dict[str, str] = {}
+    merges: dict[str, list[str]] = doc["variants"][variant].get("merges") or {}
+    member_of: dict[str, str] = {}
     for merged, members in merges.items():
         for m in members:
             if m not in full_names:
                 raise ValueError(f"classes.yaml: variant {variant}: unknown member {m!r}")
             member_of[m] = merged
-    names: List[str] = []
-    colors: List[Tuple[int, int, int]] = []
+    names: list[str] = []
+    colors: list[tuple[int, int, int]] = []
     lut = np.zeros(len(full), dtype=np.uint8)
     for c in full:
         target = member_of.get(c["name"], c["name"])
@@ -95,12 +95,12 @@ def _parse(doc: dict, variant: str) -> ClassSet:
 
 @lru_cache(maxsize=16)
 def _load_cached(path: str, variant: str) -> ClassSet:
-    with open(path, "r", encoding="utf-8") as f:
+    with open(path, encoding="utf-8") as f:
         doc = yaml.safe_load(f)
     return _parse(doc, variant)
 
 
-def load_classes(variant: str = "full", path: Optional[os.PathLike] = None) -> ClassSet:
+def load_classes(variant: str = "full", path: os.PathLike | None = None) -> ClassSet:
     """Load one variant of the class file (default file: ``config/classes.yaml``)."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown class variant {variant!r}; valid: {list(VARIANTS)}")

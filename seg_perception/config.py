@@ -7,10 +7,12 @@ parameter descriptor (so ``ros2 param describe`` shows the rules) and builds the
 their default one by one, each with its reason). Bad values raise :class:`ConfigError`
 naming the valid options.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Dict, Mapping, Optional, Tuple, Union
+from typing import Any
 
 from .backends import backend_names
 from .classes import VARIANTS
@@ -18,7 +20,7 @@ from .classes import VARIANTS
 TRANSPORTS = ("raw", "compressed")
 RELIABILITIES = ("best_effort", "reliable")
 
-Number = Union[int, float]
+Number = int | float
 
 
 class ConfigError(ValueError):
@@ -30,44 +32,64 @@ class ParamSpec:
     """What a parameter means and which values it takes."""
 
     description: str
-    range: Optional[Tuple[Number, Number]] = None  # inclusive
-    choices: Optional[Tuple[str, ...]] = None
+    range: tuple[Number, Number] | None = None  # inclusive
+    choices: tuple[str, ...] | None = None
     startup_only: bool = False  # read-only after start-up (needs a new subscription / timer)
 
 
-PARAMS: Dict[str, ParamSpec] = {
+PARAMS: dict[str, ParamSpec] = {
     "backend": ParamSpec("inference backend", choices=backend_names()),
     "model_path": ParamSpec("model file overriding the backend's shipped model ('' = shipped model)"),
-    "input_width": ParamSpec("model input width (0 = the model's own; fixed-shape models reject other values)",
-                             range=(0, 8192)),
+    "input_width": ParamSpec(
+        "model input width (0 = the model's own; fixed-shape models reject other values)", range=(0, 8192)
+    ),
     "input_height": ParamSpec("model input height (0 = the model's own)", range=(0, 8192)),
     "num_threads": ParamSpec("CPU threads for the inference runtime", range=(1, 64)),
-    "transport": ParamSpec("raw (sensor_msgs/Image on 'image') or compressed (CompressedImage on "
-                           "'image/compressed', JPEG or PNG data)", choices=TRANSPORTS, startup_only=True),
-    "min_object_area": ParamSpec("connected components smaller than this many pixels get no instance id",
-                                 range=(0, 100_000_000)),
+    "transport": ParamSpec(
+        "raw (sensor_msgs/Image on 'image') or compressed (CompressedImage on 'image/compressed', JPEG or PNG data)",
+        choices=TRANSPORTS,
+        startup_only=True,
+    ),
+    "min_object_area": ParamSpec(
+        "connected components smaller than this many pixels get no instance id", range=(0, 100_000_000)
+    ),
     "overlay_alpha": ParamSpec("class colour weight in segmentation/overlay", range=(0.0, 1.0)),
-    "class_variant": ParamSpec("class set of a model_path outside the manifest (a manifest model must agree "
-                               "with its entry)", choices=VARIANTS),
-    "qos_reliability": ParamSpec("input QoS reliability: best_effort (sensor data) or reliable",
-                                 choices=RELIABILITIES, startup_only=True),
+    "class_variant": ParamSpec(
+        "class set of a model_path outside the manifest (a manifest model must agree with its entry)", choices=VARIANTS
+    ),
+    "qos_reliability": ParamSpec(
+        "input QoS reliability: best_effort (sensor data) or reliable", choices=RELIABILITIES, startup_only=True
+    ),
     "qos_depth": ParamSpec("input QoS history depth", range=(1, 100), startup_only=True),
-    "output_qos_reliability": ParamSpec("outputs' QoS reliability: reliable, or best_effort for viewers on a "
-                                        "lossy link (a reliable subscriber does not match best_effort)",
-                                        choices=RELIABILITIES, startup_only=True),
+    "output_qos_reliability": ParamSpec(
+        "outputs' QoS reliability: reliable, or best_effort for viewers on a "
+        "lossy link (a reliable subscriber does not match best_effort)",
+        choices=RELIABILITIES,
+        startup_only=True,
+    ),
     "max_image_pixels": ParamSpec("frames with more pixels are rejected before decoding", range=(1, 1 << 28)),
-    "stall_timeout_s": ParamSpec("no frame for this long while active = camera stall warning in diagnostics",
-                                 range=(0.05, 3600.0)),
+    "stall_timeout_s": ParamSpec(
+        "no frame for this long while active = camera stall warning in diagnostics", range=(0.05, 3600.0)
+    ),
     "diagnostics_period_s": ParamSpec("period of /diagnostics", range=(0.05, 60.0), startup_only=True),
-    "autostart": ParamSpec("configure and activate the lifecycle node at start-up (false: wait for "
-                           "lifecycle transitions)", startup_only=True),
-    "use_depth": ParamSpec("subscribe to 'depth' (registered to the colour image, 16UC1 mm or 32FC1 m) and "
-                           "'camera_info' and publish 3D boxes (segmentation/object_markers, object_poses, "
-                           "detections_3d)", startup_only=True),
-    "depth_sync_tolerance_s": ParamSpec("a depth image pairs with the colour frame of the same stamp, or the "
-                                        "nearest one at most this far apart", range=(0.0, 1.0)),
-    "resolve_size_pairs": ParamSpec("report an object of a size pair (f20_20/s40_40, m20/m30) as its twin when "
-                                    "depth measures it closer to the twin's size"),
+    "autostart": ParamSpec(
+        "configure and activate the lifecycle node at start-up (false: wait for lifecycle transitions)",
+        startup_only=True,
+    ),
+    "use_depth": ParamSpec(
+        "subscribe to 'depth' (registered to the colour image, 16UC1 mm or 32FC1 m) and "
+        "'camera_info' and publish 3D boxes (segmentation/object_markers, object_poses, "
+        "detections_3d)",
+        startup_only=True,
+    ),
+    "depth_sync_tolerance_s": ParamSpec(
+        "a depth image pairs with the colour frame of the same stamp, or the nearest one at most this far apart",
+        range=(0.0, 1.0),
+    ),
+    "resolve_size_pairs": ParamSpec(
+        "report an object of a size pair (f20_20/s40_40, m20/m30) as its twin when "
+        "depth measures it closer to the twin's size"
+    ),
 }
 
 
@@ -93,30 +115,36 @@ class NodeConfig:
     depth_sync_tolerance_s: float = 0.02
     resolve_size_pairs: bool = True
 
-    def validate(self) -> "NodeConfig":
+    def validate(self) -> NodeConfig:
         for f in fields(self):
             check_value(f.name, getattr(self, f.name))
         return self
 
     @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> "NodeConfig":
+    def from_dict(cls, values: Mapping[str, Any]) -> NodeConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
             raise ConfigError(f"unknown parameter(s) {unknown}; valid: {sorted(known)}")
         return cls(**{k: coerce(k, v) for k, v in values.items()}).validate()
 
-    def replace(self, **changes: Any) -> "NodeConfig":
+    def replace(self, **changes: Any) -> NodeConfig:
         d = asdict(self)
         d.update(changes)
         return NodeConfig.from_dict(d)
 
-    def backend_key(self) -> Tuple[Any, ...]:
+    def backend_key(self) -> tuple[Any, ...]:
         """Fields whose change needs a new backend."""
-        return (self.backend, self.model_path, self.num_threads, self.input_width, self.input_height,
-                self.class_variant)
+        return (
+            self.backend,
+            self.model_path,
+            self.num_threads,
+            self.input_width,
+            self.input_height,
+            self.class_variant,
+        )
 
-    def as_dict(self) -> Dict[str, Any]:
+    def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -133,7 +161,8 @@ def coerce(name: str, value: Any) -> Any:
         ok = (not isinstance(value, bool)) and (
             (typ is str and isinstance(value, str))
             or (typ is int and (isinstance(value, int) or (isinstance(value, float) and value.is_integer())))
-            or (typ is float and isinstance(value, (int, float))))
+            or (typ is float and isinstance(value, (int, float)))
+        )
     if not ok:
         raise ConfigError(f"parameter {name}={value!r} must be of type {typ.__name__}")
     return typ(value)
@@ -150,15 +179,15 @@ def check_value(name: str, value: Any) -> None:
             raise ConfigError(f"{name} {value} must be in [{lo}, {hi}]")
 
 
-def startup_config(values: Mapping[str, Any]) -> Tuple[NodeConfig, Dict[str, str]]:
+def startup_config(values: Mapping[str, Any]) -> tuple[NodeConfig, dict[str, str]]:
     """The config to start with: each given value that is valid, the default for each that is not.
 
     Returns the config and ``{name: reason}`` for every value that was refused, so one bad value
     neither stops the node nor discards the valid ones beside it.
     """
     defaults = NodeConfig().as_dict()
-    chosen: Dict[str, Any] = {}
-    faults: Dict[str, str] = {}
+    chosen: dict[str, Any] = {}
+    faults: dict[str, str] = {}
     for name, value in values.items():
         if name not in defaults:
             faults[name] = f"unknown parameter {name!r}; valid: {sorted(defaults)}"

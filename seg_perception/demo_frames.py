@@ -3,9 +3,8 @@
 Crude look-alikes of some atWork objects (profiles, bolts, nuts, containers, motor) on a
 noisy table texture, with their ground-truth label map. Deterministic by seed.
 """
-from __future__ import annotations
 
-from typing import Tuple
+from __future__ import annotations
 
 import cv2
 import numpy as np
@@ -21,12 +20,12 @@ def _table(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def render_table(seed: int, hw: Tuple[int, int] = (480, 640)) -> np.ndarray:
+def render_table(seed: int, hw: tuple[int, int] = (480, 640)) -> np.ndarray:
     """The table texture alone, no objects (rgb uint8 HxWx3): every pixel is background."""
     return _table(np.random.default_rng(seed), *hw)
 
 
-def render_frame(seed: int, hw: Tuple[int, int] = (480, 640), max_objects: int = 5) -> Tuple[np.ndarray, np.ndarray]:
+def render_frame(seed: int, hw: tuple[int, int] = (480, 640), max_objects: int = 5) -> tuple[np.ndarray, np.ndarray]:
     """Return (rgb uint8 HxWx3, labels uint8 HxW with full-set class ids)."""
     names = load_classes("full").names
     rng = np.random.default_rng(seed)

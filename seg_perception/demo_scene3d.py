@@ -9,11 +9,11 @@ prisms; bearing and distance tube as discs. Every pixel is ray-cast, so the dept
 the optical frame, dimensions, yaw by :func:`seg_perception.geometry.yaw_in_table`) is known.
 Objects do not touch or occlude each other in the image. Deterministic by seed.
 """
+
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -25,14 +25,25 @@ from .size_pairs import load_object_facts
 
 # class -> (shape, colour). Shapes: box, cyl_x (lying cylinder along the length), cyl_z (disc),
 # hex_z (nut lying flat: across corners along the length).
-LOOKS: Dict[str, Tuple[str, Tuple[int, int, int]]] = {
-    "f20_20_B": ("box", (40, 40, 45)), "s40_40_B": ("box", (35, 35, 40)),
-    "f20_20_G": ("box", (150, 150, 155)), "s40_40_G": ("box", (140, 140, 150)),
-    "m20_100": ("cyl_x", (170, 170, 175)), "m20": ("hex_z", (185, 185, 190)), "m30": ("hex_z", (175, 175, 180)),
-    "r20": ("cyl_x", (30, 30, 30)), "bearing_box_ax01": ("box", (160, 160, 165)), "bearing": ("cyl_z", (200, 200, 205)),
-    "axis": ("cyl_x", (165, 165, 160)), "distance_tube": ("cyl_z", (190, 190, 185)), "motor": ("cyl_x", (60, 60, 60)),
-    "container_box_blue": ("box", (30, 70, 200)), "container_box_red": ("box", (200, 30, 35)),
-    "bearing_box_ax16": ("box", (150, 150, 160)), "em_01": ("box", (230, 120, 20)), "em_02": ("box", (25, 25, 25)),
+LOOKS: dict[str, tuple[str, tuple[int, int, int]]] = {
+    "f20_20_B": ("box", (40, 40, 45)),
+    "s40_40_B": ("box", (35, 35, 40)),
+    "f20_20_G": ("box", (150, 150, 155)),
+    "s40_40_G": ("box", (140, 140, 150)),
+    "m20_100": ("cyl_x", (170, 170, 175)),
+    "m20": ("hex_z", (185, 185, 190)),
+    "m30": ("hex_z", (175, 175, 180)),
+    "r20": ("cyl_x", (30, 30, 30)),
+    "bearing_box_ax01": ("box", (160, 160, 165)),
+    "bearing": ("cyl_z", (200, 200, 205)),
+    "axis": ("cyl_x", (165, 165, 160)),
+    "distance_tube": ("cyl_z", (190, 190, 185)),
+    "motor": ("cyl_x", (60, 60, 60)),
+    "container_box_blue": ("box", (30, 70, 200)),
+    "container_box_red": ("box", (200, 30, 35)),
+    "bearing_box_ax16": ("box", (150, 150, 160)),
+    "em_01": ("box", (230, 120, 20)),
+    "em_02": ("box", (25, 25, 25)),
 }
 
 
@@ -56,11 +67,11 @@ class Scene:
     instances: np.ndarray  # HxW uint16 (0 = table)
     depth_mm: np.ndarray  # HxW uint16 millimetres (16UC1)
     camera: CameraModel
-    truths: List[Truth]
+    truths: list[Truth]
     tilt_deg: float
 
 
-def _shape_dims(shape: str, size: Tuple[float, float, float]) -> np.ndarray:
+def _shape_dims(shape: str, size: tuple[float, float, float]) -> np.ndarray:
     """Extents of the rendered solid along its length, width, up axes."""
     length, width, height = size
     if shape == "cyl_x":
@@ -74,7 +85,7 @@ def _shape_dims(shape: str, size: Tuple[float, float, float]) -> np.ndarray:
     return np.array(size, np.float64)
 
 
-def _slab(o: np.ndarray, d: np.ndarray, axis: np.ndarray, half: float) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _slab(o: np.ndarray, d: np.ndarray, axis: np.ndarray, half: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Entry/exit ray parameters of |p . axis| <= half, and the entry normal's sign."""
     od, dd = o @ axis, d @ axis
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -86,7 +97,7 @@ def _slab(o: np.ndarray, d: np.ndarray, axis: np.ndarray, half: float) -> Tuple[
     return np.minimum(t1, t2), np.maximum(t1, t2), -np.sign(dd)
 
 
-def _intersect(shape: str, dims: np.ndarray, o: np.ndarray, d: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+def _intersect(shape: str, dims: np.ndarray, o: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Ray hits of a solid centred at the origin of its frame: (t or inf, entry normal in that frame)."""
     n = len(d)
     half = dims / 2.0
@@ -100,7 +111,7 @@ def _intersect(shape: str, dims: np.ndarray, o: np.ndarray, d: np.ndarray) -> Tu
             halves = [half[1]] * 3 + [half[2]]
         tnear, tfar = np.full(n, -np.inf), np.full(n, np.inf)
         normal = np.zeros((n, 3))
-        for ax, hf in zip(axes, halves):
+        for ax, hf in zip(axes, halves, strict=False):
             t1, t2, sgn = _slab(o, d, ax, hf)
             better = t1 > tnear
             normal[better] = sgn[better, None] * ax
@@ -133,7 +144,7 @@ def _intersect(shape: str, dims: np.ndarray, o: np.ndarray, d: np.ndarray) -> Tu
     return np.where(hit, tnear, np.inf), normal
 
 
-def _camera_pose(tilt_deg: float, distance: float) -> Tuple[np.ndarray, np.ndarray]:
+def _camera_pose(tilt_deg: float, distance: float) -> tuple[np.ndarray, np.ndarray]:
     """World (table z = 0, z up) -> camera: rotation with the optical axes as columns, and position."""
     t = math.radians(tilt_deg)
     z = np.array([0.0, math.sin(t), -math.cos(t)])
@@ -153,8 +164,13 @@ class Placement:
     yaw: float
 
 
-def render_scene(seed: int, hw: Tuple[int, int] = (480, 640), tilt_deg: Optional[float] = None,
-                 max_objects: int = 5, classes: Optional[List[str]] = None) -> Scene:
+def render_scene(
+    seed: int,
+    hw: tuple[int, int] = (480, 640),
+    tilt_deg: float | None = None,
+    max_objects: int = 5,
+    classes: list[str] | None = None,
+) -> Scene:
     """One random scene. ``tilt_deg`` None: 0, 25 or 45 degrees by seed. ``classes``: the classes to draw from."""
     rng = np.random.default_rng(seed)
     h, w = hw
@@ -164,8 +180,8 @@ def render_scene(seed: int, hw: Tuple[int, int] = (480, 640), tilt_deg: Optional
     r_wc, c_w = _camera_pose(tilt, distance)
     facts = load_object_facts()
     pool = classes or list(LOOKS)
-    placed: List[Tuple[np.ndarray, float, Tuple[int, int, int, int]]] = []
-    chosen: List[Placement] = []
+    placed: list[tuple[np.ndarray, float, tuple[int, int, int, int]]] = []
+    chosen: list[Placement] = []
     for _ in range(int(rng.integers(2, max_objects + 1))):
         for _attempt in range(30):
             name = str(rng.choice(pool))
@@ -180,8 +196,10 @@ def render_scene(seed: int, hw: Tuple[int, int] = (480, 640), tilt_deg: Optional
             radius = 0.5 * math.hypot(dims[0], dims[1])
             if box is None or any(math.hypot(p.x - c[0], p.y - c[1]) < radius + rr + 0.02 for c, rr, _ in placed):
                 continue
-            if any(not (box[2] + 3 < b[0] or b[2] + 3 < box[0] or box[3] + 3 < b[1] or b[3] + 3 < box[1])
-                   for _, _, b in placed):
+            if any(
+                not (box[2] + 3 < b[0] or b[2] + 3 < box[0] or box[3] + 3 < b[1] or b[3] + 3 < box[1])
+                for _, _, b in placed
+            ):
                 continue  # pixel boxes apart: no occlusion, no touching masks
             placed.append((np.array([p.x, p.y]), radius, box))
             chosen.append(p)
@@ -189,8 +207,9 @@ def render_scene(seed: int, hw: Tuple[int, int] = (480, 640), tilt_deg: Optional
     return render_objects(chosen, hw, tilt, distance, rng)
 
 
-def _pixel_box(p: Placement, dims: np.ndarray, r_wc: np.ndarray, c_w: np.ndarray,
-               cam: CameraModel) -> Optional[Tuple[int, int, int, int]]:
+def _pixel_box(
+    p: Placement, dims: np.ndarray, r_wc: np.ndarray, c_w: np.ndarray, cam: CameraModel
+) -> tuple[int, int, int, int] | None:
     """The object's image box (x0, y0, x1, y1) with a small margin, None when not fully in view."""
     r_wo = _yaw_matrix(p.yaw)
     centre_w = np.array([p.x, p.y, dims[2] / 2])
@@ -199,8 +218,12 @@ def _pixel_box(p: Placement, dims: np.ndarray, r_wc: np.ndarray, c_w: np.ndarray
     if np.any(pc[:, 2] <= 0.05):
         return None
     pu, pv = cam.fx * pc[:, 0] / pc[:, 2] + cam.cx, cam.fy * pc[:, 1] / pc[:, 2] + cam.cy
-    box = (int(math.floor(pu.min())) - 2, int(math.floor(pv.min())) - 2,
-           int(math.ceil(pu.max())) + 3, int(math.ceil(pv.max())) + 3)
+    box = (
+        int(math.floor(pu.min())) - 2,
+        int(math.floor(pv.min())) - 2,
+        int(math.ceil(pu.max())) + 3,
+        int(math.ceil(pv.max())) + 3,
+    )
     if box[0] < 2 or box[1] < 2 or box[2] > cam.width - 2 or box[3] > cam.height - 2:
         return None
     return box
@@ -211,9 +234,14 @@ def _yaw_matrix(yaw: float) -> np.ndarray:
     return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
 
 
-def render_objects(placements: List[Placement], hw: Tuple[int, int] = (480, 640), tilt_deg: float = 0.0,
-                   distance: float = 0.5, rng: Optional[np.random.Generator] = None,
-                   palette_colours: bool = False) -> Scene:
+def render_objects(
+    placements: list[Placement],
+    hw: tuple[int, int] = (480, 640),
+    tilt_deg: float = 0.0,
+    distance: float = 0.5,
+    rng: np.random.Generator | None = None,
+    palette_colours: bool = False,
+) -> Scene:
     """Ray-cast the given objects (each fully in view; ValueError otherwise) under a camera ``distance``
     metres from the table along its optical axis, tilted ``tilt_deg`` from straight down.
 
@@ -240,7 +268,7 @@ def render_objects(placements: List[Placement], hw: Tuple[int, int] = (480, 640)
     normal_at = np.zeros((h, w, 3))
     normal_at[:] = -up_c
 
-    truths: List[Truth] = []
+    truths: list[Truth] = []
     for k, p in enumerate(placements, start=1):
         shape = LOOKS[p.class_name][0]
         dims = _shape_dims(shape, facts.size_m[p.class_name])
@@ -258,9 +286,19 @@ def render_objects(placements: List[Placement], hw: Tuple[int, int] = (480, 640)
         t_best[y0:y1, x0:x1] = np.where(closer, t, t_best[y0:y1, x0:x1])
         obj_at[y0:y1, x0:x1][closer] = k
         normal_at[y0:y1, x0:x1][closer] = (nrm @ r_co.T).reshape(y1 - y0, x1 - x0, 3)[closer]
-        truths.append(Truth(k, names.index(p.class_name), p.class_name, centre_c, r_co, dims,
-                            yaw_in_table(r_co[:, 0], up_c), bool(dims[0] >= ELONGATED_RATIO * dims[1]),
-                            p.class_name in facts.symmetric))
+        truths.append(
+            Truth(
+                k,
+                names.index(p.class_name),
+                p.class_name,
+                centre_c,
+                r_co,
+                dims,
+                yaw_in_table(r_co[:, 0], up_c),
+                bool(dims[0] >= ELONGATED_RATIO * dims[1]),
+                p.class_name in facts.symmetric,
+            )
+        )
 
     z = t_best * rays[:, :, 2]
     depth_mm = np.where(np.isfinite(z), np.clip(np.rint(z * 1000.0), 0, 65535), 0).astype(np.uint16)

@@ -10,11 +10,12 @@
   another size with the same aspect ratio is resized (nearest neighbour, registered depth keeps
   its meaning), camera info of another size has its K scaled; anything else is a DepthError.
 """
+
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from typing import Any, Generic, Optional, Tuple, TypeVar
+from typing import Any, Generic, TypeVar
 
 import cv2
 import numpy as np
@@ -47,7 +48,7 @@ class StampBuffer(Generic[T]):
         if capacity < 1:
             raise ValueError("capacity must be >= 1")
         self.capacity = capacity
-        self._items: "OrderedDict[int, T]" = OrderedDict()
+        self._items: OrderedDict[int, T] = OrderedDict()
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
 
@@ -63,19 +64,19 @@ class StampBuffer(Generic[T]):
         with self._lock:
             return len(self._items)
 
-    def newest(self) -> Optional[Tuple[int, T]]:
+    def newest(self) -> tuple[int, T] | None:
         with self._lock:
             if not self._items:
                 return None
             stamp = max(self._items)
             return stamp, self._items[stamp]
 
-    def match(self, stamp: int, tolerance_ns: int) -> Optional[Tuple[int, T]]:
+    def match(self, stamp: int, tolerance_ns: int) -> tuple[int, T] | None:
         """The item with exactly ``stamp``, else the nearest within ``tolerance_ns`` (the earlier on a tie)."""
         with self._lock:
             return self._match(stamp, tolerance_ns)
 
-    def _match(self, stamp: int, tolerance_ns: int) -> Optional[Tuple[int, T]]:
+    def _match(self, stamp: int, tolerance_ns: int) -> tuple[int, T] | None:
         if stamp in self._items:
             return stamp, self._items[stamp]
         near = [(abs(s - stamp), s) for s in self._items if abs(s - stamp) <= tolerance_ns]
@@ -84,15 +85,19 @@ class StampBuffer(Generic[T]):
         best = min(near)[1]  # nearest; on a tie the earlier stamp
         return best, self._items[best]
 
-    def wait_match(self, stamp: int, tolerance_ns: int, timeout_s: float) -> Optional[Tuple[int, T]]:
+    def wait_match(self, stamp: int, tolerance_ns: int, timeout_s: float) -> tuple[int, T] | None:
         """:meth:`match`, waiting up to ``timeout_s`` while the partner may still come (nothing newer
         than ``stamp + tolerance`` has arrived yet: streams are in stamp order)."""
         with self._cond:
             found = self._match(stamp, tolerance_ns)
             if found is not None or timeout_s <= 0:
                 return found
-            self._cond.wait_for(lambda: self._match(stamp, tolerance_ns) is not None
-                                or any(s > stamp + tolerance_ns for s in self._items), timeout_s)
+            self._cond.wait_for(
+                lambda: (
+                    self._match(stamp, tolerance_ns) is not None or any(s > stamp + tolerance_ns for s in self._items)
+                ),
+                timeout_s,
+            )
             return self._match(stamp, tolerance_ns)
 
 
@@ -130,7 +135,7 @@ def camera_from_info(info: Any) -> CameraModel:
         raise DepthError("camera_info", f"camera info unusable: {e}") from e
 
 
-def depth_for_frame(depth: np.ndarray, cam: CameraModel, hw: Tuple[int, int]) -> Tuple[np.ndarray, CameraModel]:
+def depth_for_frame(depth: np.ndarray, cam: CameraModel, hw: tuple[int, int]) -> tuple[np.ndarray, CameraModel]:
     """Depth and camera model at the colour frame's size ``hw`` (resized / scaled, or DepthError)."""
     h, w = hw
     try:

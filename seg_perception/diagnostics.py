@@ -4,10 +4,11 @@ The node gathers a :class:`Health` snapshot and publishes what :func:`status` re
 rules (which faults are errors, when a stall warns, what an inactive node says) are tested
 with known answers and no ROS objects.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Dict, Mapping, Optional, Tuple
 
 OK, WARN, ERROR = 0, 1, 2
 
@@ -24,11 +25,11 @@ class DepthHealth:
 @dataclass(frozen=True)
 class Health:
     lifecycle_state: str  # unconfigured | inactive | active | finalized
-    faults: Tuple[str, ...] = ()  # each one an ERROR until its cause is gone
+    faults: tuple[str, ...] = ()  # each one an ERROR until its cause is gone
     backend: str = ""
     model_file: str = ""
     model_sha256: str = ""
-    seconds_since_last_frame: Optional[float] = None  # None: no frame since activation
+    seconds_since_last_frame: float | None = None  # None: no frame since activation
     stall_timeout_s: float = 2.0
     counters: Mapping[str, int] = field(default_factory=dict)
     input_rate_hz: float = 0.0
@@ -37,10 +38,10 @@ class Health:
     pipeline_ms: Mapping[int, float] = field(default_factory=dict)  # 50, 95
     output_age_ms: Mapping[int, float] = field(default_factory=dict)  # 50, 95
     last_output_age_ms: float = float("nan")
-    depth: Optional[DepthHealth] = None  # None: use_depth off
+    depth: DepthHealth | None = None  # None: use_depth off
 
 
-def status(h: Health) -> Tuple[int, str, Dict[str, str]]:
+def status(h: Health) -> tuple[int, str, dict[str, str]]:
     """``(level, message, key/values)`` of the node's diagnostic status."""
     level, messages = OK, []  # type: int, List[str]
     for fault in h.faults:
@@ -67,8 +68,9 @@ def status(h: Health) -> Tuple[int, str, Dict[str, str]]:
         **_ms("pipeline_ms", h.pipeline_ms, (50, 95)),
         "output_age_ms_last": f"{h.last_output_age_ms:.2f}",
         **_ms("output_age_ms", h.output_age_ms, (50, 95)),
-        "seconds_since_last_frame": (f"{h.seconds_since_last_frame:.2f}" if h.seconds_since_last_frame is not None
-                                     else "inf"),
+        "seconds_since_last_frame": (
+            f"{h.seconds_since_last_frame:.2f}" if h.seconds_since_last_frame is not None else "inf"
+        ),
         **{f"frames_{k}": str(v) for k, v in h.counters.items()},
     }
     if h.depth is not None:
@@ -77,5 +79,5 @@ def status(h: Health) -> Tuple[int, str, Dict[str, str]]:
     return level, "; ".join(messages) or "ok", values
 
 
-def _ms(prefix: str, values: Mapping[int, float], keys: Tuple[int, ...]) -> Dict[str, str]:
+def _ms(prefix: str, values: Mapping[int, float], keys: tuple[int, ...]) -> dict[str, str]:
     return {f"{prefix}_p{k}": f"{values.get(k, float('nan')):.2f}" for k in keys}

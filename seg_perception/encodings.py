@@ -4,17 +4,18 @@ Functions take the message fields (or any object that has them), so the node, th
 bag tools and the tests share one conversion path. Every malformed input raises
 :class:`ImageDecodeError` with a reason; nothing else escapes.
 """
+
 from __future__ import annotations
 
 import array
 import struct
 from dataclasses import dataclass
-from typing import Any, Dict, Tuple
+from typing import Any
 
 import numpy as np
 
 # encoding -> (channels, numpy dtype, channel order to reach RGB or None for mono)
-_ENCODINGS: Dict[str, Tuple[int, str, Tuple[int, ...]]] = {
+_ENCODINGS: dict[str, tuple[int, str, tuple[int, ...]]] = {
     "rgb8": (3, "u1", (0, 1, 2)),
     "bgr8": (3, "u1", (2, 1, 0)),
     "rgba8": (4, "u1", (0, 1, 2)),
@@ -96,19 +97,20 @@ def image_to_rgb(msg: Any, max_pixels: int = 0) -> np.ndarray:
 
 #: Compressed formats the node decodes, by the magic bytes that start them. Anything else
 #: (WebP, TIFF, BMP, ... that cv2.imdecode would also decode) is refused, whatever ``format`` says.
-COMPRESSED_MAGIC: Dict[str, bytes] = {"JPEG": b"\xff\xd8\xff", "PNG": b"\x89PNG\r\n\x1a\n"}
+COMPRESSED_MAGIC: dict[str, bytes] = {"JPEG": b"\xff\xd8\xff", "PNG": b"\x89PNG\r\n\x1a\n"}
 
 
 def compressed_kind(data: bytes) -> str:
     """``"JPEG"`` or ``"PNG"`` from the first bytes of the payload; anything else raises."""
     for kind, magic in COMPRESSED_MAGIC.items():
-        if data[:len(magic)] == magic:
+        if data[: len(magic)] == magic:
             return kind
-    raise ImageDecodeError(f"compressed data is not JPEG or PNG (starts with {bytes(data[:8]).hex(' ')}); "
-                           f"only JPEG and PNG are accepted")
+    raise ImageDecodeError(
+        f"compressed data is not JPEG or PNG (starts with {bytes(data[:8]).hex(' ')}); only JPEG and PNG are accepted"
+    )
 
 
-def compressed_size(buf: np.ndarray, kind: str) -> Tuple[int, int]:
+def compressed_size(buf: np.ndarray, kind: str) -> tuple[int, int]:
     """``(width, height)`` from the JPEG/PNG header, without decoding the pixels.
 
     Pillow's format plugins parse only the header (lazily); used directly, so the caller's

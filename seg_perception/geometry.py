@@ -18,11 +18,12 @@ Yaw is measured in the table plane from the projection of the camera's x axis (i
 and folded to (-90, 90] degrees, since a box's length axis has no sign. Everything works on
 the mask's bounding box only; nothing loops over pixels in Python.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import FrozenSet, Iterable, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -47,7 +48,7 @@ class CameraModel:
     height: int
 
     @classmethod
-    def from_k(cls, k: Sequence[float], width: int, height: int) -> "CameraModel":
+    def from_k(cls, k: Sequence[float], width: int, height: int) -> CameraModel:
         """From CameraInfo's row-major 3x3 ``K`` (distortion is ignored: rectified or small)."""
         k = np.asarray(k, np.float64).reshape(-1)
         if k.size != 9:
@@ -61,17 +62,20 @@ class CameraModel:
             raise CameraError(f"camera info size {width}x{height} is empty")
         return cls(fx, fy, cx, cy, int(width), int(height))
 
-    def scaled_to(self, width: int, height: int, aspect_tol: float = 0.01) -> "CameraModel":
+    def scaled_to(self, width: int, height: int, aspect_tol: float = 0.01) -> CameraModel:
         """The same camera for an image resized to ``width`` x ``height`` (same aspect ratio only)."""
         if (width, height) == (self.width, self.height):
             return self
         sx, sy = width / self.width, height / self.height
         if abs(sx - sy) > aspect_tol * max(sx, sy):
-            raise CameraError(f"camera info is {self.width}x{self.height}, the image {width}x{height}: "
-                              f"different aspect ratio, cannot scale K")
+            raise CameraError(
+                f"camera info is {self.width}x{self.height}, the image {width}x{height}: "
+                f"different aspect ratio, cannot scale K"
+            )
         # pixel centres: u' + 0.5 = s (u + 0.5)
-        return CameraModel(self.fx * sx, self.fy * sy, (self.cx + 0.5) * sx - 0.5, (self.cy + 0.5) * sy - 0.5,
-                           int(width), int(height))
+        return CameraModel(
+            self.fx * sx, self.fy * sy, (self.cx + 0.5) * sx - 0.5, (self.cy + 0.5) * sy - 0.5, int(width), int(height)
+        )
 
     def k(self) -> np.ndarray:
         return np.array([[self.fx, 0, self.cx], [0, self.fy, self.cy], [0, 0, 1]], np.float64)
@@ -110,8 +114,8 @@ class GeometryConfig:
     max_fit_points: int = 1000  # the interior and the table ring are sampled down to about this many
     min_depth_m: float = 0.05
     max_depth_m: float = 10.0
-    symmetric_classes: FrozenSet[str] = frozenset()
-    round_section_classes: FrozenSet[str] = frozenset()  # lying cylinders: width = height
+    symmetric_classes: frozenset[str] = frozenset()
+    round_section_classes: frozenset[str] = frozenset()  # lying cylinders: width = height
 
 
 @dataclass
@@ -128,15 +132,15 @@ class Object3D:
     yaw: float  # radians in the table plane, from the camera's x axis, (-pi/2, pi/2]
     num_points: int
     table_fit: bool  # up direction from the table around the object (else from the object's own points)
-    resolved_from: Optional[str] = None  # class the segmentation said, when a size pair changed it
-    original_class_id: Optional[int] = None  # its class id, when resolved_from is set
+    resolved_from: str | None = None  # class the segmentation said, when a size pair changed it
+    original_class_id: int | None = None  # its class id, when resolved_from is set
 
-    def quaternion(self) -> Tuple[float, float, float, float]:
+    def quaternion(self) -> tuple[float, float, float, float]:
         """(x, y, z, w) of :attr:`rotation`."""
         return rotation_to_quaternion(self.rotation)
 
 
-def rotation_to_quaternion(r: np.ndarray) -> Tuple[float, float, float, float]:
+def rotation_to_quaternion(r: np.ndarray) -> tuple[float, float, float, float]:
     """A proper rotation matrix -> unit quaternion (x, y, z, w), w >= 0."""
     m = np.asarray(r, np.float64)
     tr = m[0, 0] + m[1, 1] + m[2, 2]
@@ -164,7 +168,7 @@ def cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.array([a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]])
 
 
-def table_frame(up: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+def table_frame(up: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(e1, e2): the camera's x axis projected onto the plane with normal ``up``, and up x e1."""
     ux, uy, uz = (float(v) for v in up / math.sqrt(float(up @ up)))
     up = np.array([ux, uy, uz])
@@ -197,7 +201,7 @@ def _rect(r: int) -> np.ndarray:
     return np.ones((2 * r + 1, 2 * r + 1), np.uint8)
 
 
-def _fit_plane(pts: np.ndarray, cfg: GeometryConfig) -> Optional[Tuple[np.ndarray, float]]:
+def _fit_plane(pts: np.ndarray, cfg: GeometryConfig) -> tuple[np.ndarray, float] | None:
     """Least-squares plane (unit normal towards the camera, offset d: n.p + d = 0), refitted without
     points off it (> 2.5 rms) until none are left (flying pixels pull the first fit far off)."""
     rms = float("inf")
@@ -207,7 +211,7 @@ def _fit_plane(pts: np.ndarray, cfg: GeometryConfig) -> Optional[Tuple[np.ndarra
         c = pts.sum(axis=0) / len(pts)
         q = pts - c
         w, v = np.linalg.eigh(q.T @ q / len(q))
-        if w[1] < (0.004 ** 2):  # points along a line: the plane's tilt about it is unknown
+        if w[1] < (0.004**2):  # points along a line: the plane's tilt about it is unknown
             return None
         n = v[:, 0]
         if n @ c > 0:  # the camera (origin) is on the side the normal points to
@@ -229,8 +233,9 @@ class _Crop:
     def __init__(self, raw: np.ndarray, scale: float, x0: int, y0: int, cam: CameraModel):
         self.raw, self.scale, self.x0, self.y0, self.cam = raw, scale, x0, y0, cam
 
-    def points(self, sel: np.ndarray, step: int = 1, extra: Optional[np.ndarray] = None
-               ) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    def points(
+        self, sel: np.ndarray, step: int = 1, extra: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         """3D points of the selected pixels (every ``step``-th row and column), and ``extra`` there."""
         sub = sel[::step, ::step] if step > 1 else sel
         idx = np.flatnonzero(sub)  # much faster than np.nonzero on 2D masks
@@ -254,8 +259,9 @@ def _metres_per_pixel(p: np.ndarray, axis: np.ndarray, cam: CameraModel) -> floa
     return 1.0 / max(math.hypot(du, dv), 1e-6)
 
 
-def _reach(s_core: np.ndarray, d_core: np.ndarray, s_band: np.ndarray, d_band: np.ndarray,
-           mpp: np.ndarray) -> np.ndarray:
+def _reach(
+    s_core: np.ndarray, d_core: np.ndarray, s_band: np.ndarray, d_band: np.ndarray, mpp: np.ndarray
+) -> np.ndarray:
     """How far the object reaches along each column of ``s`` (coordinates of the points along
     axis/sign pairs; all sides at once).
 
@@ -276,9 +282,16 @@ def _reach(s_core: np.ndarray, d_core: np.ndarray, s_band: np.ndarray, d_band: n
     return c + rate * np.maximum(d_c - 0.5, 0.0)
 
 
-def measure_object(depth: np.ndarray, labels: np.ndarray, instances: np.ndarray, instance_id: int,
-                   bbox: Tuple[int, int, int, int], cam: CameraModel, cfg: GeometryConfig,
-                   class_name: str = "") -> Tuple[Optional[dict], str]:
+def measure_object(
+    depth: np.ndarray,
+    labels: np.ndarray,
+    instances: np.ndarray,
+    instance_id: int,
+    bbox: tuple[int, int, int, int],
+    cam: CameraModel,
+    cfg: GeometryConfig,
+    class_name: str = "",
+) -> tuple[dict | None, str]:
     """Box of one instance; ``(None, reason)`` when it cannot be measured.
 
     ``depth``: HxW float32 metres (invalid = 0 or NaN) or uint16 millimetres, same size as
@@ -383,24 +396,38 @@ def measure_object(depth: np.ndarray, labels: np.ndarray, instances: np.ndarray,
         a1 = math.cos(yaw) * e1 + math.sin(yaw) * e2
         a2 = cross(up, a1)
     rot = np.array([a1, a2, up]).T
-    return {"center": centre, "rotation": rot, "dims": np.array([length, width, height]), "yaw": yaw,
-            "num_points": int(n_core), "table_fit": plane is not None}, ""
+    return {
+        "center": centre,
+        "rotation": rot,
+        "dims": np.array([length, width, height]),
+        "yaw": yaw,
+        "num_points": int(n_core),
+        "table_fit": plane is not None,
+    }, ""
 
 
-def measure_objects(depth_m: np.ndarray, labels: np.ndarray, instances: np.ndarray, objects: Iterable,
-                    cam: CameraModel, cfg: GeometryConfig) -> Tuple[List[Object3D], List[Tuple[int, str]]]:
+def measure_objects(
+    depth_m: np.ndarray,
+    labels: np.ndarray,
+    instances: np.ndarray,
+    objects: Iterable,
+    cam: CameraModel,
+    cfg: GeometryConfig,
+) -> tuple[list[Object3D], list[tuple[int, str]]]:
     """Boxes of all objects (``SegObject``-like: instance_id, class_id, class_name, score, bbox).
 
     Returns (measured objects in the given order, [(instance_id, reason)] for those without a pose).
     """
     if depth_m.shape[:2] != instances.shape or labels.shape != instances.shape:
-        raise ValueError(f"depth {depth_m.shape[:2]}, labels {labels.shape} and instances {instances.shape} "
-                         f"must have the same size")
+        raise ValueError(
+            f"depth {depth_m.shape[:2]}, labels {labels.shape} and instances {instances.shape} must have the same size"
+        )
     if (cam.width, cam.height) != (instances.shape[1], instances.shape[0]):
-        raise CameraError(f"camera model is {cam.width}x{cam.height}, the image {instances.shape[1]}x"
-                          f"{instances.shape[0]}")
-    out: List[Object3D] = []
-    failed: List[Tuple[int, str]] = []
+        raise CameraError(
+            f"camera model is {cam.width}x{cam.height}, the image {instances.shape[1]}x{instances.shape[0]}"
+        )
+    out: list[Object3D] = []
+    failed: list[tuple[int, str]] = []
     for obj in objects:
         box, reason = measure_object(depth_m, labels, instances, obj.instance_id, obj.bbox, cam, cfg, obj.class_name)
         if box is None:

@@ -11,6 +11,7 @@ Tensor conventions of an entry:
   when normalisation is baked into the model), ``dtype`` of the graph input.
 * ``output``: ``layout`` and ``kind`` (``logits`` over ``num_classes`` channels).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -18,7 +19,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 from .paths import data_candidates
 
@@ -45,8 +46,8 @@ class TensorSpec:
     height: int = 0
     width: int = 0
     color: str = "RGB"
-    mean: List[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
-    std: List[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])
+    mean: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
+    std: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])
     dtype: str = "float32"
     kind: str = "image"  # "image" for inputs, "logits" for outputs
 
@@ -77,8 +78,8 @@ class ModelEntry:
     input: TensorSpec = field(default_factory=TensorSpec)
     output: TensorSpec = field(default_factory=lambda: TensorSpec(kind="logits"))
     size_bytes: int = 0
-    metrics: Dict[str, Any] = field(default_factory=dict)
-    provenance: Dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
         if self.format not in FORMATS:
@@ -88,11 +89,11 @@ class ModelEntry:
         self.input.validate(f"{self.name}.input")
         self.output.validate(f"{self.name}.output")
 
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: Dict[str, Any]) -> "ModelEntry":
+    def from_dict(cls, d: dict[str, Any]) -> ModelEntry:
         if not isinstance(d, dict):
             raise ManifestError(f"malformed manifest entry: expected an object, got {type(d).__name__}")
         d = dict(d)
@@ -155,21 +156,26 @@ class Manifest:
     read at all has no entries and its reason in :attr:`problem`.
     """
 
-    def __init__(self, directory: os.PathLike, entries: Dict[str, ModelEntry],
-                 invalid: Optional[Dict[str, str]] = None, problem: str = "",
-                 raw_invalid: Optional[Dict[str, Any]] = None):
+    def __init__(
+        self,
+        directory: os.PathLike,
+        entries: dict[str, ModelEntry],
+        invalid: dict[str, str] | None = None,
+        problem: str = "",
+        raw_invalid: dict[str, Any] | None = None,
+    ):
         self.directory = Path(directory)
         self.entries = entries
-        self.invalid: Dict[str, str] = dict(invalid or {})
+        self.invalid: dict[str, str] = dict(invalid or {})
         self.problem = problem
-        self._raw_invalid: Dict[str, Any] = dict(raw_invalid or {})  # written back unchanged by save()
+        self._raw_invalid: dict[str, Any] = dict(raw_invalid or {})  # written back unchanged by save()
 
     @property
     def path(self) -> Path:
         return self.directory / MANIFEST_NAME
 
     @classmethod
-    def load(cls, directory: Optional[os.PathLike] = None) -> "Manifest":
+    def load(cls, directory: os.PathLike | None = None) -> Manifest:
         directory = Path(directory) if directory else default_models_dir()
         path = directory / MANIFEST_NAME
         if not path.is_file():
@@ -180,10 +186,10 @@ class Manifest:
             return cls(directory, {}, problem=f"{path}: not valid JSON: {e}")
         models = doc.get("models", {}) if isinstance(doc, dict) else None
         if not isinstance(models, dict):
-            return cls(directory, {}, problem=f"{path}: expected {{\"models\": {{name: entry, ...}}}}")
-        entries: Dict[str, ModelEntry] = {}
-        invalid: Dict[str, str] = {}
-        raw_invalid: Dict[str, Any] = {}
+            return cls(directory, {}, problem=f'{path}: expected {{"models": {{name: entry, ...}}}}')
+        entries: dict[str, ModelEntry] = {}
+        invalid: dict[str, str] = {}
+        raw_invalid: dict[str, Any] = {}
         for name, raw in models.items():
             try:
                 if not isinstance(raw, dict):
@@ -229,7 +235,14 @@ class Manifest:
 def make_entry(name: str, model_file: os.PathLike, fmt: str, num_classes: int, **kwargs: Any) -> ModelEntry:
     """Build an entry for a file on disk (hash and size filled in)."""
     p = Path(model_file)
-    entry = ModelEntry(name=name, file=p.name, format=fmt, sha256=sha256_file(p),
-                       num_classes=num_classes, size_bytes=p.stat().st_size, **kwargs)
+    entry = ModelEntry(
+        name=name,
+        file=p.name,
+        format=fmt,
+        sha256=sha256_file(p),
+        num_classes=num_classes,
+        size_bytes=p.stat().st_size,
+        **kwargs,
+    )
     entry.validate()
     return entry

@@ -20,9 +20,11 @@ Conventions
 
 No torch import here: the runtime (``seg_perception``) may use this module.
 """
+
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, List, Optional, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -30,7 +32,7 @@ from .classes import IGNORE_INDEX
 
 
 def confusion_matrix(
-    pred: np.ndarray, target: np.ndarray, num_classes: int, ignore_index: Optional[int] = IGNORE_INDEX
+    pred: np.ndarray, target: np.ndarray, num_classes: int, ignore_index: int | None = IGNORE_INDEX
 ) -> np.ndarray:
     """(num_classes, num_classes) int64 confusion matrix of one or many label maps.
 
@@ -122,11 +124,11 @@ def frequency_weighted_iou(cm: np.ndarray) -> float:
     return float((class_pixel_share(cm) * iou).sum())
 
 
-def _none_if_nan(x: float) -> Optional[float]:
+def _none_if_nan(x: float) -> float | None:
     return None if np.isnan(x) else float(x)
 
 
-def _class_names(cm: np.ndarray, class_names: Optional[Sequence[str]]) -> List[str]:
+def _class_names(cm: np.ndarray, class_names: Sequence[str] | None) -> list[str]:
     n = cm.shape[0]
     names = list(class_names) if class_names is not None else [str(i) for i in range(n)]
     if len(names) != n:
@@ -134,7 +136,7 @@ def _class_names(cm: np.ndarray, class_names: Optional[Sequence[str]]) -> List[s
     return names
 
 
-def accuracy_summary(cm: np.ndarray, class_names: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+def accuracy_summary(cm: np.ndarray, class_names: Sequence[str] | None = None) -> dict[str, Any]:
     """What every tool reports of one confusion matrix: ``miou``, ``pixel_accuracy`` and
     ``per_class_iou`` (name -> IoU), as fractions; ``None`` where undefined (JSON-ready)."""
     cm = np.asarray(cm, dtype=np.int64)
@@ -142,11 +144,11 @@ def accuracy_summary(cm: np.ndarray, class_names: Optional[Sequence[str]] = None
     return {
         "miou": _none_if_nan(mean_iou(cm)),
         "pixel_accuracy": _none_if_nan(pixel_accuracy(cm)),
-        "per_class_iou": {name: _none_if_nan(v) for name, v in zip(names, iou_per_class(cm))},
+        "per_class_iou": {name: _none_if_nan(v) for name, v in zip(names, iou_per_class(cm), strict=False)},
     }
 
 
-def summarize(cm: np.ndarray, class_names: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+def summarize(cm: np.ndarray, class_names: Sequence[str] | None = None) -> dict[str, Any]:
     """:func:`accuracy_summary` plus every other score of the matrix (Dice, class accuracy, per-class
     pixel counts, the matrix itself): a training run's or an evaluation's full record."""
     cm = np.asarray(cm, dtype=np.int64)
@@ -178,7 +180,7 @@ def summarize(cm: np.ndarray, class_names: Optional[Sequence[str]] = None) -> Di
 class ConfusionMatrix:
     """Accumulates one confusion matrix over a whole split (batch by batch)."""
 
-    def __init__(self, num_classes: int, ignore_index: Optional[int] = IGNORE_INDEX) -> None:
+    def __init__(self, num_classes: int, ignore_index: int | None = IGNORE_INDEX) -> None:
         self.num_classes = int(num_classes)
         self.ignore_index = ignore_index
         self.matrix = np.zeros((self.num_classes, self.num_classes), dtype=np.int64)
@@ -189,17 +191,17 @@ class ConfusionMatrix:
     def update(self, pred: np.ndarray, target: np.ndarray) -> None:
         self.matrix += confusion_matrix(pred, target, self.num_classes, self.ignore_index)
 
-    def add(self, other: "np.ndarray | ConfusionMatrix") -> None:
+    def add(self, other: np.ndarray | ConfusionMatrix) -> None:
         """Merge another matrix (e.g. gathered from another process)."""
         m = other.matrix if isinstance(other, ConfusionMatrix) else np.asarray(other, dtype=np.int64)
         if m.shape != self.matrix.shape:
             raise ValueError(f"shape {m.shape} != {self.matrix.shape}")
         self.matrix += m
 
-    def update_all(self, pairs: Iterable[tuple]) -> "ConfusionMatrix":
+    def update_all(self, pairs: Iterable[tuple]) -> ConfusionMatrix:
         for pred, target in pairs:
             self.update(pred, target)
         return self
 
-    def summary(self, class_names: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    def summary(self, class_names: Sequence[str] | None = None) -> dict[str, Any]:
         return summarize(self.matrix, class_names)

@@ -14,12 +14,13 @@ executor: camera intake, depth intake, diagnostics and parameter/lifecycle servi
 callback groups, so loading a model (in a parameter change or configure) never stalls frame intake
 or diagnostics; frames keep flowing on the old backend until the new one is ready.
 """
+
 from __future__ import annotations
 
 import signal
 import threading
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -38,7 +39,7 @@ from .config import PARAMS, ConfigError, NodeConfig, coerce, field_type, startup
 from .encodings import ImageDecodeError, compressed_to_rgb, image_to_rgb
 from .outputs import OutputPublishers, output_qos, reliability_policy
 from .pipeline import Segmenter, make_segmenter
-from .stamps import stamp_to_ns, stamp_of
+from .stamps import stamp_of, stamp_to_ns
 from .stats import Counters, Percentiles, RateMeter
 
 _THROTTLE_S = 2.0
@@ -83,20 +84,20 @@ class SegmentationNode(LifecycleNode):
         self.in_rate, self.out_rate = RateMeter(), RateMeter()
         self.infer_ms, self.total_ms, self.age_ms = Percentiles(), Percentiles(), Percentiles()
         self._last_age_ms = float("nan")
-        self._last_frame_t: Optional[float] = None
+        self._last_frame_t: float | None = None
         self._lifecycle_state = "unconfigured"
         self._backend_fault = ""  # why configure could not load the model
         self._autostart_pending = False  # autostart failed: retry when a parameter change may fix it
         self._retry_timer: Any = None
-        self._segmenter: Optional[Segmenter] = None
-        self.pubs: Optional[OutputPublishers] = None
+        self._segmenter: Segmenter | None = None
+        self.pubs: OutputPublishers | None = None
         self.depth_side: Any = None  # node_depth.DepthSide with use_depth, between configure and cleanup
         self.sub: Any = None
         self._internal_set = False
-        self._new_class_names: Optional[List[str]] = None
+        self._new_class_names: list[str] | None = None
 
     # --- start-up: parameters --------------------------------------------------------------
-    def _declare_parameters(self) -> Tuple[NodeConfig, Dict[str, str]]:
+    def _declare_parameters(self) -> tuple[NodeConfig, dict[str, str]]:
         """Declare every parameter with its descriptor and the value the node will really use.
 
         A start-up value that is invalid falls back to its default, alone: the parameter then
@@ -110,12 +111,17 @@ class SegmentationNode(LifecycleNode):
             if not name.startswith("qos_overrides."):
                 self.get_logger().warning(f"unknown parameter {name!r} ignored; valid: {sorted(PARAMS)}")
         cfg, faults = startup_config(given)
-        for name, reason in faults.items():
+        for reason in faults.values():
             self.get_logger().error(f"start-up parameter refused: {reason}")
         for name, value in cfg.as_dict().items():
             self.declare_parameter(name, value, parameter_descriptor(name), ignore_override=True)
-        self.declare_parameter("class_names", Parameter.Type.STRING_ARRAY, ParameterDescriptor(
-            description="class names by label id of the loaded model (read-only; empty while no model is loaded)"))
+        self.declare_parameter(
+            "class_names",
+            Parameter.Type.STRING_ARRAY,
+            ParameterDescriptor(
+                description="class names by label id of the loaded model (read-only; empty while no model is loaded)"
+            ),
+        )
         self._set_class_names([])
         self.add_pre_set_parameters_callback(self._coerce_numbers)
         self.add_on_set_parameters_callback(self._on_set_parameters)
@@ -125,13 +131,14 @@ class SegmentationNode(LifecycleNode):
     def _create_diagnostics(self) -> None:
         """/diagnostics in every lifecycle state, on its own callback group."""
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.diag_timer = self.create_timer(self.cfg.diagnostics_period_s, self._publish_diagnostics,
-                                            callback_group=MutuallyExclusiveCallbackGroup())
+        self.diag_timer = self.create_timer(
+            self.cfg.diagnostics_period_s, self._publish_diagnostics, callback_group=MutuallyExclusiveCallbackGroup()
+        )
 
     def _start_worker(self) -> None:
         self._cond = threading.Condition()
         self._busy = threading.Lock()  # held while a frame is processed
-        self._pending: Optional[Any] = None
+        self._pending: Any | None = None
         self._stop = False
         self._active = False
         self._worker = threading.Thread(target=self._work, name="seg_worker", daemon=True)
@@ -185,18 +192,24 @@ class SegmentationNode(LifecycleNode):
 
     def _subscribe(self) -> None:
         cfg = self.cfg
-        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=cfg.qos_depth,
-                         reliability=reliability_policy(cfg.qos_reliability),
-                         durability=qos_profile_sensor_data.durability)
+        qos = QoSProfile(
+            history=HistoryPolicy.KEEP_LAST,
+            depth=cfg.qos_depth,
+            reliability=reliability_policy(cfg.qos_reliability),
+            durability=qos_profile_sensor_data.durability,
+        )
         msg_type, topic = (CompressedImage, "image/compressed") if cfg.transport == "compressed" else (Image, "image")
         self._last_frame_t = None
         if self.depth_side is not None:  # depth first: the first colour frame finds its depth partner
             self.depth_side.subscribe(MutuallyExclusiveCallbackGroup())
-        self.sub = self.create_subscription(msg_type, topic, self._on_image, qos,
-                                            callback_group=MutuallyExclusiveCallbackGroup())
+        self.sub = self.create_subscription(
+            msg_type, topic, self._on_image, qos, callback_group=MutuallyExclusiveCallbackGroup()
+        )
         seg = self._segmenter
-        self.get_logger().info(f"active: subscribed to {self.sub.topic_name} ({cfg.transport}); backend "
-                               f"{cfg.backend} ({seg.backend.path.name if seg else 'NOT LOADED'})")
+        self.get_logger().info(
+            f"active: subscribed to {self.sub.topic_name} ({cfg.transport}); backend "
+            f"{cfg.backend} ({seg.backend.path.name if seg else 'NOT LOADED'})"
+        )
 
     def _stop_intake(self) -> None:
         """Unsubscribe, forget a waiting frame and wait for the frame in flight: no inference after this."""
@@ -224,7 +237,7 @@ class SegmentationNode(LifecycleNode):
         self._set_class_names([])
 
     # --- backend ---------------------------------------------------------------------------
-    def _build_segmenter(self, cfg: NodeConfig) -> Tuple[Optional[Segmenter], str]:
+    def _build_segmenter(self, cfg: NodeConfig) -> tuple[Segmenter | None, str]:
         """A verified segmenter for ``cfg``, or None and the reason."""
         try:
             return make_segmenter(cfg), ""
@@ -236,11 +249,13 @@ class SegmentationNode(LifecycleNode):
         self._segmenter = seg  # atomic swap: the worker picks it up on its next frame
         self._backend_fault = ""
         self._autostart_pending = False
-        self.get_logger().info(f"backend {seg.backend.name} ready: {seg.backend.path.name} "
-                               f"(sha256 {seg.backend.sha256[:12]}) input {seg.backend.input_hw[1]}x"
-                               f"{seg.backend.input_hw[0]}, {seg.classes.num_classes} classes ({seg.classes.variant})")
+        self.get_logger().info(
+            f"backend {seg.backend.name} ready: {seg.backend.path.name} "
+            f"(sha256 {seg.backend.sha256[:12]}) input {seg.backend.input_hw[1]}x"
+            f"{seg.backend.input_hw[0]}, {seg.classes.num_classes} classes ({seg.classes.variant})"
+        )
 
-    def _set_class_names(self, names: List[str]) -> None:
+    def _set_class_names(self, names: list[str]) -> None:
         self._internal_set = True
         try:
             self.set_parameters([Parameter("class_names", Parameter.Type.STRING_ARRAY, list(names))])
@@ -248,12 +263,15 @@ class SegmentationNode(LifecycleNode):
             self._internal_set = False
 
     # --- parameters at runtime -----------------------------------------------------------------
-    def _coerce_numbers(self, params: List[Parameter]) -> List[Parameter]:
+    def _coerce_numbers(self, params: list[Parameter]) -> list[Parameter]:
         """Pre-set: an int for a float parameter (or an integral float for an int) as ROS users write it."""
         out = []
         for p in params:
-            if p.name in PARAMS and field_type(p.name) in (int, float) and p.type_ in (
-                    Parameter.Type.INTEGER, Parameter.Type.DOUBLE):
+            if (
+                p.name in PARAMS
+                and field_type(p.name) in (int, float)
+                and p.type_ in (Parameter.Type.INTEGER, Parameter.Type.DOUBLE)
+            ):
                 try:
                     p = Parameter(p.name, value=coerce(p.name, p.value))
                 except ConfigError:
@@ -261,7 +279,7 @@ class SegmentationNode(LifecycleNode):
             out.append(p)
         return out
 
-    def _on_set_parameters(self, params: List[Parameter]) -> SetParametersResult:
+    def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
         if any(p.name == "class_names" for p in params) and not self._internal_set:
             return SetParametersResult(successful=False, reason="class_names is read-only: the loaded model's classes")
         changes = {p.name: p.value for p in params if p.name in PARAMS}
@@ -292,7 +310,7 @@ class SegmentationNode(LifecycleNode):
         for name in names:
             self._descriptors[name].type = Parameter.Type.from_parameter_value(getattr(self.cfg, name)).value
 
-    def _after_set_parameters(self, params: List[Parameter]) -> None:
+    def _after_set_parameters(self, params: list[Parameter]) -> None:
         if self._new_class_names is not None:
             names, self._new_class_names = self._new_class_names, None
             self._set_class_names(names)
@@ -334,10 +352,11 @@ class SegmentationNode(LifecycleNode):
                     self._process(msg)
                 except Exception as e:  # noqa: BLE001 - the worker must survive anything
                     self.counters.inc("publish_errors")
-                    self.get_logger().error(f"unexpected error on a frame: {type(e).__name__}: {e}",
-                                            throttle_duration_sec=_THROTTLE_S)
+                    self.get_logger().error(
+                        f"unexpected error on a frame: {type(e).__name__}: {e}", throttle_duration_sec=_THROTTLE_S
+                    )
 
-    def _decode(self, msg: Any) -> Optional[Any]:
+    def _decode(self, msg: Any) -> Any | None:
         try:
             if isinstance(msg, CompressedImage):
                 return compressed_to_rgb(msg, self.cfg.max_image_pixels)
@@ -345,8 +364,7 @@ class SegmentationNode(LifecycleNode):
         except ImageDecodeError as e:
             self.counters.inc("rejected")
             sec, nsec = stamp_of(msg)
-            self.get_logger().error(f"rejected frame (stamp {sec}.{nsec:09d}): {e}",
-                                    throttle_duration_sec=_THROTTLE_S)
+            self.get_logger().error(f"rejected frame (stamp {sec}.{nsec:09d}): {e}", throttle_duration_sec=_THROTTLE_S)
             return None
 
     def _process(self, msg: Any) -> None:
@@ -356,15 +374,18 @@ class SegmentationNode(LifecycleNode):
         seg, pubs, depth = self._segmenter, self.pubs, self.depth_side
         if seg is None or pubs is None:
             self.counters.inc("no_backend")
-            self.get_logger().error(f"no backend loaded ({self._backend_fault or self._lifecycle_state}); "
-                                    f"frame skipped", throttle_duration_sec=_THROTTLE_S)
+            self.get_logger().error(
+                f"no backend loaded ({self._backend_fault or self._lifecycle_state}); frame skipped",
+                throttle_duration_sec=_THROTTLE_S,
+            )
             return
         try:
             res = seg.run(rgb, want_confidence=pubs.wants_confidence())
         except Exception as e:  # noqa: BLE001 - a backend fault skips the frame, not the node
             self.counters.inc("inference_errors")
-            self.get_logger().error(f"inference failed ({seg.backend.name}): {type(e).__name__}: {e}",
-                                    throttle_duration_sec=_THROTTLE_S)
+            self.get_logger().error(
+                f"inference failed ({seg.backend.name}): {type(e).__name__}: {e}", throttle_duration_sec=_THROTTLE_S
+            )
             return
         cfg = self.cfg
         pubs.publish(seg, rgb, res, msg.header, cfg.overlay_alpha)
@@ -394,15 +415,22 @@ class SegmentationNode(LifecycleNode):
         now = time.monotonic()
         last = self._last_frame_t
         return diagnostics.Health(
-            lifecycle_state=self._lifecycle_state, faults=faults,
+            lifecycle_state=self._lifecycle_state,
+            faults=faults,
             backend=seg.backend.name if seg else self.cfg.backend,
-            model_file=seg.backend.path.name if seg else "", model_sha256=seg.backend.sha256 if seg else "",
+            model_file=seg.backend.path.name if seg else "",
+            model_sha256=seg.backend.sha256 if seg else "",
             seconds_since_last_frame=(now - last) if last is not None else None,
-            stall_timeout_s=self.cfg.stall_timeout_s, counters=self.counters.snapshot(),
-            input_rate_hz=self.in_rate.rate(now), processed_rate_hz=self.out_rate.rate(now),
-            inference_ms=self.infer_ms.get(50, 95, 99), pipeline_ms=self.total_ms.get(50, 95),
-            output_age_ms=self.age_ms.get(50, 95), last_output_age_ms=self._last_age_ms,
-            depth=depth.health() if depth is not None else None)
+            stall_timeout_s=self.cfg.stall_timeout_s,
+            counters=self.counters.snapshot(),
+            input_rate_hz=self.in_rate.rate(now),
+            processed_rate_hz=self.out_rate.rate(now),
+            inference_ms=self.infer_ms.get(50, 95, 99),
+            pipeline_ms=self.total_ms.get(50, 95),
+            output_age_ms=self.age_ms.get(50, 95),
+            last_output_age_ms=self._last_age_ms,
+            depth=depth.health() if depth is not None else None,
+        )
 
     def diagnostics_status(self) -> DiagnosticStatus:
         level, message, values = diagnostics.status(self.health())
@@ -436,7 +464,7 @@ class SegmentationNode(LifecycleNode):
         super().destroy_node()
 
 
-def main(args: Optional[List[str]] = None) -> None:
+def main(args: list[str] | None = None) -> None:
     # rclpy's own SIGINT handler would invalidate the context while the worker may be publishing;
     # here Ctrl-C / SIGTERM end spinning, the worker stops, then the context goes.
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)

@@ -17,9 +17,10 @@ Outputs (header = the colour frame's; poses in its optical frame): ``segmentatio
 (visualization_msgs/MarkerArray), ``segmentation/object_poses`` (geometry_msgs/PoseArray) and,
 where vision_msgs is importable, ``segmentation/detections_3d`` (Detection3DArray).
 """
+
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any
 
 from geometry_msgs.msg import PoseArray
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -40,9 +41,18 @@ except ImportError:  # pragma: no cover - depends on the install
 
 WAIT_S = 0.03  # after inference, a frame waits at most this long for a depth image still on its way
 _THROTTLE_S = 2.0
-COUNTERS = ("depth_received", "camera_info_received", "frames_3d", "frames_no_depth", "frames_no_camera_info",
-            *(f"depth_rejected_{r}" for r in REASONS), "objects_3d", "objects_no_pose", "size_resolved",
-            "geometry_errors")
+COUNTERS = (
+    "depth_received",
+    "camera_info_received",
+    "frames_3d",
+    "frames_no_depth",
+    "frames_no_camera_info",
+    *(f"depth_rejected_{r}" for r in REASONS),
+    "objects_3d",
+    "objects_no_pose",
+    "size_resolved",
+    "geometry_errors",
+)
 
 
 class DepthSide:
@@ -54,25 +64,30 @@ class DepthSide:
         self.depth: StampBuffer = StampBuffer(8)
         self.info: StampBuffer = StampBuffer(4)
         self.last_problem = ""
-        self._geometry: Optional[ObjectGeometry] = None
+        self._geometry: ObjectGeometry | None = None
         self.sub_depth: Any = None
         self.sub_info: Any = None
         self.pub_markers = node.create_lifecycle_publisher(MarkerArray, "segmentation/object_markers", out_qos)
         self.pub_poses = node.create_lifecycle_publisher(PoseArray, "segmentation/object_poses", out_qos)
-        self.pub_det3d = (node.create_lifecycle_publisher(vision_msgs.Detection3DArray, "segmentation/detections_3d",
-                                                          out_qos) if vision_msgs is not None else None)
+        self.pub_det3d = (
+            node.create_lifecycle_publisher(vision_msgs.Detection3DArray, "segmentation/detections_3d", out_qos)
+            if vision_msgs is not None
+            else None
+        )
 
     def subscribe(self, callback_group: Any = None) -> None:
         """Activate: ``depth`` and ``camera_info`` (best effort: matches reliable and best-effort cameras)."""
         in_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5, reliability=ReliabilityPolicy.BEST_EFFORT)
         node = self.node
-        self.sub_depth = node.create_subscription(Image, "depth", self._on_depth, in_qos,
-                                                  callback_group=callback_group)
-        self.sub_info = node.create_subscription(CameraInfo, "camera_info", self._on_info, in_qos,
-                                                 callback_group=callback_group)
-        node.get_logger().info(f"depth on: {self.sub_depth.topic_name} + {self.sub_info.topic_name} -> "
-                               f"{self.pub_markers.topic_name}, {self.pub_poses.topic_name}"
-                               + ("" if self.pub_det3d else " (vision_msgs not installed: no detections_3d)"))
+        self.sub_depth = node.create_subscription(Image, "depth", self._on_depth, in_qos, callback_group=callback_group)
+        self.sub_info = node.create_subscription(
+            CameraInfo, "camera_info", self._on_info, in_qos, callback_group=callback_group
+        )
+        node.get_logger().info(
+            f"depth on: {self.sub_depth.topic_name} + {self.sub_info.topic_name} -> "
+            f"{self.pub_markers.topic_name}, {self.pub_poses.topic_name}"
+            + ("" if self.pub_det3d else " (vision_msgs not installed: no detections_3d)")
+        )
 
     def unsubscribe(self) -> None:
         """Deactivate: no depth intake; the buffered images go (they pair with no later frame) and the
@@ -105,8 +120,9 @@ class DepthSide:
         self.last_problem = text
         self.node.get_logger().error(text, throttle_duration_sec=_THROTTLE_S)
 
-    def process(self, header: Any, res: Any, seg: Any, tolerance_s: float,
-                resolve_pairs: bool) -> Optional[Dict[int, Object3D]]:
+    def process(
+        self, header: Any, res: Any, seg: Any, tolerance_s: float, resolve_pairs: bool
+    ) -> dict[int, Object3D] | None:
         """3D boxes of a frame's objects, published; None (counted) when the frame has no usable depth."""
         stamp = stamp_ns(header.stamp)
         tol = int(round(tolerance_s * 1e9))
@@ -115,8 +131,10 @@ class DepthSide:
         if pair is None:
             newest = self.depth.newest()
             gap = f"nearest depth {abs(newest[0] - stamp) / 1e9:.3f} s away" if newest else "no depth image received"
-            self._problem("frames_no_depth", f"frame {when}: no depth image within depth_sync_tolerance_s="
-                                             f"{tolerance_s} ({gap}); 2D outputs only")
+            self._problem(
+                "frames_no_depth",
+                f"frame {when}: no depth image within depth_sync_tolerance_s={tolerance_s} ({gap}); 2D outputs only",
+            )
             return None
         info = self.info.match(stamp, tol) or self.info.newest()  # camera info rarely changes: the latest will do
         if info is None:
@@ -126,8 +144,9 @@ class DepthSide:
         if self._geometry is None or tuple(self._geometry.class_names) != names:
             self._geometry = ObjectGeometry(names)
         try:
-            out = self._geometry.run(pair[1], info[1], res.labels, res.instances, None, resolve_pairs,
-                                     res.scores, res.scores_quant)
+            out = self._geometry.run(
+                pair[1], info[1], res.labels, res.instances, None, resolve_pairs, res.scores, res.scores_quant
+            )
         except DepthError as e:
             self._problem(f"depth_rejected_{e.reason}", f"frame {when}: depth not used: {e}")
             return None
@@ -149,5 +168,6 @@ class DepthSide:
 
     def health(self) -> DepthHealth:
         """What diagnostics report of the depth side, as plain values."""
-        return DepthHealth(problem=self.last_problem, counters=self.counters.snapshot(),
-                           geometry_ms=self.geometry_ms.get(50, 95))
+        return DepthHealth(
+            problem=self.last_problem, counters=self.counters.snapshot(), geometry_ms=self.geometry_ms.get(50, 95)
+        )

@@ -13,9 +13,11 @@ All poses are in the colour camera's optical frame (x right, y down, z forward),
 is the colour frame's. The message packages are imported on first use, so this module loads
 without ROS.
 """
+
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -112,7 +114,7 @@ def detections_3d(objects: Sequence[Object3D], header: Any, vm: Any) -> Any:
     return arr
 
 
-def detections_2d(objects: Sequence[Any], header: Any, vm: Any, boxes: Optional[dict] = None) -> Any:
+def detections_2d(objects: Sequence[Any], header: Any, vm: Any, boxes: dict | None = None) -> Any:
     """vision_msgs Detection2DArray of ``SegObject``s (pixel boxes; ``class_id`` the numeric id).
 
     ``boxes`` (instance id -> Object3D, optional): where an object was measured in 3D, its result

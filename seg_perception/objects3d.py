@@ -6,11 +6,13 @@ box (:mod:`seg_perception.geometry`) and, when enabled, settles size twins
 :class:`~seg_perception.depth_sync.DepthError` with a reason the node counts; the 2D outputs
 never depend on it.
 """
+
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -25,13 +27,19 @@ class InstanceBox(NamedTuple):
     instance_id: int
     class_id: int
     class_name: str
-    bbox: Tuple[int, int, int, int]
+    bbox: tuple[int, int, int, int]
     score: float
 
 
-def instance_boxes(labels: np.ndarray, instances: np.ndarray, class_names: Sequence[str], step: int = 2,
-                   scores: Optional[np.ndarray] = None, quant: Optional[Tuple[float, int]] = None,
-                   samples: int = 8) -> List[InstanceBox]:
+def instance_boxes(
+    labels: np.ndarray,
+    instances: np.ndarray,
+    class_names: Sequence[str],
+    step: int = 2,
+    scores: np.ndarray | None = None,
+    quant: tuple[float, int] | None = None,
+    samples: int = 8,
+) -> list[InstanceBox]:
     """Instances, their classes and pixel boxes from every ``step``-th row and column (the box is padded
     by ``step``: it only places the crop the geometry looks at). ``scores`` (the model's (h, w, C)
     output, optional): each object's score is the mean softmax maximum at up to ``samples`` x
@@ -55,13 +63,17 @@ def instance_boxes(labels: np.ndarray, instances: np.ndarray, class_names: Seque
         if scores is not None:
             pick = np.linspace(0, yk.size - 1, min(yk.size, samples * samples)).astype(np.int64)
             score = _mean_max_softmax(scores, quant, yk[pick] * step, xk[pick] * step, (h, w))
-        out.append(InstanceBox(int(k), cls, class_names[cls] if cls < len(class_names) else str(cls),
-                               (x0, y0, x1 - x0, y1 - y0), score))
+        out.append(
+            InstanceBox(
+                int(k), cls, class_names[cls] if cls < len(class_names) else str(cls), (x0, y0, x1 - x0, y1 - y0), score
+            )
+        )
     return out
 
 
-def _mean_max_softmax(scores: np.ndarray, quant: Optional[Tuple[float, int]], ys: np.ndarray, xs: np.ndarray,
-                      hw: Tuple[int, int]) -> float:
+def _mean_max_softmax(
+    scores: np.ndarray, quant: tuple[float, int] | None, ys: np.ndarray, xs: np.ndarray, hw: tuple[int, int]
+) -> float:
     """Mean of the max class probability at full-resolution pixels (ys, xs) of a (h, w, C) score map."""
     sh, sw = scores.shape[:2]
     s = scores[np.minimum(ys * sh // hw[0], sh - 1), np.minimum(xs * sw // hw[1], sw - 1)].astype(np.float32)
@@ -73,8 +85,8 @@ def _mean_max_softmax(scores: np.ndarray, quant: Optional[Tuple[float, int]], ys
 
 @dataclass
 class Objects3D:
-    objects: List[Object3D]  # measured, in instance-id order
-    no_pose: List[Tuple[int, str]] = field(default_factory=list)  # (instance id, reason)
+    objects: list[Object3D]  # measured, in instance-id order
+    no_pose: list[tuple[int, str]] = field(default_factory=list)  # (instance id, reason)
     resolved: int = 0  # objects whose class a size pair changed
     ms: float = 0.0
 
@@ -82,17 +94,26 @@ class Objects3D:
 class ObjectGeometry:
     """Measures the objects of a frame; holds the class facts and the size-pair table."""
 
-    def __init__(self, class_names: Sequence[str], facts: Optional[ObjectFacts] = None,
-                 cfg: Optional[GeometryConfig] = None):
+    def __init__(self, class_names: Sequence[str], facts: ObjectFacts | None = None, cfg: GeometryConfig | None = None):
         self.facts = facts or load_object_facts()
-        self.cfg = cfg or GeometryConfig(symmetric_classes=self.facts.symmetric,
-                                         round_section_classes=self.facts.round_section)
+        self.cfg = cfg or GeometryConfig(
+            symmetric_classes=self.facts.symmetric, round_section_classes=self.facts.round_section
+        )
         self.class_names = list(class_names)
         self.pairs = SizePairs(self.facts, class_names)
 
-    def run(self, depth_msg: Any, info_msg: Any, labels: np.ndarray, instances: np.ndarray,
-            objects: Optional[Sequence[Any]] = None, resolve_pairs: bool = True, scores: Optional[np.ndarray] = None,
-            quant: Optional[Tuple[float, int]] = None, class_names: Sequence[str] = ()) -> Objects3D:
+    def run(
+        self,
+        depth_msg: Any,
+        info_msg: Any,
+        labels: np.ndarray,
+        instances: np.ndarray,
+        objects: Sequence[Any] | None = None,
+        resolve_pairs: bool = True,
+        scores: np.ndarray | None = None,
+        quant: tuple[float, int] | None = None,
+        class_names: Sequence[str] = (),
+    ) -> Objects3D:
         """``objects``: the frame's ``SegObject`` list, or None to find them here (:func:`instance_boxes`,
         scored from the model's ``scores`` when given). Raises DepthError (reason) on unusable input."""
         t0 = time.perf_counter()

@@ -5,9 +5,10 @@ labels (mono8) and instances (mono16) always, the overlay only while someone sub
 ``publish_detections`` (after the 3D boxes, when the node has depth) and ``publish_label_info`` send
 vision_msgs detections / label info where vision_msgs is importable (a ROS distro).
 """
+
 from __future__ import annotations
 
-from typing import Any, List, Optional
+from typing import Any
 
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
@@ -44,11 +45,12 @@ class OutputPublishers:
         self.detections = self.label_info = None
         if Detection2DArray is not None:  # pragma: no cover - distro only
             self.detections = node.create_lifecycle_publisher(Detection2DArray, "segmentation/detections", qos)
-            latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL,
-                                 reliability=ReliabilityPolicy.RELIABLE)
+            latched = QoSProfile(
+                depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE
+            )
             self.label_info = node.create_lifecycle_publisher(LabelInfo, "segmentation/label_info", latched)
 
-    def all(self) -> List[Any]:
+    def all(self) -> list[Any]:
         return [p for p in (self.labels, self.instances, self.overlay, self.detections, self.label_info) if p]
 
     def destroy(self, node: Any) -> None:
@@ -66,7 +68,7 @@ class OutputPublishers:
         if self.overlay.get_subscription_count() > 0:
             self.overlay.publish(fill_image(Image(), seg.overlay(rgb, res, overlay_alpha), "rgb8", header))
 
-    def publish_detections(self, seg: Segmenter, res: Any, header: Any, boxes: Optional[dict] = None) -> None:
+    def publish_detections(self, seg: Segmenter, res: Any, header: Any, boxes: dict | None = None) -> None:
         """Detection2DArray while someone subscribes; ``class_id`` the numeric id as in LabelInfo, and
         ``boxes`` (instance id -> 3D box, with depth) give the measured pose and size-resolved class."""
         if self.wants_confidence():  # pragma: no cover - distro only

@@ -1,15 +1,15 @@
 """Where the package's data files (config/, models/, launch/) are: the source tree, or the
 share directory of an install (ament index, pip/colcon prefix)."""
+
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import List
 
 PACKAGE = "seg_perception"
 
 
-def data_candidates(relative: str) -> List[Path]:
+def data_candidates(relative: str) -> list[Path]:
     """Places ``relative`` (e.g. ``config/classes.yaml``) may be, most specific first."""
     here = Path(__file__).resolve().parent
     candidates = [here.parent / relative]

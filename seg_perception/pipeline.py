@@ -1,9 +1,9 @@
 """Frame -> segmentation result: preprocess, backend, postprocess. No rclpy here."""
+
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -27,11 +27,11 @@ UPSAMPLING = ("bilinear", "nearest")
 class SegResult:
     labels: np.ndarray  # uint8 HxW at input resolution
     instances: np.ndarray  # uint16 HxW
-    confidence: Optional[np.ndarray]  # float32 HxW max class probability (when asked for)
+    confidence: np.ndarray | None  # float32 HxW max class probability (when asked for)
     infer_ms: float  # backend only
     total_ms: float  # preprocess + backend + postprocess
-    scores: Optional[np.ndarray] = None  # the backend's (h, w, C) output, model resolution (object scores)
-    scores_quant: Optional[Tuple[float, int]] = None  # its (scale, zero point) when quantised
+    scores: np.ndarray | None = None  # the backend's (h, w, C) output, model resolution (object scores)
+    scores_quant: tuple[float, int] | None = None  # its (scale, zero point) when quantised
 
 
 class Segmenter:
@@ -39,8 +39,10 @@ class Segmenter:
 
     def __init__(self, backend: Backend, classes: ClassSet, min_object_area: int = 0, upsampling: str = "bilinear"):
         if backend.num_classes != classes.num_classes:
-            raise ValueError(f"backend {backend.name} has {backend.num_classes} classes, class file variant "
-                             f"{classes.variant!r} has {classes.num_classes}")
+            raise ValueError(
+                f"backend {backend.name} has {backend.num_classes} classes, class file variant "
+                f"{classes.variant!r} has {classes.num_classes}"
+            )
         self.backend = backend
         self.classes = classes
         self.min_object_area = int(min_object_area)
@@ -90,14 +92,15 @@ class Segmenter:
         """The label map of :meth:`run` alone (uint8, the frame's size): no instances, confidence or timing."""
         return self.frame_labels(self.scores(rgb), rgb.shape[:2])
 
-    def frame_labels(self, scores: np.ndarray, hw: Tuple[int, int], quantised: bool = True) -> np.ndarray:
+    def frame_labels(self, scores: np.ndarray, hw: tuple[int, int], quantised: bool = True) -> np.ndarray:
         """Labels at ``hw`` from scores on the model's grid, as :meth:`run` makes them (``quantised=False``:
         float scores, e.g. PyTorch's, for an int8 model)."""
         low_labels, _ = scores_to_labels(scores, self.backend.output_quant if quantised else None)
         return self._to_frame(scores, low_labels, None, hw)[0]
 
-    def _to_frame(self, scores: np.ndarray, low_labels: np.ndarray, low_inst: Optional[np.ndarray],
-                  hw: Tuple[int, int]) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    def _to_frame(
+        self, scores: np.ndarray, low_labels: np.ndarray, low_inst: np.ndarray | None, hw: tuple[int, int]
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         """Labels (and instances) at the frame's size: argmax of the bilinearly upsampled scores, or
         nearest. Both maps move together, so every instance keeps one class."""
         if self.upsampling == "bilinear":
@@ -120,7 +123,7 @@ class Segmenter:
         t3 = time.perf_counter()
         return SegResult(labels, instances, conf, (t2 - t1) * 1e3, (t3 - t0) * 1e3, scores, self.backend.output_quant)
 
-    def objects(self, result: SegResult) -> List[SegObject]:
+    def objects(self, result: SegResult) -> list[SegObject]:
         return extract_objects(result.labels, result.instances, self.classes.names, result.confidence)
 
     def overlay(self, rgb: np.ndarray, result: SegResult, alpha: float = 0.5) -> np.ndarray:
@@ -135,9 +138,11 @@ def class_variant_for(requested: str, entry_variant: str, entry_source: str) -> 
     if entry_source == "file":
         return requested
     if requested != entry_variant:
-        raise BackendError(f"the model's {entry_source} entry says class variant {entry_variant!r}, parameter "
-                           f"class_variant says {requested!r}: set class_variant to {entry_variant!r} (it "
-                           f"chooses the classes only of a model file without an entry)")
+        raise BackendError(
+            f"the model's {entry_source} entry says class variant {entry_variant!r}, parameter "
+            f"class_variant says {requested!r}: set class_variant to {entry_variant!r} (it "
+            f"chooses the classes only of a model file without an entry)"
+        )
     return entry_variant
 
 
@@ -152,9 +157,11 @@ def make_segmenter(cfg, manifest=None) -> Segmenter:
     backend = create_backend(cfg.backend, cfg.model_path, cfg.num_threads, manifest)
     h, w = backend.input_hw
     if (cfg.input_height and cfg.input_height != h) or (cfg.input_width and cfg.input_width != w):
-        raise BackendError(f"model {backend.path.name} has a fixed input of {w}x{h} (width x height); "
-                           f"input_width/input_height {cfg.input_width}x{cfg.input_height} not possible "
-                           f"(use 0 for the model's own size)")
+        raise BackendError(
+            f"model {backend.path.name} has a fixed input of {w}x{h} (width x height); "
+            f"input_width/input_height {cfg.input_width}x{cfg.input_height} not possible "
+            f"(use 0 for the model's own size)"
+        )
     variant = class_variant_for(cfg.class_variant, backend.entry.class_variant, backend.entry_source)
     classes = load_classes(variant)
     try:

@@ -1,11 +1,13 @@
 """Containers of plain values (dict, list, str, int, float, bool, None), safe for JSON, YAML and
 ``torch.load(weights_only=True)``: the one converter the tools, training configs and checkpoints use."""
+
 from __future__ import annotations
 
 import dataclasses
 import math
 import os
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 
 def to_plain(obj: Any) -> Any:

@@ -1,8 +1,8 @@
 """Scores -> labels, instances, per-object list and overlay (pure numpy/cv2)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -15,15 +15,16 @@ class SegObject:
     instance_id: int
     class_id: int
     class_name: str
-    bbox: Tuple[int, int, int, int]  # x, y, width, height (pixels, input resolution)
-    centroid: Tuple[float, float]  # x, y
+    bbox: tuple[int, int, int, int]  # x, y, width, height (pixels, input resolution)
+    centroid: tuple[float, float]  # x, y
     area: int
     score: float  # mean class probability over the object's pixels
     mask: np.ndarray = field(repr=False)  # bool HxW
 
 
-def scores_to_labels(scores: np.ndarray, quant: Optional[Tuple[float, int]] = None,
-                     want_confidence: bool = False) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+def scores_to_labels(
+    scores: np.ndarray, quant: tuple[float, int] | None = None, want_confidence: bool = False
+) -> tuple[np.ndarray, np.ndarray | None]:
     """(h, w, C) scores -> (h, w) uint8 argmax, and optionally the softmax max probability.
 
     Quantised outputs are argmax-ed as they are (scale > 0 keeps the order) and only
@@ -39,7 +40,7 @@ def scores_to_labels(scores: np.ndarray, quant: Optional[Tuple[float, int]] = No
     return labels, conf
 
 
-def dequantize(scores: np.ndarray, quant: Optional[Tuple[float, int]]) -> np.ndarray:
+def dequantize(scores: np.ndarray, quant: tuple[float, int] | None) -> np.ndarray:
     """Backend scores as float32 logits: ``(q - zero point) * scale`` for quantised outputs."""
     s = scores.astype(np.float32)
     if quant is not None:
@@ -48,14 +49,15 @@ def dequantize(scores: np.ndarray, quant: Optional[Tuple[float, int]]) -> np.nda
     return s
 
 
-def resize_nearest(arr: np.ndarray, hw: Tuple[int, int]) -> np.ndarray:
+def resize_nearest(arr: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     if arr.shape[:2] == tuple(hw):
         return arr
     return cv2.resize(arr, (hw[1], hw[0]), interpolation=cv2.INTER_NEAREST)
 
 
-def upsample_bilinear(scores: np.ndarray, low_labels: np.ndarray, low_instances: Optional[np.ndarray],
-                      hw: Tuple[int, int]) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+def upsample_bilinear(
+    scores: np.ndarray, low_labels: np.ndarray, low_instances: np.ndarray | None, hw: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Labels and instances at ``hw``: argmax of the bilinearly upsampled scores.
 
     Nearest-neighbour upsampling of a coarse label map makes every class boundary a staircase of
@@ -75,7 +77,7 @@ def upsample_bilinear(scores: np.ndarray, low_labels: np.ndarray, low_instances:
     if (h, w) == (H, W) or present.size < 2:
         return nearest, instances
     # one 2-D resize per present class (contiguous planes: cv2's fast path), then a running argmax
-    best: Optional[np.ndarray] = None
+    best: np.ndarray | None = None
     labels = np.empty((H, W), low_labels.dtype)
     for c in present:
         plane = np.ascontiguousarray(scores[..., c])
@@ -102,16 +104,21 @@ def upsample_bilinear(scores: np.ndarray, low_labels: np.ndarray, low_instances:
         fy = np.clip((ys + 0.5) * (h / H) - 0.5, 0.0, h - 1.0).astype(np.intp)
         fx = np.clip((xs + 0.5) * (w / W) - 0.5, 0.0, w - 1.0).astype(np.intp)
         inst = np.zeros(ys.size, low_instances.dtype)
-        for cy, cx in ((fy, fx), (fy, np.minimum(fx + 1, w - 1)), (np.minimum(fy + 1, h - 1), fx),
-                       (np.minimum(fy + 1, h - 1), np.minimum(fx + 1, w - 1))):
+        for cy, cx in (
+            (fy, fx),
+            (fy, np.minimum(fx + 1, w - 1)),
+            (np.minimum(fy + 1, h - 1), fx),
+            (np.minimum(fy + 1, h - 1), np.minimum(fx + 1, w - 1)),
+        ):
             take = (inst == 0) & (low_labels[cy, cx] == new)
             inst[take] = low_instances[cy, cx][take]
         instances[ys, xs] = inst
     return labels, instances
 
 
-def label_instances(labels: np.ndarray, min_area: int = 0, connectivity: int = 8,
-                    area_scale: float = 1.0) -> np.ndarray:
+def label_instances(
+    labels: np.ndarray, min_area: int = 0, connectivity: int = 8, area_scale: float = 1.0
+) -> np.ndarray:
     """Connected components per class -> uint16 instance map (0 = none, 1..K).
 
     Components smaller than ``min_area`` (in pixels of this map times ``area_scale``)
@@ -137,13 +144,14 @@ def label_instances(labels: np.ndarray, min_area: int = 0, connectivity: int = 8
     return inst
 
 
-def extract_objects(labels: np.ndarray, instances: np.ndarray, class_names: Tuple[str, ...],
-                    confidence: Optional[np.ndarray] = None) -> List[SegObject]:
+def extract_objects(
+    labels: np.ndarray, instances: np.ndarray, class_names: tuple[str, ...], confidence: np.ndarray | None = None
+) -> list[SegObject]:
     """Per-object list from a label map and its instance map (same resolution).
 
     ``confidence`` (HxW, optional) gives each object's score as its mean; 1.0 without it.
     """
-    objs: List[SegObject] = []
+    objs: list[SegObject] = []
     k_max = int(instances.max()) if instances.size else 0
     if k_max == 0:
         return objs
@@ -153,8 +161,11 @@ def extract_objects(labels: np.ndarray, instances: np.ndarray, class_names: Tupl
     area = np.bincount(flat, minlength=k_max + 1)
     sx = np.bincount(flat, weights=xs, minlength=k_max + 1)
     sy = np.bincount(flat, weights=ys, minlength=k_max + 1)
-    conf_sum = (np.bincount(flat, weights=confidence.ravel(), minlength=k_max + 1)
-                if confidence is not None else area.astype(np.float64))
+    conf_sum = (
+        np.bincount(flat, weights=confidence.ravel(), minlength=k_max + 1)
+        if confidence is not None
+        else area.astype(np.float64)
+    )
     for k in range(1, k_max + 1):
         if area[k] == 0:
             continue
@@ -162,12 +173,18 @@ def extract_objects(labels: np.ndarray, instances: np.ndarray, class_names: Tupl
         rows = np.flatnonzero(mask.any(axis=1))
         cols = np.flatnonzero(mask.any(axis=0))
         cls = int(labels.flat[int(np.argmax(mask))])  # an instance never spans two classes
-        objs.append(SegObject(
-            instance_id=k, class_id=cls,
-            class_name=class_names[cls] if cls < len(class_names) else str(cls),
-            bbox=(int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1)),
-            centroid=(float(sx[k] / area[k]), float(sy[k] / area[k])),
-            area=int(area[k]), score=float(conf_sum[k] / area[k]), mask=mask))
+        objs.append(
+            SegObject(
+                instance_id=k,
+                class_id=cls,
+                class_name=class_names[cls] if cls < len(class_names) else str(cls),
+                bbox=(int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1)),
+                centroid=(float(sx[k] / area[k]), float(sy[k] / area[k])),
+                area=int(area[k]),
+                score=float(conf_sum[k] / area[k]),
+                mask=mask,
+            )
+        )
     return objs
 
 

@@ -9,38 +9,40 @@ Sizes are compared orientation-free (each sorted, largest first) on a log scale,
 standing on end or a nut on its edge still compares, and a 10 % error counts the same on a
 20 mm and on a 100 mm side.
 """
+
 from __future__ import annotations
 
 import logging
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Dict, FrozenSet, List, Optional, Sequence, Tuple
+from typing import Any
 
 import yaml
 
 from .classes import default_class_file
 
 LOG = logging.getLogger(__name__)
-Size = Tuple[float, float, float]
+Size = tuple[float, float, float]
 
 
 @dataclass(frozen=True)
 class ObjectFacts:
     """What the class file says about the physical objects (full-set class names)."""
 
-    size_m: Dict[str, Size]  # nominal [length, width, height] in metres
-    estimated: FrozenSet[str]  # sizes no source gives
-    symmetric: FrozenSet[str]  # round in top view: yaw 0
-    round_section: FrozenSet[str]  # cylinders lying on their side: width = height
-    pairs: Tuple[Tuple[str, str], ...]
+    size_m: dict[str, Size]  # nominal [length, width, height] in metres
+    estimated: frozenset[str]  # sizes no source gives
+    symmetric: frozenset[str]  # round in top view: yaw 0
+    round_section: frozenset[str]  # cylinders lying on their side: width = height
+    pairs: tuple[tuple[str, str], ...]
 
 
-def load_object_facts(path: Optional[os.PathLike] = None) -> ObjectFacts:
-    with open(path or default_class_file(), "r", encoding="utf-8") as f:
+def load_object_facts(path: os.PathLike | None = None) -> ObjectFacts:
+    with open(path or default_class_file(), encoding="utf-8") as f:
         doc = yaml.safe_load(f)
     names = {c["name"] for c in doc["classes"]}
-    size: Dict[str, Size] = {}
+    size: dict[str, Size] = {}
     estimated = set()
     for c in doc["classes"]:
         if "size_mm" in c:
@@ -55,8 +57,9 @@ def load_object_facts(path: Optional[os.PathLike] = None) -> ObjectFacts:
     pairs = tuple(tuple(p) for p in (doc.get("size_pairs") or ()))
     for name in list(symmetric) + list(round_section) + [n for p in pairs for n in p]:
         if name not in names:
-            raise ValueError(f"classes.yaml: unknown class {name!r} in symmetric_classes / round_section_classes / "
-                             f"size_pairs")
+            raise ValueError(
+                f"classes.yaml: unknown class {name!r} in symmetric_classes / round_section_classes / size_pairs"
+            )
     for p in pairs:
         if len(p) != 2 or any(n not in size for n in p):
             raise ValueError(f"classes.yaml: size pair {list(p)} needs two classes with size_mm")
@@ -67,7 +70,7 @@ def size_distance(measured: Sequence[float], nominal: Sequence[float]) -> float:
     """Mean absolute log ratio of the sorted sides (0 = same size; 0.1 ~ 10 % off per side)."""
     m = sorted((max(float(v), 1e-4) for v in measured), reverse=True)
     n = sorted((float(v) for v in nominal), reverse=True)
-    return sum(abs(math.log(a / b)) for a, b in zip(m, n)) / 3.0
+    return sum(abs(math.log(a / b)) for a, b in zip(m, n, strict=False)) / 3.0
 
 
 class SizePairs:
@@ -82,8 +85,8 @@ class SizePairs:
         self.facts = facts
         self.margin = margin
         index = {n: i for i, n in enumerate(class_names)}
-        self.twin: Dict[str, str] = {}
-        self.skipped: List[Tuple[str, str]] = []
+        self.twin: dict[str, str] = {}
+        self.skipped: list[tuple[str, str]] = []
         for a, b in facts.pairs:
             if a not in index or b not in index:
                 continue
@@ -95,7 +98,7 @@ class SizePairs:
         if self.skipped:
             LOG.info("size pairs not resolved (a size is an estimate in classes.yaml): %s", self.skipped)
 
-    def resolve(self, class_name: str, dims_m: Sequence[float]) -> Optional[Tuple[str, int]]:
+    def resolve(self, class_name: str, dims_m: Sequence[float]) -> tuple[str, int] | None:
         """The twin's (name, id) when ``dims_m`` fits the twin better; ``None`` to keep the class."""
         twin = self.twin.get(class_name)
         if twin is None:
@@ -106,7 +109,7 @@ class SizePairs:
             return twin, self.class_id[twin]
         return None
 
-    def apply(self, objects: List[Any]) -> int:
+    def apply(self, objects: list[Any]) -> int:
         """Resolve measured objects in place (``Object3D``-like); returns how many changed class.
 
         Only objects whose up direction came from the table are used: without it the height is the

@@ -1,9 +1,10 @@
 """Header stamps as ``(sec, nanosec)`` tuples: the key that matches outputs, inputs and ground truth."""
+
 from __future__ import annotations
 
-from typing import Any, Tuple
+from typing import Any
 
-Stamp = Tuple[int, int]
+Stamp = tuple[int, int]
 
 
 def stamp_of(msg: Any) -> Stamp:

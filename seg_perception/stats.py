@@ -1,10 +1,12 @@
 """Counters and rolling statistics for diagnostics (thread-safe, no rclpy)."""
+
 from __future__ import annotations
 
 import threading
 import time
 from collections import deque
-from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -15,10 +17,10 @@ class RateMeter:
     def __init__(self, window_s: float = 5.0):
         self.window_s = window_s
         self._start = time.monotonic()
-        self._t: Deque[float] = deque()
+        self._t: deque[float] = deque()
         self._lock = threading.Lock()
 
-    def tick(self, now: Optional[float] = None) -> None:
+    def tick(self, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
         with self._lock:
             self._t.append(now)
@@ -28,7 +30,7 @@ class RateMeter:
         while self._t and now - self._t[0] > self.window_s:
             self._t.popleft()
 
-    def rate(self, now: Optional[float] = None) -> float:
+    def rate(self, now: float | None = None) -> float:
         now = time.monotonic() if now is None else now
         with self._lock:
             self._trim(now)
@@ -40,14 +42,14 @@ class Percentiles:
     """Keeps the last N samples; percentiles on demand."""
 
     def __init__(self, size: int = 500):
-        self._v: Deque[float] = deque(maxlen=size)
+        self._v: deque[float] = deque(maxlen=size)
         self._lock = threading.Lock()
 
     def add(self, v: float) -> None:
         with self._lock:
             self._v.append(float(v))
 
-    def get(self, *qs: float) -> Dict[float, float]:
+    def get(self, *qs: float) -> dict[float, float]:
         with self._lock:
             arr = np.asarray(self._v, dtype=np.float64)
         if arr.size == 0:
@@ -62,24 +64,24 @@ class Counters:
     """Named monotonic counters."""
 
     def __init__(self, *names: str):
-        self._c: Dict[str, int] = {n: 0 for n in names}
+        self._c: dict[str, int] = {n: 0 for n in names}
         self._lock = threading.Lock()
 
     def inc(self, name: str, n: int = 1) -> None:
         with self._lock:
             self._c[name] = self._c.get(name, 0) + n
 
-    def snapshot(self) -> Dict[str, int]:
+    def snapshot(self) -> dict[str, int]:
         with self._lock:
             return dict(self._c)
 
 
-def median_ms(fn: Callable[[], Any], runs: int, warmup: int) -> Tuple[float, float]:
+def median_ms(fn: Callable[[], Any], runs: int, warmup: int) -> tuple[float, float]:
     """(median, 10th-90th percentile spread) in milliseconds of ``fn()`` after ``warmup`` calls."""
     return interleaved_ms({"_": fn}, runs, warmup)["_"]
 
 
-def interleaved_ms(fns: Dict[str, Callable[[], Any]], runs: int, warmup: int) -> Dict[str, Tuple[float, float]]:
+def interleaved_ms(fns: dict[str, Callable[[], Any]], runs: int, warmup: int) -> dict[str, tuple[float, float]]:
     """Median / 10-90 % spread (ms) of several callables timed round-robin.
 
     Interleaving makes the comparison fair on a machine whose background load drifts (a shared
@@ -88,7 +90,7 @@ def interleaved_ms(fns: Dict[str, Callable[[], Any]], runs: int, warmup: int) ->
     for fn in fns.values():
         for _ in range(warmup):
             fn()
-    times: Dict[str, List[float]] = {k: [] for k in fns}
+    times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(runs):
         for k, fn in fns.items():
             t0 = time.perf_counter()

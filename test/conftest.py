@@ -1,4 +1,5 @@
 """Shared fixtures. The repository root is importable (seg_perception, training)."""
+
 from __future__ import annotations
 
 import os

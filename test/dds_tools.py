@@ -4,6 +4,7 @@ Run as ``python test/dds_tools.py publish --rate 30 --duration 10 --bad-every 0`
 are rendered by :func:`seg_perception.demo_frames.render_frame` (no dataset pixels). Each frame's stamp
 encodes its index (sec = 1000 + i) so a subscriber can match outputs to inputs.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -11,7 +12,6 @@ import array
 import sys
 import time
 from pathlib import Path
-
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -118,7 +118,7 @@ class NodeControl:
         from rclpy.parameter import parameter_value_to_python
 
         values = self.call("get_parameters", GetParameters.Request(names=list(names))).values
-        return {n: parameter_value_to_python(v) for n, v in zip(names, values)}
+        return {n: parameter_value_to_python(v) for n, v in zip(names, values, strict=False)}
 
     def set(self, **values) -> list:
         from rcl_interfaces.srv import SetParameters
@@ -130,8 +130,13 @@ class NodeControl:
     def describe(self, *names: str) -> dict:
         from rcl_interfaces.srv import DescribeParameters
 
-        return dict(zip(names, self.call("describe_parameters", DescribeParameters.Request(names=list(names)))
-                        .descriptors))
+        return dict(
+            zip(
+                names,
+                self.call("describe_parameters", DescribeParameters.Request(names=list(names))).descriptors,
+                strict=False,
+            )
+        )
 
 
 def scene3d(i: int, hw=(480, 640)):
@@ -142,10 +147,14 @@ def scene3d(i: int, hw=(480, 640)):
     from seg_perception.demo_scene3d import Placement, render_objects
 
     turn = 0.4 * (i % 5)
-    places = [Placement("s40_40_G", -0.07, 0.0, 0.6 + turn), Placement("axis", 0.08, 0.03, -0.9 + turn),
-              Placement("m30", 0.0, 0.1, 0.0)]
-    return render_objects(places, hw, tilt_deg=[0.0, 25.0, 45.0][i % 3], distance=0.55 + 0.01 * math.sin(i),
-                          palette_colours=True)
+    places = [
+        Placement("s40_40_G", -0.07, 0.0, 0.6 + turn),
+        Placement("axis", 0.08, 0.03, -0.9 + turn),
+        Placement("m30", 0.0, 0.1, 0.0),
+    ]
+    return render_objects(
+        places, hw, tilt_deg=[0.0, 25.0, 45.0][i % 3], distance=0.55 + 0.01 * math.sin(i), palette_colours=True
+    )
 
 
 BAD_DEPTH = ("encoding", "camera_info", "stamp", "size", "invalid")
@@ -235,4 +244,3 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-

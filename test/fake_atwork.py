@@ -8,10 +8,11 @@ masks holding the object's full-set id and 19 for background::
 
 JPEGs are written at quality 100 without chroma subsampling, so object pixels keep their colour.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -22,9 +23,14 @@ DATASET_BACKGROUND_ID = 19
 JPEG_444 = [cv2.IMWRITE_JPEG_QUALITY, 100, cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444]
 
 
-def make_fake_atwork(root: Path, classes: Sequence[str] = ("axis", "bearing", "motor"), per_class: int = 5,
-                     size: Tuple[int, int] = (64, 80), seed: int = 0,
-                     colours: Optional[Mapping[str, Tuple[int, int, int]]] = None) -> Path:
+def make_fake_atwork(
+    root: Path,
+    classes: Sequence[str] = ("axis", "bearing", "motor"),
+    per_class: int = 5,
+    size: tuple[int, int] = (64, 80),
+    seed: int = 0,
+    colours: Mapping[str, tuple[int, int, int]] | None = None,
+) -> Path:
     """Write ``per_class`` photos of ``size`` (H, W) for each class under ``root``; returns ``root``.
 
     ``colours`` maps a class to its object colour (default: the class palette of

@@ -3,6 +3,7 @@
 Everything is generated in tmp_path (no dataset pixels); the model is the hand-built colour
 ONNX model, so the expected labels come from running the same Segmenter directly.
 """
+
 from __future__ import annotations
 
 import json
@@ -55,15 +56,16 @@ def test_make_bag_from_image_folder(tmp_path, capsys, storage):
         cv2.imwrite(str(folder / f"f{i:02d}.png"), rgb[:, :, ::-1])
     (folder / "notes.txt").write_text("not an image")
     out = tmp_path / "bag"
-    summary = _make(["--images", folder, "--out", out, "--storage", storage, "--rate", "4",
-                     "--frame-id", "cam"], capsys)
+    summary = _make(
+        ["--images", folder, "--out", out, "--storage", storage, "--rate", "4", "--frame-id", "cam"], capsys
+    )
     assert summary["frames"] == 3
     assert bags.storage_of(out) == storage
     assert _topics(out) == {bags.CAMERA_TOPIC: (bags.IMAGE_TYPE, 3), bags.CAMERA_INFO_TOPIC: (bags.CAMERA_INFO_TYPE, 3)}
     msgs = list(bags.read_topic(out, bags.CAMERA_TOPIC))
     assert [stamp_of(m) for _, m in msgs] == _expected_stamps(3, 4.0)
     assert [t for t, _ in msgs] == [stamp_to_ns(s) for s in _expected_stamps(3, 4.0)]  # log time = stamp
-    for (_, m), rgb in zip(msgs, images):  # sorted by name, PNG is lossless
+    for (_, m), rgb in zip(msgs, images, strict=False):  # sorted by name, PNG is lossless
         assert (m.encoding, m.header.frame_id) == ("rgb8", "cam")
         np.testing.assert_array_equal(bags.decode_camera(m, bags.IMAGE_TYPE), rgb)
     info = [m for _, m in bags.read_topic(out, bags.CAMERA_INFO_TOPIC)]
@@ -82,7 +84,7 @@ def _atwork_tree(root: Path) -> dict:
         for k in range(2):
             rgb = np.full((40, 56, 3), 90 + 40 * k, np.uint8)
             mask = np.full((40, 56), 19, np.uint8)
-            mask[10:30, 8 + k:40] = cid
+            mask[10:30, 8 + k : 40] = cid
             stem = f"{cls}_{k:03d}"
             cv2.imwrite(str(root / "objects" / "image" / cls / f"{stem}.jpg"), rgb)
             cv2.imwrite(str(root / "objects" / "semantic_labels" / cls / f"{stem}.png"), mask)
@@ -99,14 +101,18 @@ def test_make_bag_from_atwork_layout_remaps_background(tmp_path, capsys, storage
     args = ["--atwork", tmp_path / "atwork", "--out", out, "--storage", storage, "--rate", "8"]
     summary = _make(args + (["--compressed"] if compressed else []), capsys)
     assert summary["frames"] == 4, "the photo without a mask is skipped"
-    cam_topic, cam_type = ((bags.COMPRESSED_TOPIC, bags.COMPRESSED_TYPE) if compressed
-                           else (bags.CAMERA_TOPIC, bags.IMAGE_TYPE))
-    assert _topics(out) == {cam_topic: (cam_type, 4), bags.GT_TOPIC: (bags.IMAGE_TYPE, 4),
-                            bags.CAMERA_INFO_TOPIC: (bags.CAMERA_INFO_TYPE, 4)}
+    cam_topic, cam_type = (
+        (bags.COMPRESSED_TOPIC, bags.COMPRESSED_TYPE) if compressed else (bags.CAMERA_TOPIC, bags.IMAGE_TYPE)
+    )
+    assert _topics(out) == {
+        cam_topic: (cam_type, 4),
+        bags.GT_TOPIC: (bags.IMAGE_TYPE, 4),
+        bags.CAMERA_INFO_TOPIC: (bags.CAMERA_INFO_TYPE, 4),
+    }
     gts = list(bags.read_topic(out, bags.GT_TOPIC))
     cams = list(bags.read_topic(out, cam_topic))
     assert [stamp_of(m) for _, m in gts] == [stamp_of(m) for _, m in cams] == _expected_stamps(4, 8.0)
-    for (_, m), (cid, mask) in zip(gts, [made[s] for s in sorted(made)]):  # class folder, then file name
+    for (_, m), (cid, mask) in zip(gts, [made[s] for s in sorted(made)], strict=False):  # class folder, then file name
         gt = bags.gt_to_array(m)
         assert m.encoding == "mono8" and gt.shape == mask.shape
         np.testing.assert_array_equal(gt, np.where(mask == 19, 0, cid))  # 19 -> background 0
@@ -171,8 +177,11 @@ def test_replay_missing_topic_is_a_clean_error(demo_bag, capsys, caplog):
 
 
 def test_replay_picks_camera_not_labels_topic():
-    topics = {"/a/labels_gt": bags.TopicInfo(bags.IMAGE_TYPE, 1), "/z/cam": bags.TopicInfo(bags.IMAGE_TYPE, 1),
-              "/b/info": bags.TopicInfo(bags.CAMERA_INFO_TYPE, 1)}
+    topics = {
+        "/a/labels_gt": bags.TopicInfo(bags.IMAGE_TYPE, 1),
+        "/z/cam": bags.TopicInfo(bags.IMAGE_TYPE, 1),
+        "/b/info": bags.TopicInfo(bags.CAMERA_INFO_TYPE, 1),
+    }
     assert bags.select_camera_topic(topics) == "/z/cam"
     with pytest.raises(bags.BagError, match="no sensor_msgs/msg/Image"):
         bags.select_camera_topic({"/b/info": topics["/b/info"]})
@@ -197,8 +206,14 @@ def test_replay_refuses_existing_output_and_bad_args(demo_bag, caplog):
     assert replay.main([str(demo_bag / "nothing")]) == 2
 
 
-@pytest.mark.parametrize("metadata", ["rosbag2_bagfile_information: [\n", "just text\n",
-                                      "rosbag2_bagfile_information:\n  version: 9\n  storage_identifier: mcap\n"])
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        "rosbag2_bagfile_information: [\n",
+        "just text\n",
+        "rosbag2_bagfile_information:\n  version: 9\n  storage_identifier: mcap\n",
+    ],
+)
 def test_replay_of_a_bag_with_broken_metadata_is_one_line_and_exit_2(demo_bag, caplog, capsys, metadata):
     (demo_bag / "metadata.yaml").write_text(metadata)
     assert replay.main([str(demo_bag), "--offline"]) == 2
@@ -233,8 +248,20 @@ def test_offline_replay_matches_segmenter(tmp_path, capsys, colour_model, storag
     _make(["--demo", "4", "--size", "320x240", "--out", bag, "--storage", storage], capsys)
     out_bag = tmp_path / "labels"
     report = tmp_path / "report.png"
-    rc = replay.main([str(bag), "--offline", "--backend", "onnx", "--model-path", colour_model,
-                      "--out-bag", str(out_bag), "--report", str(report)])
+    rc = replay.main(
+        [
+            str(bag),
+            "--offline",
+            "--backend",
+            "onnx",
+            "--model-path",
+            colour_model,
+            "--out-bag",
+            str(out_bag),
+            "--report",
+            str(report),
+        ]
+    )
     assert rc == 0
     summary = json.loads(capsys.readouterr().out)
     classes = load_classes("full")
@@ -297,7 +324,10 @@ def test_replay_params_parse_booleans_by_word():
     from seg_perception.tools.replay.node_config import parse_params
 
     assert parse_params(["autostart=false", "overlay_alpha=1", "num_threads=2.0"]) == {
-        "autostart": False, "overlay_alpha": 1.0, "num_threads": 2}
+        "autostart": False,
+        "overlay_alpha": 1.0,
+        "num_threads": 2,
+    }
     assert parse_params(["autostart=True"]) == {"autostart": True}
     with pytest.raises(UsageError, match="autostart needs a bool"):
         parse_params(["autostart=maybe"])

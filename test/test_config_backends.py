@@ -2,13 +2,13 @@ import json
 
 import numpy as np
 import pytest
-
 from colour_model import make_colour_model, render_scene
+
 from seg_perception.backends import BACKENDS, BackendError, create_backend
+from seg_perception.classes import load_classes
 from seg_perception.config import ConfigError, NodeConfig
 from seg_perception.manifest import Manifest, ManifestError
 from seg_perception.pipeline import Segmenter, make_segmenter
-from seg_perception.classes import load_classes
 
 
 def test_config_defaults_validate():
@@ -16,17 +16,20 @@ def test_config_defaults_validate():
     assert cfg.backend == "tflite_int8" and cfg.transport == "raw"
 
 
-@pytest.mark.parametrize("values, words", [
-    ({"backend": "nope"}, ["backend", "tflite_int8", "onnx_fcn8s_pruned", "espnet"]),
-    ({"transport": "udp"}, ["raw", "compressed"]),
-    ({"qos_reliability": "x"}, ["best_effort", "reliable"]),
-    ({"class_variant": "x"}, ["full", "binary"]),
-    ({"num_threads": 0}, ["num_threads"]),
-    ({"overlay_alpha": 2.0}, ["overlay_alpha"]),
-    ({"num_threads": "two"}, ["num_threads", "int"]),
-    ({"num_threads": 2.5}, ["num_threads", "int"]),
-    ({"bogus": 1}, ["bogus", "backend"]),
-])
+@pytest.mark.parametrize(
+    "values, words",
+    [
+        ({"backend": "nope"}, ["backend", "tflite_int8", "onnx_fcn8s_pruned", "espnet"]),
+        ({"transport": "udp"}, ["raw", "compressed"]),
+        ({"qos_reliability": "x"}, ["best_effort", "reliable"]),
+        ({"class_variant": "x"}, ["full", "binary"]),
+        ({"num_threads": 0}, ["num_threads"]),
+        ({"overlay_alpha": 2.0}, ["overlay_alpha"]),
+        ({"num_threads": "two"}, ["num_threads", "int"]),
+        ({"num_threads": 2.5}, ["num_threads", "int"]),
+        ({"bogus": 1}, ["bogus", "backend"]),
+    ],
+)
 def test_config_errors_name_the_valid_options(values, words):
     with pytest.raises(ConfigError) as e:
         NodeConfig.from_dict(values)
@@ -130,8 +133,17 @@ def test_make_segmenter_rejects_impossible_input_size(colour_dir):
 def test_startup_config_keeps_valid_values_and_names_each_refused_one():
     from seg_perception.config import startup_config
 
-    cfg, faults = startup_config({"backend": 7, "overlay_alpha": 1, "num_threads": 3.0, "min_object_area": 50,
-                                  "qos_depth": 0, "transport": "compressed", "bogus": 1})
+    cfg, faults = startup_config(
+        {
+            "backend": 7,
+            "overlay_alpha": 1,
+            "num_threads": 3.0,
+            "min_object_area": 50,
+            "qos_depth": 0,
+            "transport": "compressed",
+            "bogus": 1,
+        }
+    )
     assert cfg.backend == "tflite_int8" and cfg.qos_depth == 1  # refused: defaults
     assert (cfg.overlay_alpha, cfg.num_threads, cfg.min_object_area, cfg.transport) == (1.0, 3, 50, "compressed")
     assert type(cfg.overlay_alpha) is float and type(cfg.num_threads) is int
@@ -157,14 +169,17 @@ def _manifest_with(colour_dir, **bad_entries):
     return Manifest.load(colour_dir)
 
 
-@pytest.mark.parametrize("bad, words", [
-    (None, ["expected an object", "null"]),
-    ({"file": "x.onnx", "format": "onnx", "num_classes": 19}, ["sha256"]),
-    ({"file": "x.onnx", "format": "onnx", "num_classes": 19, "sha256": "0" * 64, "colour": "red"}, ["colour"]),
-    ({"file": "x.onnx", "format": "onnx", "num_classes": "19", "sha256": "0" * 64}, ["num_classes"]),
-    ({"file": "x.onnx", "format": "onnx", "num_classes": 19, "sha256": "0" * 64, "input": {"mean": 5}}, ["mean"]),
-    ({"file": "x.onnx", "format": "caffe", "num_classes": 19, "sha256": "0" * 64}, ["format"]),
-])
+@pytest.mark.parametrize(
+    "bad, words",
+    [
+        (None, ["expected an object", "null"]),
+        ({"file": "x.onnx", "format": "onnx", "num_classes": 19}, ["sha256"]),
+        ({"file": "x.onnx", "format": "onnx", "num_classes": 19, "sha256": "0" * 64, "colour": "red"}, ["colour"]),
+        ({"file": "x.onnx", "format": "onnx", "num_classes": "19", "sha256": "0" * 64}, ["num_classes"]),
+        ({"file": "x.onnx", "format": "onnx", "num_classes": 19, "sha256": "0" * 64, "input": {"mean": 5}}, ["mean"]),
+        ({"file": "x.onnx", "format": "caffe", "num_classes": 19, "sha256": "0" * 64}, ["format"]),
+    ],
+)
 def test_a_bad_manifest_entry_is_unusable_alone(colour_dir, bad, words):
     man = _manifest_with(colour_dir, espnet=bad)
     assert "colour" in man.entries and "espnet" not in man.entries

@@ -1,4 +1,5 @@
 """After scripts/setup_env.sh the README's console commands exist in the environment and run."""
+
 import re
 import subprocess
 import sys
@@ -31,6 +32,11 @@ def test_console_command_runs_from_the_environment(name):
 
 
 def test_replay_module_keeps_working():
-    r = subprocess.run([sys.executable, "-m", "seg_perception.tools.replay", "--help"], cwd=ROOT,
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "seg_perception.tools.replay", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0 and "usage: seg-replay" in r.stdout, r.stderr

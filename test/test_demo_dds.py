@@ -1,5 +1,6 @@
 """README command 1 (issue: replay + demo): seg-demo renders its own stream, writes it as a bag,
 replays it through a node on the default backend over real DDS and reports."""
+
 import json
 
 import pytest
@@ -24,7 +25,9 @@ def test_demo_bag_replay_report(tmp_path, capsys):
     assert (out / "camera_bag" / "metadata.yaml").is_file()
     assert (out / "segmentation_bag" / "metadata.yaml").is_file()
     assert (out / "report.png").stat().st_size > 10_000
-    assert summary["overlays"] and all((out / f"overlay_{k:02d}.png").is_file() for k in range(len(summary["overlays"])))
+    assert summary["overlays"] and all(
+        (out / f"overlay_{k:02d}.png").is_file() for k in range(len(summary["overlays"]))
+    )
     acc = summary["accuracy"]
     assert acc["frames_evaluated"] == summary["frames_processed"] and acc["miou"] is not None
     # rendered depth: the node measured 3D boxes, scored against the rendered truth beside the 2D numbers

@@ -1,12 +1,17 @@
 """seg-demo's last lines: a short summary in words (the JSON goes to summary.json)."""
+
 from pathlib import Path
 
 from seg_perception.tools.demo import plain_summary
 
 SUMMARY = {
-    "backend": "tflite_int8", "frames_sent": 60, "frames_processed": 58, "frames_dropped": 2,
+    "backend": "tflite_int8",
+    "frames_sent": 60,
+    "frames_processed": 58,
+    "frames_dropped": 2,
     "node": {"frames_rejected": 0, "inference_ms_p50": "2.01"},
-    "latency_ms": {"p50": 9.14, "p95": 12.3}, "report": "out/demo/report.png",
+    "latency_ms": {"p50": 9.14, "p95": 12.3},
+    "report": "out/demo/report.png",
     "accuracy": {"miou": 0.2612, "frames_evaluated": 58},
 }
 
@@ -34,15 +39,25 @@ def test_summary_without_latency_or_ground_truth():
 
 
 def test_rendered_depth_adds_one_line_on_the_3d_boxes():
-    geometry = {"depth_frames_published": 60, "accuracy_3d": {
-        "objects_true": 180, "matched": 41, "position_error_mm": {"n": 41, "median": 3.04, "p90": 20.0, "max": 40.0},
-        "dimension_error_rel": {"n": 123, "median": 0.0523, "p90": 0.6, "max": 1.0}}}
+    geometry = {
+        "depth_frames_published": 60,
+        "accuracy_3d": {
+            "objects_true": 180,
+            "matched": 41,
+            "position_error_mm": {"n": 41, "median": 3.04, "p90": 20.0, "max": 40.0},
+            "dimension_error_rel": {"n": 123, "median": 0.0523, "p90": 0.6, "max": 1.0},
+        },
+    }
     text = plain_summary({**SUMMARY, "geometry": geometry}, Path("out/demo"), rendered=True)
     lines = text.splitlines()
     assert len(lines) <= 8 and lines[-1].startswith("  full summary:")
     assert "  3D boxes: 41 of 180 rendered objects found, centre error median 3.0 mm, size error median 5.2 %" in lines
-    none = {"objects_true": 5, "matched": 0, "position_error_mm": {"n": 0, "median": None},
-            "dimension_error_rel": {"n": 0, "median": None}}
+    none = {
+        "objects_true": 5,
+        "matched": 0,
+        "position_error_mm": {"n": 0, "median": None},
+        "dimension_error_rel": {"n": 0, "median": None},
+    }
     text = plain_summary({**SUMMARY, "geometry": {"accuracy_3d": none}}, Path("o"), rendered=True)
     assert "0 of 5 rendered objects found, centre error median n/a, size error median n/a" in text
     assert "3D boxes" not in plain_summary({**SUMMARY, "geometry": {"marker_arrays": 3}}, Path("o"), rendered=True)

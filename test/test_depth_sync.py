@@ -1,4 +1,5 @@
 """Depth input: stamp pairing, decoding, size/camera-info checks (seg_perception.depth_sync)."""
+
 import threading
 import time
 from types import SimpleNamespace
@@ -63,8 +64,14 @@ def _img(arr, encoding, bigendian=False, pad=0):
     rows = arr.view(np.uint8).reshape(arr.shape[0], -1)
     if pad:
         rows = np.hstack([rows, np.full((rows.shape[0], pad), 7, np.uint8)])
-    return SimpleNamespace(encoding=encoding, height=arr.shape[0], width=arr.shape[1], step=rows.shape[1],
-                           is_bigendian=int(bigendian), data=rows.tobytes())
+    return SimpleNamespace(
+        encoding=encoding,
+        height=arr.shape[0],
+        width=arr.shape[1],
+        step=rows.shape[1],
+        is_bigendian=int(bigendian),
+        data=rows.tobytes(),
+    )
 
 
 @pytest.mark.parametrize("bigendian", [False, True])
@@ -81,8 +88,13 @@ def test_decode_16uc1_and_32fc1(bigendian, pad):
 
 def test_decode_rejects_with_reasons():
     good = _img(np.zeros((3, 4), np.uint16), "16UC1")
-    for change, reason in (({"encoding": "rgb8"}, "encoding"), ({"encoding": "32FC3"}, "encoding"),
-                           ({"height": 0}, "size"), ({"step": 7}, "data"), ({"data": b"\0" * 10}, "data")):
+    for change, reason in (
+        ({"encoding": "rgb8"}, "encoding"),
+        ({"encoding": "32FC3"}, "encoding"),
+        ({"height": 0}, "size"),
+        ({"step": 7}, "data"),
+        ({"data": b"\0" * 10}, "data"),
+    ):
         msg = SimpleNamespace(**{**vars(good), **change})
         with pytest.raises(DepthError) as e:
             decode_depth(msg)

@@ -1,12 +1,19 @@
 """The diagnostics status as a pure function: known answers, no ROS objects."""
+
 import math
 
 from seg_perception.diagnostics import ERROR, OK, WARN, DepthHealth, Health, status
 
 
 def _health(**kw):
-    base = dict(lifecycle_state="active", backend="tflite_int8", model_file="m.tflite", model_sha256="ab" * 32,
-                seconds_since_last_frame=0.1, stall_timeout_s=2.0)
+    base = dict(
+        lifecycle_state="active",
+        backend="tflite_int8",
+        model_file="m.tflite",
+        model_sha256="ab" * 32,
+        seconds_since_last_frame=0.1,
+        stall_timeout_s=2.0,
+    )
     base.update(kw)
     return Health(**base)
 
@@ -33,8 +40,9 @@ def test_stall_warns_only_past_the_timeout_and_only_while_active():
 
 
 def test_every_fault_is_an_error_and_listed_before_the_state():
-    level, message, _ = status(_health(faults=("start-up value refused: x", "backend fault: y"),
-                                       seconds_since_last_frame=5.0))
+    level, message, _ = status(
+        _health(faults=("start-up value refused: x", "backend fault: y"), seconds_since_last_frame=5.0)
+    )
     assert level == ERROR
     assert message == "start-up value refused: x; backend fault: y; camera stall: no frame for 5.0 s"
     level, message, _ = status(_health(lifecycle_state="unconfigured", faults=("backend fault: z",)))
@@ -42,9 +50,17 @@ def test_every_fault_is_an_error_and_listed_before_the_state():
 
 
 def test_values_are_formatted_with_two_decimals_and_counters_prefixed():
-    _, _, v = status(_health(counters={"received": 10, "dropped": 2}, input_rate_hz=29.996, processed_rate_hz=15,
-                             inference_ms={50: 1.234, 95: 2.0, 99: 3.456}, pipeline_ms={50: 4.0, 95: 5.0},
-                             output_age_ms={50: 8.0, 95: 9.126}, last_output_age_ms=7.5))
+    _, _, v = status(
+        _health(
+            counters={"received": 10, "dropped": 2},
+            input_rate_hz=29.996,
+            processed_rate_hz=15,
+            inference_ms={50: 1.234, 95: 2.0, 99: 3.456},
+            pipeline_ms={50: 4.0, 95: 5.0},
+            output_age_ms={50: 8.0, 95: 9.126},
+            last_output_age_ms=7.5,
+        )
+    )
     assert v["frames_received"] == "10" and v["frames_dropped"] == "2"
     assert v["input_rate_hz"] == "30.00" and v["processed_rate_hz"] == "15.00"
     assert (v["inference_ms_p50"], v["inference_ms_p95"], v["inference_ms_p99"]) == ("1.23", "2.00", "3.46")
@@ -63,8 +79,9 @@ def test_without_depth_no_depth_values():
 
 
 def test_depth_values_are_listed_unprefixed_with_geometry_times():
-    depth = DepthHealth(counters={"depth_received": 12, "frames_3d": 11, "depth_rejected_size": 1},
-                        geometry_ms={50: 1.234, 95: 5.0})
+    depth = DepthHealth(
+        counters={"depth_received": 12, "frames_3d": 11, "depth_rejected_size": 1}, geometry_ms={50: 1.234, 95: 5.0}
+    )
     level, message, v = status(_health(depth=depth))
     assert (level, message) == (OK, "ok")
     assert (v["depth_received"], v["frames_3d"], v["depth_rejected_size"]) == ("12", "11", "1")
@@ -78,5 +95,6 @@ def test_a_frame_without_usable_depth_warns_after_the_faults_and_the_stall():
     assert (level, message) == (WARN, "frame 3.000000500: depth not used: size 100x100 != 240x320")
     level, message, _ = status(_health(depth=depth, seconds_since_last_frame=5.0, faults=("backend fault: y",)))
     assert level == ERROR  # a depth warning never lowers an error
-    assert message == ("backend fault: y; camera stall: no frame for 5.0 s; "
-                       "frame 3.000000500: depth not used: size 100x100 != 240x320")
+    assert message == (
+        "backend fault: y; camera stall: no frame for 5.0 s; frame 3.000000500: depth not used: size 100x100 != 240x320"
+    )

@@ -1,8 +1,14 @@
 import numpy as np
 import pytest
 
-from seg_perception.encodings import (SUPPORTED_ENCODINGS, ImageDecodeError, ImageFields, compressed_to_rgb,
-                                      image_to_rgb, rgb_to_fields)
+from seg_perception.encodings import (
+    SUPPORTED_ENCODINGS,
+    ImageDecodeError,
+    ImageFields,
+    compressed_to_rgb,
+    image_to_rgb,
+    rgb_to_fields,
+)
 
 
 def _rgb(h=5, w=7, seed=0):
@@ -43,14 +49,17 @@ def test_last_row_without_padding_is_accepted():
     np.testing.assert_array_equal(image_to_rgb(f), rgb)
 
 
-@pytest.mark.parametrize("change, reason", [
-    (dict(encoding="yuv422"), "unsupported encoding"),
-    (dict(encoding=""), "unsupported encoding"),
-    (dict(height=0), "empty image"),
-    (dict(step=5), "step"),
-    (dict(data=b"\x00" * 10), "needs"),
-    (dict(data=b"\x00" * 500), "more than"),
-])
+@pytest.mark.parametrize(
+    "change, reason",
+    [
+        (dict(encoding="yuv422"), "unsupported encoding"),
+        (dict(encoding=""), "unsupported encoding"),
+        (dict(height=0), "empty image"),
+        (dict(step=5), "step"),
+        (dict(data=b"\x00" * 10), "needs"),
+        (dict(data=b"\x00" * 500), "more than"),
+    ],
+)
 def test_malformed_frames_raise_with_reason(change, reason):
     f = rgb_to_fields(_rgb(), "rgb8")
     for k, v in change.items():
@@ -121,12 +130,13 @@ def _jpeg_with_app_segments(n_segments: int, declare=None) -> bytes:
     jpg = jpg[:2] + app * n_segments + jpg[2:]
     if declare is not None:
         sof = next(i for i in range(2, len(jpg) - 9) if jpg[i] == 0xFF and jpg[i + 1] in (0xC0, 0xC2))
-        jpg[sof + 5:sof + 9] = declare[1].to_bytes(2, "big") + declare[0].to_bytes(2, "big")
+        jpg[sof + 5 : sof + 9] = declare[1].to_bytes(2, "big") + declare[0].to_bytes(2, "big")
     return bytes(jpg)
 
 
-@pytest.mark.parametrize("ext, fmt", [(".webp", "png"), (".tiff", "png"), (".tiff", "rgb8; jpeg compressed bgr8"),
-                                      (".bmp", "jpeg")])
+@pytest.mark.parametrize(
+    "ext, fmt", [(".webp", "png"), (".tiff", "png"), (".tiff", "rgb8; jpeg compressed bgr8"), (".bmp", "jpeg")]
+)
 def test_formats_other_than_jpeg_and_png_are_refused_whatever_format_says(ext, fmt):
     data = _encoded(ext)  # a valid image cv2.imdecode would happily decode
     with pytest.raises(ImageDecodeError, match="not JPEG or PNG"):

@@ -1,11 +1,12 @@
 """seg-eval on a generated atWork-layout folder with a model whose answer is known."""
+
 import json
 
 import cv2
 import numpy as np
 import pytest
-
 from colour_model import make_colour_model
+
 from seg_perception.classes import load_classes
 from seg_perception.tools import eval as seg_eval
 
@@ -28,14 +29,13 @@ def test_seg_eval_metrics_match_hand_computation(tmp_path, capsys):
     rgb[:, : w // 2] = pal[7]
     mask = np.full((h, w), 19, np.uint8)
     mask[:, : w // 2] = 7
-    mask[:, 3 * w // 4:] = 7
+    mask[:, 3 * w // 4 :] = 7
     _write(root, "m30", 1, rgb, mask)
     # photo 2: all motor (13), labelled right
     _write(root, "motor", 1, np.broadcast_to(pal[13], (h, w, 3)).copy(), np.full((h, w), 13, np.uint8))
     # pixels (in units of a quarter photo): m30 TP 2, FN 1; background TP 1, FP 1; motor TP 4
     iou = {"m30": 2 / 3, "background": 1 / 2, "motor": 1.0}
-    rc = seg_eval.main(["--backend", "onnx", "--model-path", str(tmp_path / "m" / "colour.onnx"),
-                        "--root", str(root)])
+    rc = seg_eval.main(["--backend", "onnx", "--model-path", str(tmp_path / "m" / "colour.onnx"), "--root", str(root)])
     assert rc == 0
     out = json.loads(capsys.readouterr().out)
     assert out["num_images"] == 2 and out["median_ms"] > 0
@@ -48,8 +48,9 @@ def test_seg_eval_metrics_match_hand_computation(tmp_path, capsys):
 
 def test_seg_eval_reports_missing_data(tmp_path, capsys):
     make_colour_model(tmp_path / "m")
-    rc = seg_eval.main(["--backend", "onnx", "--model-path", str(tmp_path / "m" / "colour.onnx"),
-                        "--root", str(tmp_path)])
+    rc = seg_eval.main(
+        ["--backend", "onnx", "--model-path", str(tmp_path / "m" / "colour.onnx"), "--root", str(tmp_path)]
+    )
     assert rc == 2 and "not an atWork dataset root" in capsys.readouterr().err
 
 
@@ -58,8 +59,7 @@ def test_seg_eval_with_no_pixel_to_evaluate_prints_null_and_fails(tmp_path, caps
     make_colour_model(tmp_path / "m")
     root = tmp_path / "atwork"
     _write(root, "m30", 1, np.zeros((48, 64, 3), np.uint8), np.full((48, 64), 200, np.uint8))  # no class id
-    rc = seg_eval.main(["--backend", "onnx", "--model-path", str(tmp_path / "m" / "colour.onnx"),
-                        "--root", str(root)])
+    rc = seg_eval.main(["--backend", "onnx", "--model-path", str(tmp_path / "m" / "colour.onnx"), "--root", str(root)])
     cap = capsys.readouterr()
     assert rc == 1
     out = json.loads(cap.out)  # strict JSON: no NaN

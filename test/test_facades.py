@@ -1,5 +1,6 @@
 """Every name a package advertises (``__all__``) imports: a facade never points at a module or name
 that moved or no longer exists. Packages found by walking the source tree, so new ones are covered."""
+
 from __future__ import annotations
 
 import importlib
@@ -23,8 +24,13 @@ PACKAGES = sorted(set(_packages()))
 
 
 def test_the_walk_finds_the_facades():
-    assert {"seg_perception.backends", "training.data", "training.models", "training.export",
-            "training.quantize"} <= set(PACKAGES)
+    assert {
+        "seg_perception.backends",
+        "training.data",
+        "training.models",
+        "training.export",
+        "training.quantize",
+    } <= set(PACKAGES)
 
 
 @pytest.mark.parametrize("package", PACKAGES)

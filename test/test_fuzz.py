@@ -4,6 +4,7 @@ Every message either decodes to an HxWx3 uint8 image or raises ImageDecodeError 
 anything else), and inside the node a bad frame is counted as rejected, after which a valid
 frame is processed normally.
 """
+
 from __future__ import annotations
 
 import cv2
@@ -12,11 +13,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from seg_perception.encodings import (SUPPORTED_ENCODINGS, ImageDecodeError, ImageFields, compressed_to_rgb,
-                                      image_to_rgb)
+from seg_perception.encodings import SUPPORTED_ENCODINGS, ImageDecodeError, ImageFields, compressed_to_rgb, image_to_rgb
 
-ENCODINGS = st.one_of(st.sampled_from(SUPPORTED_ENCODINGS), st.sampled_from(["", "yuv422", "RGB8", "32FC1"]),
-                      st.text(max_size=12))
+ENCODINGS = st.one_of(
+    st.sampled_from(SUPPORTED_ENCODINGS), st.sampled_from(["", "yuv422", "RGB8", "32FC1"]), st.text(max_size=12)
+)
 
 
 @st.composite
@@ -54,8 +55,12 @@ _PNG = cv2.imencode(".png", np.full((24, 32, 3), 90, np.uint8))[1].tobytes()
 _JPG = cv2.imencode(".jpg", np.full((24, 32, 3), 90, np.uint8))[1].tobytes()
 
 
-@given(st.sampled_from(["jpeg", "png", "rgb8; jpeg compressed bgr8", "tiff", ""]),
-       st.sampled_from([_PNG, _JPG]), st.integers(0, 400), st.binary(max_size=64))
+@given(
+    st.sampled_from(["jpeg", "png", "rgb8; jpeg compressed bgr8", "tiff", ""]),
+    st.sampled_from([_PNG, _JPG]),
+    st.integers(0, 400),
+    st.binary(max_size=64),
+)
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_compressed_truncated_or_corrupt(fmt, blob, cut, junk):
     data = blob[:cut] + junk if cut < len(blob) else blob
@@ -83,18 +88,23 @@ def test_compressed_headers_with_random_bytes_after_the_magic(head, tail):
 @pytest.fixture(scope="module")
 def seg_node(tmp_path_factory):
     rclpy = pytest.importorskip("rclpy")
+    from colour_model import make_colour_model
     from rclpy.parameter import Parameter
 
-    from colour_model import make_colour_model
     from seg_perception.node import SegmentationNode
 
     d = tmp_path_factory.mktemp("m")
     make_colour_model(d)
     ctx = rclpy.Context()
     rclpy.init(context=ctx)
-    node = SegmentationNode(context=ctx, parameter_overrides=[
-        Parameter("backend", value="onnx"), Parameter("model_path", value=str(d / "colour.onnx")),
-        Parameter("max_image_pixels", value=1_000_000)])
+    node = SegmentationNode(
+        context=ctx,
+        parameter_overrides=[
+            Parameter("backend", value="onnx"),
+            Parameter("model_path", value=str(d / "colour.onnx")),
+            Parameter("max_image_pixels", value=1_000_000),
+        ],
+    )
     yield node
     node.destroy_node()
     ctx.try_shutdown()
@@ -153,6 +163,7 @@ def test_slow_backend_drops_stale_frames_and_processes_the_newest(seg_node):
     def slow(x):
         time.sleep(0.05)
         return original(x)
+
     seg.backend.infer = slow
     orig_process = seg_node._process
     seg_node._process = lambda msg: (seen.append(msg.header.stamp.sec), orig_process(msg))[1]
@@ -164,8 +175,11 @@ def test_slow_backend_drops_stale_frames_and_processes_the_newest(seg_node):
             seg_node._on_image(m)
             time.sleep(0.005)
         deadline = time.monotonic() + 5
-        while (seg_node.counters.snapshot()["processed"] + seg_node.counters.snapshot()["dropped"]
-               < before["processed"] + before["dropped"] + 20 and time.monotonic() < deadline):
+        while (
+            seg_node.counters.snapshot()["processed"] + seg_node.counters.snapshot()["dropped"]
+            < before["processed"] + before["dropped"] + 20
+            and time.monotonic() < deadline
+        ):
             time.sleep(0.01)
         time.sleep(0.1)
         after = seg_node.counters.snapshot()

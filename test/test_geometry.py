@@ -1,4 +1,5 @@
 """Known-answer tests of the 3D boxes (seg_perception.geometry) on ray-cast scenes with exact depth."""
+
 import math
 
 import numpy as np
@@ -6,8 +7,17 @@ import pytest
 
 from seg_perception.classes import load_classes
 from seg_perception.demo_scene3d import Placement, render_objects, render_scene
-from seg_perception.geometry import (CameraError, CameraModel, GeometryConfig, default_camera, fold_yaw,
-                                     measure_objects, rotation_to_quaternion, table_frame, yaw_error)
+from seg_perception.geometry import (
+    CameraError,
+    CameraModel,
+    GeometryConfig,
+    default_camera,
+    fold_yaw,
+    measure_objects,
+    rotation_to_quaternion,
+    table_frame,
+    yaw_error,
+)
 from seg_perception.postprocess import extract_objects
 from seg_perception.size_pairs import load_object_facts
 
@@ -19,8 +29,7 @@ CFG = GeometryConfig(symmetric_classes=FACTS.symmetric, round_section_classes=FA
 def measure(scene, depth=None, cfg=CFG, labels=None):
     labels = scene.labels if labels is None else labels
     objs = extract_objects(scene.labels, scene.instances, NAMES)
-    return measure_objects(scene.depth_mm if depth is None else depth, labels, scene.instances, objs, scene.camera,
-                           cfg)
+    return measure_objects(scene.depth_mm if depth is None else depth, labels, scene.instances, objs, scene.camera, cfg)
 
 
 def check(box, truth, pos_mm=3.0, dim_rel=0.08, yaw_deg=2.0):
@@ -79,7 +88,7 @@ def test_symmetric_classes_get_yaw_zero():
     scene = render_objects([Placement("m30", 0.0, 0.0, 0.4), Placement("bearing", 0.08, 0.02, 1.0)], tilt_deg=25.0)
     boxes, _ = measure(scene)
     e1, _ = table_frame(boxes[0].rotation[:, 2])
-    for box, truth in zip(boxes, scene.truths):
+    for box, truth in zip(boxes, scene.truths, strict=False):
         assert box.yaw == 0.0 and np.allclose(box.rotation[:, 0], table_frame(box.rotation[:, 2])[0])
         check(box, truth)
     # a hexagonal nut: length = width = across corners (the box covers it whatever its turn)
@@ -109,13 +118,12 @@ def test_random_scenes_meet_the_targets(tilt):
 
 
 def test_metres_depth_and_noise():
-    scene = render_objects([Placement("m20_100", 0.0, 0.0, 0.3), Placement("motor", -0.09, 0.05, -1.2)],
-                           tilt_deg=25.0)
+    scene = render_objects([Placement("m20_100", 0.0, 0.0, 0.3), Placement("motor", -0.09, 0.05, -1.2)], tilt_deg=25.0)
     metres = scene.depth_mm.astype(np.float32) / 1000.0
     metres[scene.depth_mm == 0] = np.nan
     a, _ = measure(scene)
     b, _ = measure(scene, depth=metres)
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=False):
         assert np.allclose(x.center, y.center, atol=1e-6) and np.allclose(x.dims, y.dims, atol=1e-6)
     # 1 mm noise, a few dropouts (0) and flying pixels far behind: still within the targets
     rng = np.random.default_rng(1)
@@ -126,7 +134,7 @@ def test_metres_depth_and_noise():
     noisy[fly] += 300
     boxes, failed = measure(scene, depth=np.clip(noisy, 0, 65535).astype(np.uint16))
     assert not failed
-    for box, truth in zip(boxes, scene.truths):
+    for box, truth in zip(boxes, scene.truths, strict=False):
         check(box, truth, pos_mm=5.0, dim_rel=0.10, yaw_deg=3.0)
 
 

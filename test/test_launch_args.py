@@ -1,4 +1,5 @@
 """The launch file's logic (seg_perception.launch_args), without ROS launch."""
+
 import pytest
 
 from seg_perception.launch_args import LAUNCH_ARGUMENTS, fastdds_profile_to_set, node_settings
@@ -13,16 +14,27 @@ def test_arguments_left_at_their_default_do_not_override_the_params_file():
 
 
 def test_explicit_arguments_win_over_the_params_file():
-    s = node_settings({"params_file": "/my.yaml", "backend": "espnet", "use_compressed": "true",
-                       "use_sim_time": "True", "autostart": "false"}, "/share/params.yaml")
-    assert s["parameters"] == ["/my.yaml", {"backend": "espnet", "transport": "compressed", "use_sim_time": True,
-                                            "autostart": False}]
+    s = node_settings(
+        {
+            "params_file": "/my.yaml",
+            "backend": "espnet",
+            "use_compressed": "true",
+            "use_sim_time": "True",
+            "autostart": "false",
+        },
+        "/share/params.yaml",
+    )
+    assert s["parameters"] == [
+        "/my.yaml",
+        {"backend": "espnet", "transport": "compressed", "use_sim_time": True, "autostart": False},
+    ]
     assert node_settings({"use_compressed": "off"}, "/p.yaml")["parameters"][1] == {"transport": "raw"}
 
 
 def test_topics_name_namespace_and_log_level():
-    s = node_settings({"image_topic": "/cam/rgb/", "namespace": "arm", "node_name": "seg_left",
-                       "log_level": "DEBUG"}, "/p.yaml")
+    s = node_settings(
+        {"image_topic": "/cam/rgb/", "namespace": "arm", "node_name": "seg_left", "log_level": "DEBUG"}, "/p.yaml"
+    )
     # both remappings: the transport (from the file or use_compressed) picks the one the node subscribes to
     assert s["remappings"][:2] == [("image", "/cam/rgb"), ("image/compressed", "/cam/rgb/compressed")]
     assert s["namespace"] == "arm" and s["name"] == "seg_left"
@@ -32,14 +44,26 @@ def test_topics_name_namespace_and_log_level():
 
 def test_depth_arguments_remap_depth_and_camera_info_and_set_use_depth_only_when_given():
     s = node_settings({}, "/p.yaml")
-    assert s["remappings"] == [("image", "/camera/image_raw"), ("image/compressed", "/camera/image_raw/compressed"),
-                               ("depth", "/camera/depth"), ("camera_info", "/camera/camera_info")]
+    assert s["remappings"] == [
+        ("image", "/camera/image_raw"),
+        ("image/compressed", "/camera/image_raw/compressed"),
+        ("depth", "/camera/depth"),
+        ("camera_info", "/camera/camera_info"),
+    ]
     assert s["parameters"] == ["/p.yaml"]  # use_depth left to the file
-    s = node_settings({"use_depth": "true", "depth_topic": "/cam/aligned_depth_to_color/image_raw/",
-                       "camera_info_topic": "/cam/color/camera_info"}, "/p.yaml")
+    s = node_settings(
+        {
+            "use_depth": "true",
+            "depth_topic": "/cam/aligned_depth_to_color/image_raw/",
+            "camera_info_topic": "/cam/color/camera_info",
+        },
+        "/p.yaml",
+    )
     assert s["parameters"] == ["/p.yaml", {"use_depth": True}]
-    assert s["remappings"][2:] == [("depth", "/cam/aligned_depth_to_color/image_raw"),
-                                   ("camera_info", "/cam/color/camera_info")]
+    assert s["remappings"][2:] == [
+        ("depth", "/cam/aligned_depth_to_color/image_raw"),
+        ("camera_info", "/cam/color/camera_info"),
+    ]
     assert node_settings({"use_depth": "off"}, "/p.yaml")["parameters"] == ["/p.yaml", {"use_depth": False}]
 
 
@@ -50,19 +74,25 @@ def test_depth_defaults_are_the_topics_of_the_projects_bags():
 
     defaults = {n: d for n, (d, _) in LAUNCH_ARGUMENTS.items()}
     assert (defaults["image_topic"], defaults["depth_topic"], defaults["camera_info_topic"]) == (
-        bags.CAMERA_TOPIC, bags.DEPTH_TOPIC, bags.CAMERA_INFO_TOPIC)
+        bags.CAMERA_TOPIC,
+        bags.DEPTH_TOPIC,
+        bags.CAMERA_INFO_TOPIC,
+    )
 
 
-@pytest.mark.parametrize("args, words", [
-    ({"backnd": "x"}, ["valid", "backend"]),
-    ({"use_compressed": "maybe"}, ["true or false"]),
-    ({"autostart": "2"}, ["autostart", "true or false"]),
-    ({"log_level": "loud"}, ["log_level", "debug"]),
-    ({"node_name": " "}, ["node_name"]),
-    ({"use_depth": "yes please"}, ["use_depth", "true or false"]),
-    ({"depth_topic": " "}, ["depth_topic", "/camera/depth"]),
-    ({"camera_info_topic": ""}, ["camera_info_topic"]),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        ({"backnd": "x"}, ["valid", "backend"]),
+        ({"use_compressed": "maybe"}, ["true or false"]),
+        ({"autostart": "2"}, ["autostart", "true or false"]),
+        ({"log_level": "loud"}, ["log_level", "debug"]),
+        ({"node_name": " "}, ["node_name"]),
+        ({"use_depth": "yes please"}, ["use_depth", "true or false"]),
+        ({"depth_topic": " "}, ["depth_topic", "/camera/depth"]),
+        ({"camera_info_topic": ""}, ["camera_info_topic"]),
+    ],
+)
 def test_bad_arguments_name_the_valid_values(args, words):
     with pytest.raises(ValueError) as e:
         node_settings(args, "/p.yaml")

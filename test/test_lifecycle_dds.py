@@ -1,5 +1,6 @@
 """The node as ROS users drive it, from another process over real DDS: lifecycle transitions,
 parameters that say what runs, model loads that do not stall the node, a clean Ctrl-C."""
+
 from __future__ import annotations
 
 import os
@@ -14,6 +15,7 @@ import pytest
 pytest.importorskip("rclpy")
 
 from dds_tools import NodeControl  # noqa: E402
+
 from seg_perception.demo_frames import render_frame  # noqa: E402
 from seg_perception.tools.rosio import NodeProcess, StreamClient, image_msg  # noqa: E402
 
@@ -86,8 +88,9 @@ def _labels_during(client: StreamClient, seconds: float) -> int:
 
 
 def test_lifecycle_transitions_over_dds(client, tmp_path, small_model):
-    node = NodeProcess({"backend": "onnx", "model_path": small_model, "diagnostics_period_s": 0.25},
-                       tmp_path / "node.log")
+    node = NodeProcess(
+        {"backend": "onnx", "model_path": small_model, "diagnostics_period_s": 0.25}, tmp_path / "node.log"
+    )
     ctl = NodeControl(client)
     cam = None
     try:
@@ -155,16 +158,26 @@ def test_parameters_say_what_runs(client, tmp_path, small_model):
     """Start-up values of the wrong kind: ints for floats accepted, a bad value falls back alone (the parameter
     reads the default that runs), and its ERROR clears only when that parameter gets a valid value."""
     params = tmp_path / "params.yaml"
-    params.write_text("/**:\n  ros__parameters:\n    overlay_alpha: 1\n    num_threads: 1.0\n"
-                      "    min_object_area: 50\n    qos_depth: 1000\n")
-    node = NodeProcess({"backend": "onnx", "model_path": small_model, "diagnostics_period_s": 0.25},
-                       tmp_path / "node.log", ros_args=["--params-file", str(params)])
+    params.write_text(
+        "/**:\n  ros__parameters:\n    overlay_alpha: 1\n    num_threads: 1.0\n"
+        "    min_object_area: 50\n    qos_depth: 1000\n"
+    )
+    node = NodeProcess(
+        {"backend": "onnx", "model_path": small_model, "diagnostics_period_s": 0.25},
+        tmp_path / "node.log",
+        ros_args=["--params-file", str(params)],
+    )
     ctl = NodeControl(client)
     try:
         assert client.wait_for_node(60), node.log()
         got = ctl.get("overlay_alpha", "num_threads", "min_object_area", "qos_depth", "backend")
-        assert got == {"overlay_alpha": 1.0, "num_threads": 1, "min_object_area": 50, "qos_depth": 1,
-                       "backend": "onnx"}, got
+        assert got == {
+            "overlay_alpha": 1.0,
+            "num_threads": 1,
+            "min_object_area": 50,
+            "qos_depth": 1,
+            "backend": "onnx",
+        }, got
         assert isinstance(got["overlay_alpha"], float) and isinstance(got["num_threads"], int)
         d = _fresh_diag(client)
         assert d["_level"] == "2" and "qos_depth 1000" in d["_message"], d
@@ -178,8 +191,10 @@ def test_parameters_say_what_runs(client, tmp_path, small_model):
         r = ctl.set(qos_depth=1)[0]
         assert not r.successful and "read-only" in r.reason  # start-up only: the error stays
         desc = ctl.describe("num_threads", "overlay_alpha", "transport")
-        assert (desc["num_threads"].integer_range[0].from_value, desc["num_threads"].integer_range[0].to_value) == \
-            (1, 64)
+        assert (desc["num_threads"].integer_range[0].from_value, desc["num_threads"].integer_range[0].to_value) == (
+            1,
+            64,
+        )
         assert desc["overlay_alpha"].floating_point_range[0].to_value == 1.0
         assert desc["transport"].read_only and not desc["num_threads"].read_only
         assert ctl.set(overlay_alpha=0)[0].successful and ctl.get("overlay_alpha")["overlay_alpha"] == 0.0
@@ -192,30 +207,38 @@ def test_parameters_say_what_runs(client, tmp_path, small_model):
 def _big_model(directory: Path) -> Path:
     """The small colour model plus 200 MB of ballast that the graph reads (so loading takes a while)."""
     import onnx
-    from onnx import helper, numpy_helper
-
     from colour_model import make_colour_model
+    from onnx import helper, numpy_helper
 
     make_colour_model(directory, name="big", hw=HW)
     path = directory / "big.onnx"
     m = onnx.load(str(path))
     g = m.graph
-    g.initializer.extend([numpy_helper.from_array(np.ones(50_000_000, np.float32), "ballast"),
-                          numpy_helper.from_array(np.array([0], np.int64), "idx0"),
-                          numpy_helper.from_array(np.array(0.0, np.float32), "zero")])
+    g.initializer.extend(
+        [
+            numpy_helper.from_array(np.ones(50_000_000, np.float32), "ballast"),
+            numpy_helper.from_array(np.array([0], np.int64), "idx0"),
+            numpy_helper.from_array(np.array(0.0, np.float32), "zero"),
+        ]
+    )
     out = g.output[0].name
     g.node[-1].output[0] = "logits_pre"
-    g.node.extend([helper.make_node("Gather", ["ballast", "idx0"], ["b0"]),
-                   helper.make_node("Mul", ["b0", "zero"], ["bz"]),
-                   helper.make_node("Add", ["logits_pre", "bz"], [out])])
+    g.node.extend(
+        [
+            helper.make_node("Gather", ["ballast", "idx0"], ["b0"]),
+            helper.make_node("Mul", ["b0", "zero"], ["bz"]),
+            helper.make_node("Add", ["logits_pre", "bz"], [out]),
+        ]
+    )
     onnx.save(m, str(path))
     return path
 
 
 def test_model_load_does_not_stall_intake_or_diagnostics(client, tmp_path, small_model):
     big = _big_model(tmp_path / "big")
-    node = NodeProcess({"backend": "onnx", "model_path": small_model, "diagnostics_period_s": 0.2},
-                       tmp_path / "node.log")
+    node = NodeProcess(
+        {"backend": "onnx", "model_path": small_model, "diagnostics_period_s": 0.2}, tmp_path / "node.log"
+    )
     ctl = NodeControl(client)
     cam = None
     try:
@@ -250,7 +273,7 @@ def test_ctrl_c_while_frames_flow_is_clean(client, tmp_path, small_model):
         for i in range(5):
             node = NodeProcess({"backend": "onnx", "model_path": small_model}, tmp_path / f"node{i}.log")
             n0 = len(client.received.labels)
-            assert _wait(lambda: len(client.received.labels) > n0 + 20, 60), node.log()
+            assert _wait(lambda n0=n0: len(client.received.labels) > n0 + 20, 60), node.log()
             time.sleep(0.05 * i)
             node.proc.send_signal(signal.SIGINT)
             rc = node.proc.wait(20)

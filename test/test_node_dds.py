@@ -1,4 +1,5 @@
 """The node as a robot runs it: separate processes talking over real DDS."""
+
 from __future__ import annotations
 
 import subprocess
@@ -11,6 +12,7 @@ import pytest
 pytest.importorskip("rclpy")
 
 from dds_tools import FRAME_ID, frame_stamp  # noqa: E402
+
 from seg_perception.tools.rosio import NodeProcess, StreamClient, dds_env, msg_to_array  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -18,8 +20,13 @@ pytestmark = [pytest.mark.dds, pytest.mark.slow]
 
 
 def start_publisher(*args: str, log: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(ROOT / "test" / "dds_tools.py"), "publish", *args], cwd=ROOT,
-                            stdout=open(log, "w"), stderr=subprocess.STDOUT, env=dds_env())
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "test" / "dds_tools.py"), "publish", *args],
+        cwd=ROOT,
+        stdout=open(log, "w"),
+        stderr=subprocess.STDOUT,
+        env=dds_env(),
+    )
 
 
 @pytest.fixture()
@@ -46,12 +53,14 @@ def test_node_segments_stream_and_survives_malformed_frame(client, tmp_path, shi
         assert client.wait_for_node(30) or client.diag_values(), "node sent no diagnostics:\n" + node.log()
         # the pause after the bad frame keeps a newer frame from replacing it on a loaded machine (that a
         # replaced frame is dropped, not queued, is tested in test_fuzz.py)
-        pub = start_publisher("--rate", "30", "--duration", "10", "--bad", "150", "--pause-after-bad", "0.5",
-                              log=tmp_path / "pub.log")
+        pub = start_publisher(
+            "--rate", "30", "--duration", "10", "--bad", "150", "--pause-after-bad", "0.5", log=tmp_path / "pub.log"
+        )
         assert pub.wait(60) == 0, (tmp_path / "pub.log").read_text()
         client.wait_quiet(1.0)
         assert node.alive(), "node died:\n" + node.log()
         import time
+
         time.sleep(1.1)
         d = client.diag_values()
     finally:

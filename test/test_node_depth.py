@@ -1,5 +1,6 @@
 """The node with use_depth, in-process (real rclpy, no DDS traffic needed): 3D boxes from paired depth,
 and bad depth that never stops the 2D outputs."""
+
 import math
 
 import numpy as np
@@ -18,18 +19,24 @@ PLACES = [Placement("s40_40_G", -0.07, 0.0, 0.6), Placement("axis", 0.08, 0.03, 
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory):
+    from colour_model import make_colour_model
     from rclpy.parameter import Parameter
 
-    from colour_model import make_colour_model
     from seg_perception.node import SegmentationNode
 
     d = tmp_path_factory.mktemp("m")
     make_colour_model(d, hw=HW, down=1)
     ctx = rclpy.Context()
     rclpy.init(context=ctx)
-    n = SegmentationNode(context=ctx, parameter_overrides=[
-        Parameter("backend", value="onnx"), Parameter("model_path", value=str(d / "colour.onnx")),
-        Parameter("use_depth", value=True), Parameter("min_object_area", value=30)])
+    n = SegmentationNode(
+        context=ctx,
+        parameter_overrides=[
+            Parameter("backend", value="onnx"),
+            Parameter("model_path", value=str(d / "colour.onnx")),
+            Parameter("use_depth", value=True),
+            Parameter("min_object_area", value=30),
+        ],
+    )
     n.published = {"labels": [], "markers": [], "poses": []}
     n.pubs.labels.publish = n.published["labels"].append
     n.depth_side.pub_markers.publish = n.published["markers"].append
@@ -103,6 +110,7 @@ def test_boxes_at_the_right_place_size_and_angle(node, scene):
         assert np.allclose(b.dims, want, rtol=0.12), (t.class_name, b.dims, want)
         if t.elongated:
             from seg_perception.geometry import yaw_in_table
+
             assert math.degrees(yaw_error(yaw_in_table(b.axis, t.rotation[:, 2]), t.yaw)) < 3.0
     poses = node.published["poses"][-1]
     assert len(poses.poses) == 3 and poses.header.stamp.sec == 10
@@ -133,12 +141,15 @@ def test_no_camera_info_yet(node, scene):
     assert "no camera info" in node.diagnostics_status().message
 
 
-@pytest.mark.parametrize("case, counter", [
-    ("wrong_encoding", "depth_rejected_encoding"),
-    ("wrong_size", "depth_rejected_size"),
-    ("nan_camera_info", "depth_rejected_camera_info"),
-    ("all_invalid", "objects_no_pose"),
-])
+@pytest.mark.parametrize(
+    "case, counter",
+    [
+        ("wrong_encoding", "depth_rejected_encoding"),
+        ("wrong_size", "depth_rejected_size"),
+        ("nan_camera_info", "depth_rejected_camera_info"),
+        ("all_invalid", "objects_no_pose"),
+    ],
+)
 def test_bad_depth_is_counted_and_2d_continues(node, scene, case, counter):
     sec = 100 + ["wrong_encoding", "wrong_size", "nan_camera_info", "all_invalid"].index(case)
     d, i = depth(scene.depth_mm, sec), info(scene, sec)
@@ -165,20 +176,26 @@ def test_bad_depth_is_counted_and_2d_continues(node, scene, case, counter):
 def test_depth_follows_the_lifecycle(tmp_path, scene):
     """Subscriptions at activate, gone at deactivate (with the buffered depth and the last warning);
     publishers at configure, gone at cleanup; a new configure brings them back."""
+    from colour_model import make_colour_model
     from rclpy.lifecycle import TransitionCallbackReturn
     from rclpy.parameter import Parameter
 
-    from colour_model import make_colour_model
     from seg_perception.node import SegmentationNode
 
     ok = TransitionCallbackReturn.SUCCESS
     make_colour_model(tmp_path, hw=HW, down=1)
     ctx = rclpy.Context()
     rclpy.init(context=ctx)
-    n = SegmentationNode(context=ctx, parameter_overrides=[
-        Parameter("backend", value="onnx"), Parameter("model_path", value=str(tmp_path / "colour.onnx")),
-        Parameter("use_depth", value=True)])
+    n = SegmentationNode(
+        context=ctx,
+        parameter_overrides=[
+            Parameter("backend", value="onnx"),
+            Parameter("model_path", value=str(tmp_path / "colour.onnx")),
+            Parameter("use_depth", value=True),
+        ],
+    )
     try:
+
         def subs():
             return {s.topic_name for s in n.subscriptions}
 

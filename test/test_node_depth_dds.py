@@ -1,6 +1,7 @@
 """3D boxes over real DDS: a separate camera process publishes colour + depth + camera info, the node
 (its own process, use_depth) sends markers back at the right place, size and angle; bad depth in the
 stream is counted and never costs a frame its 2D outputs."""
+
 from __future__ import annotations
 
 import math
@@ -17,6 +18,7 @@ pytest.importorskip("rclpy")
 pytest.importorskip("visualization_msgs.msg")
 
 from dds_tools import frame_stamp, scene3d  # noqa: E402
+
 from seg_perception.geometry import yaw_error, yaw_in_table  # noqa: E402
 from seg_perception.geometry_eval import boxes_from_markers  # noqa: E402
 from seg_perception.tools.rosio import NodeProcess, StreamClient, dds_env  # noqa: E402
@@ -33,8 +35,15 @@ def test_markers_come_back_at_the_right_place_size_and_angle(tmp_path):
     from visualization_msgs.msg import MarkerArray
 
     make_colour_model(tmp_path / "m", hw=(480, 640), down=1)
-    node = NodeProcess({"backend": "onnx", "model_path": str(tmp_path / "m" / "colour.onnx"), "use_depth": True,
-                        "min_object_area": 30}, tmp_path / "node.log")
+    node = NodeProcess(
+        {
+            "backend": "onnx",
+            "model_path": str(tmp_path / "m" / "colour.onnx"),
+            "use_depth": True,
+            "min_object_area": 30,
+        },
+        tmp_path / "node.log",
+    )
     client = StreamClient("/unused_camera")
     markers = {}
     lock = threading.Lock()
@@ -43,14 +52,33 @@ def test_markers_come_back_at_the_right_place_size_and_angle(tmp_path):
         with lock:
             h = msg.markers[0].header
             markers[(h.stamp.sec, h.stamp.nanosec)] = msg
-    client.node.create_subscription(MarkerArray, "/segmentation/object_markers", on_markers,
-                                    QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE))
+
+    client.node.create_subscription(
+        MarkerArray,
+        "/segmentation/object_markers",
+        on_markers,
+        QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE),
+    )
     try:
         assert client.wait_for_node(30) or client.diag_values(), "node sent no diagnostics:\n" + node.log()
         bad = ",".join(f"{i}:{k}" for i, k in BAD.items())
-        pub = subprocess.Popen([sys.executable, str(ROOT / "test" / "dds_tools.py"), "publish3d", "--frames",
-                                str(FRAMES), "--rate", "6", "--bad", bad], cwd=ROOT,
-                               stdout=open(tmp_path / "pub.log", "w"), stderr=subprocess.STDOUT, env=dds_env())
+        pub = subprocess.Popen(
+            [
+                sys.executable,
+                str(ROOT / "test" / "dds_tools.py"),
+                "publish3d",
+                "--frames",
+                str(FRAMES),
+                "--rate",
+                "6",
+                "--bad",
+                bad,
+            ],
+            cwd=ROOT,
+            stdout=open(tmp_path / "pub.log", "w"),
+            stderr=subprocess.STDOUT,
+            env=dds_env(),
+        )
         assert pub.wait(90) == 0, (tmp_path / "pub.log").read_text()
         client.wait_quiet(1.0)
         time.sleep(1.2)
@@ -82,8 +110,12 @@ def test_markers_come_back_at_the_right_place_size_and_angle(tmp_path):
             if t.elongated:  # angle
                 assert math.degrees(yaw_error(yaw_in_table(b.axis, t.rotation[:, 2]), t.yaw)) <= 5.0, (i, t.class_name)
     # bad depth: counted for each such frame the node processed, which kept its labels
-    expect = {"depth_rejected_encoding": 5, "depth_rejected_camera_info": 9, "frames_no_depth": 13,
-              "depth_rejected_size": 17}
+    expect = {
+        "depth_rejected_encoding": 5,
+        "depth_rejected_camera_info": 9,
+        "frames_no_depth": 13,
+        "depth_rejected_size": 17,
+    }
     for counter, frame in expect.items():
         assert int(d[counter]) == int(frame in done), (counter, d)
     if 21 in done:  # all depth invalid: markers that only clear, its objects counted without a pose

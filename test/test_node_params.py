@@ -1,4 +1,5 @@
 """Parameters, model faults and lifecycle on an in-process node (real rclpy, no mocks)."""
+
 from __future__ import annotations
 
 import gc
@@ -9,10 +10,10 @@ import numpy as np
 import pytest
 
 rclpy = pytest.importorskip("rclpy")
+from colour_model import make_colour_model  # noqa: E402
 from rclpy.lifecycle import TransitionCallbackReturn  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 
-from colour_model import make_colour_model  # noqa: E402
 from seg_perception.config import PARAMS, NodeConfig  # noqa: E402
 from seg_perception.encodings import rgb_to_fields  # noqa: E402
 
@@ -136,12 +137,15 @@ def test_unknown_backend_at_startup_runs_the_default_and_says_so(ctx):
         node.destroy_node()
 
 
-@pytest.mark.parametrize("name, given, runs", [
-    ("overlay_alpha", 1, 1.0),  # an int where a float is declared
-    ("stall_timeout_s", 3, 3.0),
-    ("num_threads", 1.0, 1),  # an integral float where an int is declared
-    ("min_object_area", 50.0, 50),
-])
+@pytest.mark.parametrize(
+    "name, given, runs",
+    [
+        ("overlay_alpha", 1, 1.0),  # an int where a float is declared
+        ("stall_timeout_s", 3, 3.0),
+        ("num_threads", 1.0, 1),  # an integral float where an int is declared
+        ("min_object_area", 50.0, 50),
+    ],
+)
 def test_numbers_of_the_other_kind_are_accepted_at_startup_and_at_runtime(ctx, model_a, name, given, runs):
     node = _node(ctx, backend="onnx", model_path=model_a, **{name: given})
     try:
@@ -184,8 +188,14 @@ def test_descriptors_show_ranges_choices_and_startup_only(ctx, model_a):
                 assert all(c in d.additional_constraints for c in spec.choices)
         r = node.set_parameters([Parameter("num_threads", value=65)])[0]
         assert not r.successful and "out of range" in r.reason
-        for name in ("transport", "qos_reliability", "qos_depth", "output_qos_reliability", "diagnostics_period_s",
-                     "autostart"):
+        for name in (
+            "transport",
+            "qos_reliability",
+            "qos_depth",
+            "output_qos_reliability",
+            "diagnostics_period_s",
+            "autostart",
+        ):
             assert PARAMS[name].startup_only
         r = node.set_parameters([Parameter("class_names", value=["x"])])[0]
         assert not r.successful and "read-only" in r.reason
@@ -204,8 +214,12 @@ def test_class_variant_is_applied_or_refused_and_never_breaks_later_changes(ctx,
         # ... and an unrelated change that reloads the backend still works
         assert node.set_parameters([Parameter("num_threads", value=1)])[0].successful
         # model and variant together: applied, class_names follow
-        r = node.set_parameters_atomically([Parameter("model_path", value=str(tmp_path / "bin" / "bin.onnx")),
-                                            Parameter("class_variant", value="binary")])
+        r = node.set_parameters_atomically(
+            [
+                Parameter("model_path", value=str(tmp_path / "bin" / "bin.onnx")),
+                Parameter("class_variant", value="binary"),
+            ]
+        )
         assert r.successful, r.reason
         assert node._segmenter.classes.variant == "binary"
         assert node.get_parameter("class_names").value == list(node._segmenter.classes.names)
@@ -290,7 +304,8 @@ def test_output_qos_follows_its_parameter(ctx, model_a, reliability):
     node = _node(ctx, backend="onnx", model_path=model_a, output_qos_reliability=reliability)
     try:
         want = ReliabilityPolicy.RELIABLE if reliability == "reliable" else ReliabilityPolicy.BEST_EFFORT
-        assert all(p.qos_profile.reliability == want for p in (node.pubs.labels, node.pubs.instances,
-                                                               node.pubs.overlay))
+        assert all(
+            p.qos_profile.reliability == want for p in (node.pubs.labels, node.pubs.instances, node.pubs.overlay)
+        )
     finally:
         node.destroy_node()

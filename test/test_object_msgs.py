@@ -1,4 +1,5 @@
 """Per-object results -> MarkerArray / PoseArray / vision_msgs detections (seg_perception.object_msgs)."""
+
 import math
 from types import SimpleNamespace
 
@@ -20,8 +21,20 @@ CLASSES = load_classes("full")
 def _obj(k, cls, yaw=0.0, resolved_from=None, original=None):
     c, s = math.cos(yaw), math.sin(yaw)
     rot = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1.0]])
-    return Object3D(k, cls, CLASSES.names[cls], 0.87, np.array([0.1, -0.02, 0.5]), rot, np.array([0.1, 0.04, 0.04]),
-                    yaw, 900, True, resolved_from, original)
+    return Object3D(
+        k,
+        cls,
+        CLASSES.names[cls],
+        0.87,
+        np.array([0.1, -0.02, 0.5]),
+        rot,
+        np.array([0.1, 0.04, 0.04]),
+        yaw,
+        900,
+        True,
+        resolved_from,
+        original,
+    )
 
 
 def _header():
@@ -38,8 +51,11 @@ def test_markers_clear_then_cube_and_text_per_object():
     assert len(m) == 5 and m[0].action == Marker.DELETEALL
     cube, text = m[1], m[2]
     assert (cube.type, cube.action, cube.ns, cube.id) == (Marker.CUBE, Marker.ADD, "s40_40_B", 2)
-    assert (cube.header.frame_id, cube.header.stamp.sec, cube.header.stamp.nanosec) == ("camera_color_optical_frame",
-                                                                                      12, 34)
+    assert (cube.header.frame_id, cube.header.stamp.sec, cube.header.stamp.nanosec) == (
+        "camera_color_optical_frame",
+        12,
+        34,
+    )
     assert (cube.pose.position.x, cube.pose.position.y, cube.pose.position.z) == pytest.approx((0.1, -0.02, 0.5))
     q = cube.pose.orientation  # 90 degrees about z
     assert (q.x, q.y, q.z, q.w) == pytest.approx((0, 0, math.sqrt(0.5), math.sqrt(0.5)))
@@ -71,9 +87,14 @@ class _Msg(SimpleNamespace):
 def _vision_msgs():
     def arr(field):
         return lambda: _Msg(**{field: []})
-    return SimpleNamespace(Detection3DArray=arr("detections"), Detection3D=arr("results"),
-                           Detection2DArray=arr("detections"), Detection2D=arr("results"),
-                           ObjectHypothesisWithPose=_Msg)
+
+    return SimpleNamespace(
+        Detection3DArray=arr("detections"),
+        Detection3D=arr("results"),
+        Detection2DArray=arr("detections"),
+        Detection2D=arr("results"),
+        ObjectHypothesisWithPose=_Msg,
+    )
 
 
 def test_detection3d_with_a_stand_in_vision_msgs():

@@ -1,4 +1,5 @@
 """The node's 3D step without ROS: instance boxes and scores, then boxes from depth (seg_perception.objects3d)."""
+
 from types import SimpleNamespace
 
 import numpy as np
@@ -17,9 +18,10 @@ def test_instance_boxes_cover_the_exact_boxes_and_give_the_same_boxes_3d():
         sc = render_scene(seed, (240, 320))
         exact = extract_objects(sc.labels, sc.instances, NAMES)
         fast = instance_boxes(sc.labels, sc.instances, NAMES)
-        assert [(o.instance_id, o.class_id, o.class_name) for o in fast] == \
-            [(o.instance_id, o.class_id, o.class_name) for o in exact]
-        for f, e in zip(fast, exact):
+        assert [(o.instance_id, o.class_id, o.class_name) for o in fast] == [
+            (o.instance_id, o.class_id, o.class_name) for o in exact
+        ]
+        for f, e in zip(fast, exact, strict=False):
             (fx, fy, fw, fh), (ex, ey, ew, eh) = f.bbox, e.bbox
             assert fx <= ex and fy <= ey and fx + fw >= ex + ew and fy + fh >= ey + eh  # covers it ...
             assert ex - fx <= 2 and ey - fy <= 2 and fx + fw - ex - ew <= 4 and fy + fh - ey - eh <= 4  # ... closely
@@ -27,7 +29,7 @@ def test_instance_boxes_cover_the_exact_boxes_and_give_the_same_boxes_3d():
         geo = ObjectGeometry(NAMES)
         a, _ = measure_objects(sc.depth_mm, sc.labels, sc.instances, exact, sc.camera, geo.cfg)
         b, _ = measure_objects(sc.depth_mm, sc.labels, sc.instances, fast, sc.camera, geo.cfg)
-        for x, y in zip(a, b):
+        for x, y in zip(a, b, strict=False):
             assert np.allclose(x.center, y.center, atol=5e-4) and np.allclose(x.dims, y.dims, atol=1e-3)  # other crop
     assert instance_boxes(np.zeros((8, 8), np.uint8), np.zeros((8, 8), np.uint16), NAMES) == []
 
@@ -50,8 +52,9 @@ def test_object_scores_sampled_from_the_model_output():
 
 def test_run_finds_objects_itself():
     sc = render_scene(2, (240, 320))
-    depth = SimpleNamespace(encoding="16UC1", height=240, width=320, step=640, is_bigendian=0,
-                            data=sc.depth_mm.tobytes())
+    depth = SimpleNamespace(
+        encoding="16UC1", height=240, width=320, step=640, is_bigendian=0, data=sc.depth_mm.tobytes()
+    )
     info = SimpleNamespace(k=sc.camera.k().reshape(-1).tolist(), width=320, height=240)
     out = ObjectGeometry(NAMES).run(depth, info, sc.labels, sc.instances)
     assert [o.instance_id for o in out.objects] == [t.instance_id for t in sc.truths] and out.no_pose == []

@@ -1,11 +1,12 @@
 """What tools outside the node use of the runtime: open_backend on a file with its own manifest
 entry, ONNX sessions without spin-waiting, Segmenter.scores / Segmenter.labels, dequantize."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from colour_model import make_colour_model, render_scene
+
 from seg_perception.backends import BackendError, open_backend
 from seg_perception.classes import load_classes
 from seg_perception.pipeline import Segmenter
@@ -79,4 +80,3 @@ def test_dequantize_maps_quantised_scores_to_logits():
     np.testing.assert_allclose(dequantize(q, (0.5, -128)), [[[0.0, 64.0, 127.5]]])
     f = np.array([[[1.5, -2.0]]], np.float32)
     np.testing.assert_array_equal(dequantize(f, None), f)
-

@@ -7,10 +7,10 @@ NAMES = tuple(f"c{i}" for i in range(19))
 
 def _labels():
     lab = np.zeros((20, 30), np.uint8)
-    lab[2:6, 3:9] = 4          # object A: 4x6 = 24 px, class 4
-    lab[10:12, 3:5] = 4        # object B: 2x2 = 4 px, class 4 (separate component)
-    lab[8:18, 20:28] = 7       # object C: 10x8 = 80 px, class 7
-    lab[8:18, 28:30] = 2       # object D touches C but is another class: 10x2 = 20 px
+    lab[2:6, 3:9] = 4  # object A: 4x6 = 24 px, class 4
+    lab[10:12, 3:5] = 4  # object B: 2x2 = 4 px, class 4 (separate component)
+    lab[8:18, 20:28] = 7  # object C: 10x8 = 80 px, class 7
+    lab[8:18, 28:30] = 2  # object D touches C but is another class: 10x2 = 20 px
     return lab
 
 

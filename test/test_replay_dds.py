@@ -5,6 +5,7 @@ formats (sqlite3 raw at the recorded rate, mcap JPEG as fast as the node answers
 output bag must carry the input stamps, and the live mIoU must equal the offline mIoU of
 the same frames (``--compare-offline`` reruns them through make_segmenter).
 """
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,14 @@ FRAMES = 20
 
 
 def seg_replay(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "seg_perception.tools.replay", *args], cwd=ROOT, env=dds_env(),
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "seg_perception.tools.replay", *args],
+        cwd=ROOT,
+        env=dds_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def make_demo_bag(path: Path, storage: str, compressed: bool) -> None:
@@ -36,15 +43,30 @@ def make_demo_bag(path: Path, storage: str, compressed: bool) -> None:
     assert make_bag.main(args + (["--compressed"] if compressed else [])) == 0
 
 
-@pytest.mark.parametrize("storage,compressed,pacing", [
-    ("sqlite3", False, []),
-    ("mcap", True, ["--as-fast-as-node"]),
-], ids=["sqlite3-raw-recorded-rate", "mcap-jpeg-as-fast-as-node"])
+@pytest.mark.parametrize(
+    "storage,compressed,pacing",
+    [
+        ("sqlite3", False, []),
+        ("mcap", True, ["--as-fast-as-node"]),
+    ],
+    ids=["sqlite3-raw-recorded-rate", "mcap-jpeg-as-fast-as-node"],
+)
 def test_replay_round_trip(tmp_path, colour_model, storage, compressed, pacing):
     bag, out_bag = tmp_path / "in", tmp_path / "out"
     make_demo_bag(bag, storage, compressed)
-    proc = seg_replay(str(bag), "--backend", "onnx", "--model-path", colour_model, "--out-bag", str(out_bag),
-                      "--compare-offline", "--node-log", str(tmp_path / "node.log"), *pacing)
+    proc = seg_replay(
+        str(bag),
+        "--backend",
+        "onnx",
+        "--model-path",
+        colour_model,
+        "--out-bag",
+        str(out_bag),
+        "--compare-offline",
+        "--node-log",
+        str(tmp_path / "node.log"),
+        *pacing,
+    )
     assert proc.returncode == 0, proc.stderr + "\nnode log:\n" + (tmp_path / "node.log").read_text()
     summary = json.loads(proc.stdout)  # exactly one JSON document on stdout
     sent, done = summary["frames_sent"], summary["frames_processed"]
@@ -74,8 +96,9 @@ def test_replay_round_trip(tmp_path, colour_model, storage, compressed, pacing):
 def test_replay_missing_topic_fails_before_starting_anything(tmp_path, colour_model):
     bag = tmp_path / "in"
     make_demo_bag(bag, "mcap", False)
-    proc = seg_replay(str(bag), "--topic", "/camera/missing", "--backend", "onnx", "--model-path", colour_model,
-                      timeout=30)
+    proc = seg_replay(
+        str(bag), "--topic", "/camera/missing", "--backend", "onnx", "--model-path", colour_model, timeout=30
+    )
     assert proc.returncode == 2, proc.stderr
     assert proc.stdout == ""
     assert "'/camera/missing' is not in the bag" in proc.stderr and bags.CAMERA_TOPIC in proc.stderr

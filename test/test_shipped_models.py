@@ -3,6 +3,7 @@ same code the node uses, matches its manifest hash, stays inside the size budget
 the known answers on rendered frames (seg_perception.demo_frames: exact labels, no dataset
 pixels): an empty table is background, the table around objects stays background, the files
 of one checkpoint agree; the default backend is among them."""
+
 from __future__ import annotations
 
 from pathlib import Path

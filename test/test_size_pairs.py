@@ -1,4 +1,5 @@
 """Nominal sizes from classes.yaml and size-twin resolution (seg_perception.size_pairs)."""
+
 import math
 from types import SimpleNamespace
 
@@ -48,25 +49,50 @@ def test_resolution_picks_the_closer_twin_only_when_clearly_closer():
 
 def test_apply_changes_class_and_says_so_only_with_a_table():
     pairs = SizePairs(FACTS, FULL)
-    objs = [SimpleNamespace(class_name="m20", class_id=6, dims=np.array([0.05, 0.046, 0.026]), table_fit=True,
-                            resolved_from=None, original_class_id=None),
-            SimpleNamespace(class_name="m20", class_id=6, dims=np.array([0.05, 0.046, 0.026]), table_fit=False,
-                            resolved_from=None, original_class_id=None)]
+    objs = [
+        SimpleNamespace(
+            class_name="m20",
+            class_id=6,
+            dims=np.array([0.05, 0.046, 0.026]),
+            table_fit=True,
+            resolved_from=None,
+            original_class_id=None,
+        ),
+        SimpleNamespace(
+            class_name="m20",
+            class_id=6,
+            dims=np.array([0.05, 0.046, 0.026]),
+            table_fit=False,
+            resolved_from=None,
+            original_class_id=None,
+        ),
+    ]
     assert pairs.apply(objs) == 1
-    assert (objs[0].class_name, objs[0].class_id, objs[0].resolved_from, objs[0].original_class_id) == \
-        ("m30", 7, "m20", 6)
+    assert (objs[0].class_name, objs[0].class_id, objs[0].resolved_from, objs[0].original_class_id) == (
+        "m30",
+        7,
+        "m20",
+        6,
+    )
     assert objs[1].class_name == "m20" and objs[1].resolved_from is None
 
 
 def test_depth_settles_a_profile_the_model_got_wrong():
     """End to end through ObjectGeometry: a 40 mm profile labelled as the 20 mm one comes out as s40_40_B."""
-    scene = render_objects([Placement("s40_40_B", 0.0, 0.0, 0.7), Placement("f20_20_B", 0.1, 0.03, -0.4)],
-                           tilt_deg=45.0)
+    scene = render_objects(
+        [Placement("s40_40_B", 0.0, 0.0, 0.7), Placement("f20_20_B", 0.1, 0.03, -0.4)], tilt_deg=45.0
+    )
     labels = scene.labels.copy()
     labels[scene.instances == 1] = FULL.index("f20_20_B")  # the model confused the twins
     objs = extract_objects(labels, scene.instances, FULL)
-    depth = SimpleNamespace(encoding="16UC1", height=scene.depth_mm.shape[0], width=scene.depth_mm.shape[1],
-                            step=scene.depth_mm.shape[1] * 2, is_bigendian=0, data=scene.depth_mm.tobytes())
+    depth = SimpleNamespace(
+        encoding="16UC1",
+        height=scene.depth_mm.shape[0],
+        width=scene.depth_mm.shape[1],
+        step=scene.depth_mm.shape[1] * 2,
+        is_bigendian=0,
+        data=scene.depth_mm.tobytes(),
+    )
     k = scene.camera.k()
     info = SimpleNamespace(k=k.reshape(-1).tolist(), width=scene.camera.width, height=scene.camera.height)
     geo = ObjectGeometry(FULL, FACTS)

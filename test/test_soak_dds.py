@@ -7,6 +7,7 @@ dropped and counted. Whether 90 Hz outruns the node depends on the machine (here
 keeps up with tflite_int8), so the drop itself is checked deterministically in
 test_fuzz.py::test_slow_backend_drops_stale_frames_and_processes_the_newest.
 """
+
 import pytest
 
 pytest.importorskip("rclpy")

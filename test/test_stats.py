@@ -1,4 +1,5 @@
 """Timing helpers shared by seg-bench and training.report, on a fake clock: known answers."""
+
 from types import SimpleNamespace
 
 import pytest
@@ -23,6 +24,7 @@ class FakeClock:
         def call():
             self.calls.append(name)
             self.now += next(it) / 1e3
+
         return call
 
 

@@ -20,13 +20,15 @@ needed. :func:`load_any_model` reads either kind.
 never executes code; :func:`save_checkpoint` converts numpy values to plain
 Python / tensors first and checks the result loads that way.
 """
+
 from __future__ import annotations
 
 import io
 import logging
 import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -42,7 +44,7 @@ FORMAT_VERSION = 1
 PRUNED_FORMAT = "seg_perception.pruned_model/v1"
 
 # Width-carrying attributes per layer type: what load_pruned must restore before load_state_dict.
-_WIDTH_ATTRS: Dict[type, Tuple[str, ...]] = {
+_WIDTH_ATTRS: dict[type, tuple[str, ...]] = {
     nn.Conv2d: ("in_channels", "out_channels", "groups"),
     nn.ConvTranspose2d: ("in_channels", "out_channels", "groups"),
     nn.BatchNorm2d: ("num_features",),
@@ -92,7 +94,7 @@ def to_safe(obj: Any) -> Any:
     raise TypeError(f"cannot store {type(obj).__name__} in a weights_only checkpoint")
 
 
-def model_config_of(model: nn.Module) -> Dict[str, Any]:
+def model_config_of(model: nn.Module) -> dict[str, Any]:
     cfg = getattr(unwrap(model), "config", None)
     if not isinstance(cfg, Mapping) or "name" not in cfg:
         raise ValueError("model has no config dict with a 'name' (needed to rebuild it from the checkpoint)")
@@ -101,15 +103,15 @@ def model_config_of(model: nn.Module) -> Dict[str, Any]:
 
 def build_checkpoint(
     model: nn.Module,
-    optimizer: Optional[torch.optim.Optimizer] = None,
-    scheduler: Optional[Any] = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: Any | None = None,
     epoch: int = 0,
-    best_metric: Optional[float] = None,
+    best_metric: float | None = None,
     best_epoch: int = -1,
-    train_config: Optional[Union[TrainingConfig, Mapping[str, Any]]] = None,
-    class_names: Optional[list] = None,
-    extra: Optional[Mapping[str, Any]] = None,
-) -> Dict[str, Any]:
+    train_config: TrainingConfig | Mapping[str, Any] | None = None,
+    class_names: list | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """The checkpoint dict (see module docstring), already ``weights_only``-safe."""
     bare = unwrap(model)
     ckpt = {
@@ -144,7 +146,7 @@ def save_checkpoint(path: os.PathLike, ckpt: Mapping[str, Any], write_config: bo
     return path
 
 
-def load_checkpoint(path: os.PathLike, map_location: Any = "cpu") -> Dict[str, Any]:
+def load_checkpoint(path: os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
     """Load a checkpoint with ``weights_only=True`` (no code execution)."""
     ckpt = torch.load(path, map_location=map_location, weights_only=True)
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "model_config" not in ckpt:
@@ -152,8 +154,8 @@ def load_checkpoint(path: os.PathLike, map_location: Any = "cpu") -> Dict[str, A
     return ckpt
 
 
-def strip_prefix(state_dict: Mapping[str, torch.Tensor], prefix: str = "module.") -> Dict[str, torch.Tensor]:
-    return {(k[len(prefix):] if k.startswith(prefix) else k): v for k, v in state_dict.items()}
+def strip_prefix(state_dict: Mapping[str, torch.Tensor], prefix: str = "module.") -> dict[str, torch.Tensor]:
+    return {(k[len(prefix) :] if k.startswith(prefix) else k): v for k, v in state_dict.items()}
 
 
 def _registry_factory(**model_config: Any) -> nn.Module:
@@ -165,7 +167,7 @@ def _registry_factory(**model_config: Any) -> nn.Module:
 def load_model(
     path: os.PathLike,
     map_location: Any = "cpu",
-    factory: Optional[Callable[..., nn.Module]] = None,
+    factory: Callable[..., nn.Module] | None = None,
     eval_mode: bool = True,
 ) -> nn.Module:
     """Rebuild the model from the checkpoint alone: ``factory(**model_config)`` + weights.
@@ -190,17 +192,18 @@ def state_dict_bytes(model: nn.Module) -> int:
 # Pruned models: architecture spec + weights
 # --------------------------------------------------------------------------------------
 
-def _width_type(module: nn.Module) -> Optional[type]:
+
+def _width_type(module: nn.Module) -> type | None:
     for t in _WIDTH_ATTRS:
         if type(module) is t:
             return t
     return None
 
 
-def width_spec(model: nn.Module) -> Dict[str, Dict[str, Any]]:
+def width_spec(model: nn.Module) -> dict[str, dict[str, Any]]:
     """``{module_name: {"type": "Conv2d", "in_channels": .., "out_channels": .., "groups": ..}}``
     for every Conv2d / ConvTranspose2d / BatchNorm2d / PReLU / Linear / GroupNorm."""
-    spec: Dict[str, Dict[str, Any]] = {}
+    spec: dict[str, dict[str, Any]] = {}
     for name, m in model.named_modules():
         t = _width_type(m)
         if t is None:
@@ -212,15 +215,38 @@ def width_spec(model: nn.Module) -> Dict[str, Dict[str, Any]]:
 def _resized(m: nn.Module, w: Mapping[str, int]) -> nn.Module:
     """A fresh layer like ``m`` but with the widths ``w`` (parameters are overwritten by the state dict)."""
     if type(m) is nn.Conv2d:
-        return nn.Conv2d(w["in_channels"], w["out_channels"], m.kernel_size, m.stride, m.padding,
-                         m.dilation, w["groups"], bias=m.bias is not None, padding_mode=m.padding_mode)
+        return nn.Conv2d(
+            w["in_channels"],
+            w["out_channels"],
+            m.kernel_size,
+            m.stride,
+            m.padding,
+            m.dilation,
+            w["groups"],
+            bias=m.bias is not None,
+            padding_mode=m.padding_mode,
+        )
     if type(m) is nn.ConvTranspose2d:
-        return nn.ConvTranspose2d(w["in_channels"], w["out_channels"], m.kernel_size, m.stride, m.padding,
-                                  m.output_padding, w["groups"], bias=m.bias is not None,
-                                  dilation=m.dilation, padding_mode=m.padding_mode)
+        return nn.ConvTranspose2d(
+            w["in_channels"],
+            w["out_channels"],
+            m.kernel_size,
+            m.stride,
+            m.padding,
+            m.output_padding,
+            w["groups"],
+            bias=m.bias is not None,
+            dilation=m.dilation,
+            padding_mode=m.padding_mode,
+        )
     if type(m) is nn.BatchNorm2d:
-        return nn.BatchNorm2d(w["num_features"], eps=m.eps, momentum=m.momentum, affine=m.affine,
-                              track_running_stats=m.track_running_stats)
+        return nn.BatchNorm2d(
+            w["num_features"],
+            eps=m.eps,
+            momentum=m.momentum,
+            affine=m.affine,
+            track_running_stats=m.track_running_stats,
+        )
     if type(m) is nn.PReLU:
         return nn.PReLU(w["num_parameters"])
     if type(m) is nn.Linear:
@@ -240,8 +266,7 @@ def apply_width_spec(model: nn.Module, spec: Mapping[str, Mapping[str, Any]]) ->
     if set(current) != set(spec):
         missing = sorted(set(spec) - set(current))[:5]
         extra = sorted(set(current) - set(spec))[:5]
-        raise ValueError(f"width spec does not match the model: spec-only layers {missing}, "
-                         f"model-only layers {extra}")
+        raise ValueError(f"width spec does not match the model: spec-only layers {missing}, model-only layers {extra}")
     for name, want in spec.items():
         have = current[name]
         if have["type"] != want["type"]:
@@ -254,7 +279,7 @@ def apply_width_spec(model: nn.Module, spec: Mapping[str, Mapping[str, Any]]) ->
     return model
 
 
-def save_pruned(model: nn.Module, path: os.PathLike, extra: Optional[Mapping[str, Any]] = None) -> Path:
+def save_pruned(model: nn.Module, path: os.PathLike, extra: Mapping[str, Any] | None = None) -> Path:
     """Write ``{format, model_config, width_spec, state_dict, num_params, ...extra}`` with torch.save.
 
     ``model.config`` must hold the constructor kwargs incl. ``name`` (the models registry contract).
@@ -264,7 +289,7 @@ def save_pruned(model: nn.Module, path: os.PathLike, extra: Optional[Mapping[str
     config = dict(getattr(model, "config", {}) or {})
     if "name" not in config:
         raise ValueError("model.config needs 'name' (and constructor kwargs) to be rebuilt")
-    doc: Dict[str, Any] = {
+    doc: dict[str, Any] = {
         "format": PRUNED_FORMAT,
         "model_config": to_plain(config),
         "width_spec": width_spec(model),
@@ -289,8 +314,9 @@ def _build(config: Mapping[str, Any]) -> nn.Module:
     return _registry_factory(**config)
 
 
-def model_from_pruned_doc(doc: Mapping[str, Any],
-                          builder: Optional[Callable[[Mapping[str, Any]], nn.Module]] = None) -> nn.Module:
+def model_from_pruned_doc(
+    doc: Mapping[str, Any], builder: Callable[[Mapping[str, Any]], nn.Module] | None = None
+) -> nn.Module:
     """Model of a :func:`save_pruned` dict already in memory (see :func:`load_pruned`)."""
     if not is_pruned_checkpoint(doc):
         raise ValueError(f"not a pruned-model checkpoint (format {doc.get('format')!r})")
@@ -300,8 +326,7 @@ def model_from_pruned_doc(doc: Mapping[str, Any],
     return model.eval()
 
 
-def load_pruned(path: os.PathLike,
-                builder: Optional[Callable[[Mapping[str, Any]], nn.Module]] = None) -> nn.Module:
+def load_pruned(path: os.PathLike, builder: Callable[[Mapping[str, Any]], nn.Module] | None = None) -> nn.Module:
     """Rebuild a pruned model: ``create_model(**model_config)``, resize layers, load weights.
 
     ``builder(config) -> nn.Module`` replaces the registry (tests with stand-in models).
@@ -310,7 +335,7 @@ def load_pruned(path: os.PathLike,
     return model_from_pruned_doc(doc, builder)
 
 
-def load_any_model(path: os.PathLike) -> Tuple[nn.Module, Dict[str, Any]]:
+def load_any_model(path: os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
     """A model from a pruned checkpoint or a training checkpoint; returns ``(model, checkpoint dict)``."""
     doc = torch.load(path, map_location="cpu", weights_only=True)
     if is_pruned_checkpoint(doc):
@@ -321,6 +346,7 @@ def load_any_model(path: os.PathLike) -> Tuple[nn.Module, Dict[str, Any]]:
 # --------------------------------------------------------------------------------------
 # What a checkpoint says about itself (export provenance)
 # --------------------------------------------------------------------------------------
+
 
 def class_variant_of(doc: Mapping[str, Any], num_classes: int) -> str:
     """Class variant of a checkpoint: stored, from its training config, or by class count."""
@@ -338,14 +364,17 @@ def class_variant_of(doc: Mapping[str, Any], num_classes: int) -> str:
     raise ValueError(f"no class variant with {num_classes} classes")
 
 
-def checkpoint_info(doc: Mapping[str, Any], model: nn.Module) -> Dict[str, Any]:
+def checkpoint_info(doc: Mapping[str, Any], model: nn.Module) -> dict[str, Any]:
     """Variant / input size / pruning info of a checkpoint dict (training or pruned)."""
     from seg_perception.atwork import SplitSpec
     from training.models import count_parameters
 
     cfg = model.config
-    info: Dict[str, Any] = {"model_config": dict(cfg), "num_params": int(count_parameters(model)),
-                            "pruned": doc.get("format") == PRUNED_FORMAT}
+    info: dict[str, Any] = {
+        "model_config": dict(cfg),
+        "num_params": int(count_parameters(model)),
+        "pruned": doc.get("format") == PRUNED_FORMAT,
+    }
     num_classes = int(cfg["num_classes"])
     info["class_variant"] = doc.get("class_variant") or class_variant_of(doc, num_classes)
     size = doc.get("input_size")
@@ -359,8 +388,13 @@ def checkpoint_info(doc: Mapping[str, Any], model: nn.Module) -> Dict[str, Any]:
     extra = doc.get("extra") if isinstance(doc.get("extra"), Mapping) else {}
     if tcfg:
         # how the weights were made: the resolved training config, its command, where it stopped
-        info["training"] = {"config": dict(tcfg), "command": extra.get("command"), "epoch": doc.get("epoch"),
-                            "best_epoch": doc.get("best_epoch"), "best_val_miou": doc.get("best_metric")}
+        info["training"] = {
+            "config": dict(tcfg),
+            "command": extra.get("command"),
+            "epoch": doc.get("epoch"),
+            "best_epoch": doc.get("best_epoch"),
+            "best_val_miou": doc.get("best_metric"),
+        }
     if info["pruned"]:
         info["prune_step"] = doc.get("prune_step")
         info["source_checkpoint"] = doc.get("source_checkpoint")

@@ -14,6 +14,7 @@ its output folder alone.
 
 Paths are relative to the working directory (the project root for the documented commands).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -101,8 +102,13 @@ class DataSection:
     num_workers: int = _non_negative(2)
 
     def split_spec(self) -> SplitSpec:
-        return SplitSpec(kind=self.split, folds=self.folds, val_fold=self.val_fold,
-                         val_fraction=self.val_fraction, seed=self.split_seed)
+        return SplitSpec(
+            kind=self.split,
+            folds=self.folds,
+            val_fold=self.val_fold,
+            val_fraction=self.val_fraction,
+            seed=self.split_seed,
+        )
 
     def validate(self) -> None:
         if not 0.0 < self.val_fraction < 1.0:
@@ -274,8 +280,9 @@ def _renamed(layer: Mapping[str, Any], source: str) -> Mapping[str, Any]:
         value = out[old_section].pop(old_key)
         target = out.setdefault(new_section, {})
         if new_key in target and target[new_key] != value:
-            raise ConfigError(f"{source}: {old} (the old name of {new}) and {new} disagree: {value!r} vs "
-                              f"{target[new_key]!r}")
+            raise ConfigError(
+                f"{source}: {old} (the old name of {new}) and {new} disagree: {value!r} vs {target[new_key]!r}"
+            )
         target[new_key] = value
         log.warning("%s: config key %s is deprecated, read as %s", source, old, new)
     return layer if out is None else out
@@ -364,7 +371,12 @@ def _mapping(key: str, value: Any) -> dict[str, Any]:
 
 #: a field's type -> the function that checks and converts a value for it
 _COERCE: dict[Any, Callable[[str, Any], Any]] = {
-    str | None: _path_or_none, bool: _bool, int: _int, float: _float, str: _str, list[str]: _paths,
+    str | None: _path_or_none,
+    bool: _bool,
+    int: _int,
+    float: _float,
+    str: _str,
+    list[str]: _paths,
     dict[str, Any]: _mapping,
 }
 
@@ -456,8 +468,14 @@ def save_config(cfg: Any, directory: os.PathLike, name: str = "config.yaml") -> 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """The shared CLI: ``--config``, repeated ``--set``, and direct flags for common keys."""
     parser.add_argument("--config", type=Path, help="YAML config (see training/configs/)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config key, e.g. --set train.lr=3e-4 (repeatable)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set train.lr=3e-4 (repeatable)",
+    )
     parser.add_argument("--out", help="output folder (log.out)")
     parser.add_argument("--root", help="atWork dataset root (data.root)")
     parser.add_argument("--epochs", type=int, help="train.epochs")
@@ -468,8 +486,12 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
 
 #: direct flag (argparse dest) -> the key it sets
 FLAG_KEYS: dict[str, tuple[str, str]] = {
-    "out": ("log", "out"), "root": ("data", "root"), "epochs": ("train", "epochs"),
-    "batch_size": ("train", "batch_size"), "threads": ("train", "threads"), "device": ("train", "device"),
+    "out": ("log", "out"),
+    "root": ("data", "root"),
+    "epochs": ("train", "epochs"),
+    "batch_size": ("train", "batch_size"),
+    "threads": ("train", "threads"),
+    "device": ("train", "device"),
 }
 
 

@@ -3,6 +3,7 @@
 One process per rank (``torchrun --nproc_per_node=N``); the process group uses nccl on GPU and gloo
 on CPU. Without ``torchrun`` every helper here degrades to the single-process case.
 """
+
 from __future__ import annotations
 
 import logging

@@ -14,6 +14,7 @@ so the val split is exactly the one the run validated on. Writes into ``--out``
 * ``samples.png``: image / ground truth / prediction rows;
 * ``config.yaml``: the resolved training config of the checkpoint.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,8 +24,9 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any
 
 import numpy as np
 import torch
@@ -61,8 +63,9 @@ def build_eval_dataset(cfg: TrainingConfig, split: str) -> Dataset:
 
 
 @torch.inference_mode()
-def measure_latency(model: nn.Module, size: Tuple[int, int], device: torch.device, runs: int = 50,
-                    warmup: int = 5) -> Dict[str, float]:
+def measure_latency(
+    model: nn.Module, size: tuple[int, int], device: torch.device, runs: int = 50, warmup: int = 5
+) -> dict[str, float]:
     """Batch-1 forward latency in ms at ``size`` (median and 90th percentile over ``runs``)."""
     model.eval()
     x = torch.zeros(1, 3, *size, device=device)
@@ -78,22 +81,35 @@ def measure_latency(model: nn.Module, size: Tuple[int, int], device: torch.devic
             torch.cuda.synchronize(device)
         times.append((time.perf_counter() - t0) * 1000.0)
     times.sort()
-    return {"median": statistics.median(times), "p90": times[min(len(times) - 1, int(0.9 * len(times)))],
-            "min": times[0], "runs": len(times), "threads": torch.get_num_threads(), "device": str(device),
-            "batch": 1, "height": size[0], "width": size[1]}
+    return {
+        "median": statistics.median(times),
+        "p90": times[min(len(times) - 1, int(0.9 * len(times)))],
+        "min": times[0],
+        "runs": len(times),
+        "threads": torch.get_num_threads(),
+        "device": str(device),
+        "batch": 1,
+        "height": size[0],
+        "width": size[1],
+    }
 
 
-def model_cost(model: nn.Module, size: Tuple[int, int], checkpoint_path: Path) -> Dict[str, Any]:
+def model_cost(model: nn.Module, size: tuple[int, int], checkpoint_path: Path) -> dict[str, Any]:
     from training.models import count_macs, count_parameters
 
-    return {"config": dict(getattr(model, "config", {})), "parameters": int(count_parameters(model)),
-            "macs": int(count_macs(model, size)), "weights_bytes_fp32": int(state_dict_bytes(model)),
-            "checkpoint_bytes": int(os.path.getsize(checkpoint_path))}
+    return {
+        "config": dict(getattr(model, "config", {})),
+        "parameters": int(count_parameters(model)),
+        "macs": int(count_macs(model, size)),
+        "weights_bytes_fp32": int(state_dict_bytes(model)),
+        "checkpoint_bytes": int(os.path.getsize(checkpoint_path)),
+    }
 
 
 @torch.inference_mode()
-def sample_predictions(model: nn.Module, ds: Dataset, indices: Sequence[int], device: torch.device
-                       ) -> Tuple[List[np.ndarray], List[np.ndarray], List[np.ndarray]]:
+def sample_predictions(
+    model: nn.Module, ds: Dataset, indices: Sequence[int], device: torch.device
+) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
     """uint8 RGB images, labels and predictions of a few dataset items."""
     images, labels, preds = [], [], []
     for i in indices:
@@ -108,17 +124,17 @@ def sample_predictions(model: nn.Module, ds: Dataset, indices: Sequence[int], de
     return images, labels, preds
 
 
-def spread_indices(n: int, k: int) -> List[int]:
+def spread_indices(n: int, k: int) -> list[int]:
     """``k`` indices spread over ``range(n)`` (items are sorted by class, so this covers classes)."""
     if n == 0 or k <= 0:
         return []
     return sorted(set(np.linspace(0, n - 1, min(k, n)).round().astype(int).tolist()))
 
 
-def run_evaluation(args: argparse.Namespace) -> Dict[str, Any]:
+def run_evaluation(args: argparse.Namespace) -> dict[str, Any]:
     ckpt_path = Path(args.checkpoint)
     ckpt = load_checkpoint(ckpt_path)
-    flags: Dict[str, Any] = {"data": {"num_workers": args.workers}}
+    flags: dict[str, Any] = {"data": {"num_workers": args.workers}}
     if args.root:
         flags["data"]["root"] = args.root
     cfg = build_config(base=ckpt.get("train_config") or None, flags=flags)
@@ -139,29 +155,43 @@ def run_evaluation(args: argparse.Namespace) -> Dict[str, Any]:
     loader = DataLoader(ds, batch_size=args.batch_size, shuffle=False, num_workers=args.workers)
     log.info("evaluating %s on %d %s photos at %dx%d", ckpt_path, len(ds), args.split, *size)
     _, cm = evaluate_loader(model, loader, None, num_classes, DistInfo(device=device), cfg.train.ignore_index)
-    result: Dict[str, Any] = seg_metrics.summarize(cm, names)
-    result.update(checkpoint=str(ckpt_path), epoch=ckpt.get("epoch"), split=args.split, num_images=len(ds),
-                  variant=cfg.data.variant, input_size=list(size),
-                  model=model_cost(model, size, ckpt_path),
-                  latency_ms=measure_latency(model, size, device, args.latency_runs, args.warmup))
+    result: dict[str, Any] = seg_metrics.summarize(cm, names)
+    result.update(
+        checkpoint=str(ckpt_path),
+        epoch=ckpt.get("epoch"),
+        split=args.split,
+        num_images=len(ds),
+        variant=cfg.data.variant,
+        input_size=list(size),
+        model=model_cost(model, size, ckpt_path),
+        latency_ms=measure_latency(model, size, device, args.latency_runs, args.warmup),
+    )
 
     from .plots import plot_iou_vs_share, save_sample_grid
 
     per = result["per_class"]
-    plot_iou_vs_share([per[n]["iou"] for n in names], [per[n]["pixel_share"] for n in names], names,
-                      out_dir / "iou_vs_share.png")
+    plot_iou_vs_share(
+        [per[n]["iou"] for n in names], [per[n]["pixel_share"] for n in names], names, out_dir / "iou_vs_share.png"
+    )
     idx = spread_indices(len(ds), args.num_samples)
     if idx:
         imgs, labs, preds = sample_predictions(model, ds, idx, device)
-        save_sample_grid(imgs, labs, preds, classes.palette(), out_dir / "samples.png",
-                         titles=[_item_name(ds, i) for i in idx])
+        save_sample_grid(
+            imgs, labs, preds, classes.palette(), out_dir / "samples.png", titles=[_item_name(ds, i) for i in idx]
+        )
     with open(out_dir / "metrics.json", "w", encoding="utf-8") as f:
         json.dump(result, f, indent=1)
     save_config(cfg, out_dir)
-    log.info("mIoU %.4f, pixel acc %.4f, mean Dice %.4f; %d params, %.1f MMACs, %.1f ms median -> %s",
-             result["miou"] or float("nan"), result["pixel_accuracy"] or float("nan"),
-             result["mean_dice"] or float("nan"), result["model"]["parameters"], result["model"]["macs"] / 1e6,
-             result["latency_ms"]["median"], out_dir)
+    log.info(
+        "mIoU %.4f, pixel acc %.4f, mean Dice %.4f; %d params, %.1f MMACs, %.1f ms median -> %s",
+        result["miou"] or float("nan"),
+        result["pixel_accuracy"] or float("nan"),
+        result["mean_dice"] or float("nan"),
+        result["model"]["parameters"],
+        result["model"]["macs"] / 1e6,
+        result["latency_ms"]["median"],
+        out_dir,
+    )
     return result
 
 
@@ -170,7 +200,7 @@ def _item_name(ds: Dataset, i: int) -> str:
     return samples[i].stem if samples is not None and hasattr(samples[i], "stem") else str(i)
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", required=True, type=Path)
     p.add_argument("--root", help="atWork dataset root (default: the checkpoint's data.root)")
@@ -186,7 +216,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     run_evaluation(parse_args(argv))
     return 0

@@ -9,14 +9,15 @@ For each chosen layer, a forward hook records its output on one image; the
 normalised maps next to the input (one PNG per layer). Only activation maps
 are shown, not the deconvnet projections back to pixel space of the original paper.
 """
+
 from __future__ import annotations
 
 import argparse
 import logging
 import re
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -28,12 +29,12 @@ from .checkpoint import load_checkpoint, load_model
 log = logging.getLogger("training.features")
 
 
-def list_layers(model: nn.Module) -> List[str]:
+def list_layers(model: nn.Module) -> list[str]:
     """Names of all submodules (``model.named_modules()`` minus the root)."""
     return [name for name, _ in model.named_modules() if name]
 
 
-def preprocess(image_rgb: np.ndarray, size: Tuple[int, int]) -> torch.Tensor:
+def preprocess(image_rgb: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
     """uint8 HxWx3 RGB -> 1x3xHxW float normalised like training ((px - mean) / std)."""
     try:
         from training.models import NORM_MEAN, NORM_STD
@@ -46,18 +47,19 @@ def preprocess(image_rgb: np.ndarray, size: Tuple[int, int]) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def capture_activations(model: nn.Module, x: torch.Tensor, layers: Sequence[str]) -> Dict[str, torch.Tensor]:
+def capture_activations(model: nn.Module, x: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]:
     """Outputs of the named layers for input ``x`` (the first tensor when a layer returns a tuple)."""
     modules = dict(model.named_modules())
     missing = [n for n in layers if n not in modules]
     if missing:
         raise KeyError(f"unknown layers {missing}; list them with --list")
-    acts: Dict[str, torch.Tensor] = {}
+    acts: dict[str, torch.Tensor] = {}
 
     def hook_for(name: str):
         def hook(_m: nn.Module, _inp, out) -> None:
             t = out[0] if isinstance(out, (tuple, list)) else out
             acts[name] = t.detach().cpu()
+
         return hook
 
     handles = [modules[n].register_forward_hook(hook_for(n)) for n in layers]
@@ -70,7 +72,7 @@ def capture_activations(model: nn.Module, x: torch.Tensor, layers: Sequence[str]
     return acts
 
 
-def top_channels(act: torch.Tensor, k: int) -> Tuple[np.ndarray, List[int], List[float]]:
+def top_channels(act: torch.Tensor, k: int) -> tuple[np.ndarray, list[int], list[float]]:
     """The ``k`` channels of a (1, C, h, w) activation with the highest mean, strongest first."""
     if act.ndim != 4:
         raise ValueError(f"expected a (N, C, H, W) activation, got shape {tuple(act.shape)}")
@@ -84,7 +86,7 @@ def _safe_name(layer: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", layer)
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m training.features", description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", required=True, type=Path)
     p.add_argument("--image", type=Path, help="RGB photo (resized to the model's training input size)")
@@ -96,12 +98,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _input_size(ckpt: dict) -> Tuple[int, int]:
+def _input_size(ckpt: dict) -> tuple[int, int]:
     data = (ckpt.get("train_config") or {}).get("data") or {}
     return int(data.get("height", 256)), int(data.get("width", 320))
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
     if args.threads > 0:
@@ -138,8 +140,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     shown = cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_AREA)
     for name in layers:
         maps, channels, scores = top_channels(acts[name], args.top_k)
-        path = save_activation_grid(shown, maps, channels, scores, args.out / f"{_safe_name(name)}.png",
-                                    title=f"{name}: top {len(channels)} of {acts[name].shape[1]} channels by mean activation")
+        path = save_activation_grid(
+            shown,
+            maps,
+            channels,
+            scores,
+            args.out / f"{_safe_name(name)}.png",
+            title=f"{name}: top {len(channels)} of {acts[name].shape[1]} channels by mean activation",
+        )
         log.info("wrote %s", path)
     return 0
 

@@ -4,6 +4,7 @@ Both sum over ranks under DDP (:func:`training.distributed.all_reduce_sum`), so 
 the same numbers; the evaluation confusion matrix counts each validation pixel exactly once
 when each rank holds its own shard.
 """
+
 from __future__ import annotations
 
 import time
@@ -21,8 +22,9 @@ from .checkpoint import unwrap
 from .distributed import DistInfo, all_reduce_sum
 
 
-def torch_confusion(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
-                    ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+def torch_confusion(
+    pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int = IGNORE_INDEX
+) -> torch.Tensor:
     """Same matrix as :func:`training.metrics.confusion_matrix`, on the tensors' device."""
     valid = target != ignore_index
     idx = target[valid].long() * num_classes + pred[valid].long()
@@ -96,8 +98,14 @@ def train_one_epoch(
     }
 
 
-def _step(loss: torch.Tensor, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any | None,
-          scaler: torch.amp.GradScaler | None, grad_clip: float) -> None:
+def _step(
+    loss: torch.Tensor,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any | None,
+    scaler: torch.amp.GradScaler | None,
+    grad_clip: float,
+) -> None:
     """Backward, optional gradient clipping (on unscaled gradients), optimiser and per-iteration LR step."""
     optimizer.zero_grad(set_to_none=True)
     if scaler is not None:

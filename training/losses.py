@@ -6,10 +6,11 @@ object imbalance because every class contributes equally to it regardless of
 its pixel count. Class weights (median-frequency or inverse-log) are the other,
 optional, counter-measure for imbalance.
 """
+
 from __future__ import annotations
 
 import logging
-from typing import Iterable, Optional, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -29,7 +30,7 @@ def soft_dice_loss(
     target: torch.Tensor,
     ignore_index: int = IGNORE_INDEX,
     smooth: float = 1.0,
-    class_weights: Optional[torch.Tensor] = None,
+    class_weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """1 - mean soft Dice over classes, computed over the whole batch.
 
@@ -47,7 +48,7 @@ def _dice_from_probs(
     target: torch.Tensor,
     ignore_index: int,
     smooth: float,
-    class_weights: Optional[torch.Tensor],
+    class_weights: torch.Tensor | None,
 ) -> torch.Tensor:
     """Soft Dice from class probabilities without materialising a one-hot target.
 
@@ -77,8 +78,8 @@ class SegmentationLoss(nn.Module):
     def __init__(
         self,
         kind: str = "ce+dice",
-        num_classes: Optional[int] = None,
-        class_weights: Optional[Sequence[float]] = None,
+        num_classes: int | None = None,
+        class_weights: Sequence[float] | None = None,
         ignore_index: int = IGNORE_INDEX,
         dice_weight: float = 1.0,
         dice_smooth: float = 1.0,
@@ -116,8 +117,9 @@ class SegmentationLoss(nn.Module):
             total = total + self._cross_entropy(log_probs, target)
         if self.kind in ("dice", "ce+dice"):
             w = self.dice_weight if self.kind == "ce+dice" else 1.0
-            total = total + w * _dice_from_probs(log_probs.exp(), target, self.ignore_index, self.dice_smooth,
-                                                 self.weight)
+            total = total + w * _dice_from_probs(
+                log_probs.exp(), target, self.ignore_index, self.dice_smooth, self.weight
+            )
         return total
 
 
@@ -145,7 +147,7 @@ def class_pixel_counts(
 
 
 def class_weights_from_counts(
-    counts: np.ndarray, image_pixels: Optional[np.ndarray] = None, method: str = "median_freq", c: float = 1.02
+    counts: np.ndarray, image_pixels: np.ndarray | None = None, method: str = "median_freq", c: float = 1.02
 ) -> np.ndarray:
     """Class weights from pixel counts.
 
@@ -162,7 +164,9 @@ def class_weights_from_counts(
     if not present.any():
         raise ValueError("no labelled pixels to compute class weights from")
     if method == "median_freq":
-        denom = np.asarray(image_pixels if image_pixels is not None else np.full_like(counts, counts.sum()), dtype=np.float64)
+        denom = np.asarray(
+            image_pixels if image_pixels is not None else np.full_like(counts, counts.sum()), dtype=np.float64
+        )
         freq = counts[present] / denom[present]
         weights[present] = np.median(freq) / freq
     elif method == "inv_log":
@@ -187,7 +191,7 @@ def distillation_kl(
     student_logits: torch.Tensor,
     teacher_logits: torch.Tensor,
     temperature: float = 1.0,
-    valid: Optional[torch.Tensor] = None,
+    valid: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Per-pixel ``T^2 * KL(softmax(teacher / T) || softmax(student / T))``, mean over valid pixels.
 
@@ -211,8 +215,9 @@ class DistillationLoss(nn.Module):
     count for neither term.
     """
 
-    def __init__(self, label_loss: nn.Module, weight: float = 0.5, temperature: float = 2.0,
-                 ignore_index: int = IGNORE_INDEX) -> None:
+    def __init__(
+        self, label_loss: nn.Module, weight: float = 0.5, temperature: float = 2.0, ignore_index: int = IGNORE_INDEX
+    ) -> None:
         super().__init__()
         if not 0.0 <= weight <= 1.0:
             raise ValueError(f"distillation weight must be in [0, 1], got {weight}")

@@ -3,12 +3,14 @@
 matplotlib with the Agg backend (no display), figures closed after saving so a
 long run does not leak memory.
 """
+
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any
 
 import matplotlib
 
@@ -28,7 +30,7 @@ def _num(v: object) -> float:
         return float("nan")
 
 
-def _save(fig: "plt.Figure", path: os.PathLike) -> Path:
+def _save(fig: plt.Figure, path: os.PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.stem + ".tmp.png")
@@ -38,7 +40,7 @@ def _save(fig: "plt.Figure", path: os.PathLike) -> Path:
     return path
 
 
-def plot_training_curves(rows: Sequence[Mapping[str, object]], out_dir: os.PathLike) -> List[Path]:
+def plot_training_curves(rows: Sequence[Mapping[str, object]], out_dir: os.PathLike) -> list[Path]:
     """``loss.png`` (train/val loss) and ``miou.png`` (val mIoU, pixel accuracy) from log rows."""
     if not rows:
         return []
@@ -73,14 +75,24 @@ def plot_prune_curve(records: Sequence[Any], path: os.PathLike, title: str = "")
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(x, [100 * r.miou for r in records], "o-", label="mIoU (fine-tuned)")
     ax.plot(x, [100 * r.pixel_accuracy for r in records], "s-", label="pixel accuracy (fine-tuned)")
-    pre = [(xx, r) for xx, r in zip(x, records) if r.miou_pruned is not None]
+    pre = [(xx, r) for xx, r in zip(x, records, strict=False) if r.miou_pruned is not None]
     if pre:
-        ax.plot([records[0].params_removed * 100] + [p[0] for p in pre],
-                [100 * records[0].miou] + [100 * p[1].miou_pruned for p in pre],
-                "o--", alpha=0.6, label="mIoU (pruned, before fine-tune)")
-    for xx, r in zip(x, records):
-        ax.annotate(f"{r.params / 1e6:.2f}M", (xx, 100 * r.miou), textcoords="offset points",
-                    xytext=(0, 6), ha="center", fontsize=7)
+        ax.plot(
+            [records[0].params_removed * 100] + [p[0] for p in pre],
+            [100 * records[0].miou] + [100 * p[1].miou_pruned for p in pre],
+            "o--",
+            alpha=0.6,
+            label="mIoU (pruned, before fine-tune)",
+        )
+    for xx, r in zip(x, records, strict=False):
+        ax.annotate(
+            f"{r.params / 1e6:.2f}M",
+            (xx, 100 * r.miou),
+            textcoords="offset points",
+            xytext=(0, 6),
+            ha="center",
+            fontsize=7,
+        )
     ax.set_xlabel("parameters removed (%)")
     ax.set_ylabel("validation score (%)")
     ax.set_title(title or "Iterative L1 filter pruning")
@@ -91,7 +103,7 @@ def plot_prune_curve(records: Sequence[Any], path: os.PathLike, title: str = "")
 
 
 def plot_iou_vs_share(
-    iou: Sequence[Optional[float]], share: Sequence[float], names: Sequence[str], path: os.PathLike
+    iou: Sequence[float | None], share: Sequence[float], names: Sequence[str], path: os.PathLike
 ) -> Path:
     """Per-class IoU against ground-truth pixel share (log x), and bars sorted by share.
 
@@ -143,14 +155,14 @@ def save_sample_grid(
     preds: Sequence[np.ndarray],
     palette: np.ndarray,
     path: os.PathLike,
-    titles: Optional[Sequence[str]] = None,
+    titles: Sequence[str] | None = None,
 ) -> Path:
     """Rows of image / ground truth / prediction. Images are (H, W, 3) uint8 RGB."""
     n = len(images)
     fig, axes = plt.subplots(n, 3, figsize=(9, 2.6 * n), squeeze=False)
     for i in range(n):
         panels = (images[i], colorize(targets[i], palette), colorize(preds[i], palette))
-        for j, (panel, title) in enumerate(zip(panels, ("image", "ground truth", "prediction"))):
+        for j, (panel, title) in enumerate(zip(panels, ("image", "ground truth", "prediction"), strict=False)):
             ax = axes[i, j]
             ax.imshow(panel)
             ax.set_xticks([])
@@ -180,7 +192,7 @@ def save_activation_grid(
         ax.axis("off")
     axes[0, 0].imshow(image)
     axes[0, 0].set_title("input", fontsize=8)
-    for k, (m, ch, s) in enumerate(zip(maps, channels, scores), start=1):
+    for k, (m, ch, s) in enumerate(zip(maps, channels, scores, strict=False), start=1):
         lo, hi = float(m.min()), float(m.max())
         norm = (m - lo) / (hi - lo) if hi > lo else np.zeros_like(m)
         ax = axes[k // cols, k % cols]
@@ -192,7 +204,7 @@ def save_activation_grid(
     return _save(fig, path)
 
 
-def read_log_csv(path: os.PathLike) -> List[Dict[str, str]]:
+def read_log_csv(path: os.PathLike) -> list[dict[str, str]]:
     import csv
 
     p = Path(path)

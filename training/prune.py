@@ -17,6 +17,7 @@ CLI::
     python -m training.prune --checkpoint runs/fcn8s/best.pt \\
         --config training/configs/prune_fcn8s.yaml [--set prune.steps=4] --out runs/prune_fcn8s
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,9 +27,10 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -40,13 +42,14 @@ from training.models import count_parameters
 
 log = logging.getLogger(__name__)
 
-EvalFn = Callable[[nn.Module], Dict[str, float]]
+EvalFn = Callable[[nn.Module], dict[str, float]]
 FinetuneFn = Callable[[nn.Module, int], None]  # (model, iteration) -> trains in place
 
 
 # --------------------------------------------------------------------------------------
 # Pruning
 # --------------------------------------------------------------------------------------
+
 
 @dataclass
 class PruneSettings:
@@ -56,17 +59,17 @@ class PruneSettings:
     filters_per_step: float = 0.1  # fraction of each layer's original filters removed per iteration
     importance: str = "l1"  # l1 (Li et al.) | l2
     group_reduction: str = "mean"  # how coupled layers' norms combine: mean | first (the reference study: first)
-    round_to: Optional[int] = None  # keep channel counts multiples of this (SIMD friendliness)
+    round_to: int | None = None  # keep channel counts multiples of this (SIMD friendliness)
     global_pruning: bool = False  # False = same fraction per layer, as in the reference study
     eval_before_finetune: bool = True  # also log the accuracy right after pruning (the reference study's figure)
     protect_class_width_layers: bool = True  # never prune convs with num_classes output channels
-    ignore_layers: List[str] = field(default_factory=list)  # extra module names to leave untouched
+    ignore_layers: list[str] = field(default_factory=list)  # extra module names to leave untouched
 
     @property
     def total_ratio(self) -> float:
         return self.steps * self.filters_per_step
 
-    def validate(self) -> "PruneSettings":
+    def validate(self) -> PruneSettings:
         if self.steps < 1:
             raise ValueError("prune.steps must be >= 1")
         if not 0.0 < self.filters_per_step < 1.0 or self.total_ratio >= 1.0:
@@ -78,14 +81,15 @@ class PruneSettings:
         return self
 
 
-def protected_layers(model: nn.Module, num_classes: Optional[int] = None,
-                     protect_class_width: bool = True, extra: Iterable[str] = ()) -> List[nn.Module]:
+def protected_layers(
+    model: nn.Module, num_classes: int | None = None, protect_class_width: bool = True, extra: Iterable[str] = ()
+) -> list[nn.Module]:
     """Layers whose output channels must not be pruned: the classifier(s) and their kin.
 
     ``model.classifier_layers()`` is the contract; convs with ``num_classes`` outputs are added as
     a safety net (e.g. a learnable upsampling deconv between class maps).
     """
-    layers: List[nn.Module] = list(model.classifier_layers()) if hasattr(model, "classifier_layers") else []
+    layers: list[nn.Module] = list(model.classifier_layers()) if hasattr(model, "classifier_layers") else []
     if num_classes is None:
         num_classes = (getattr(model, "config", {}) or {}).get("num_classes")
     if protect_class_width and num_classes:
@@ -109,8 +113,9 @@ def _forward_ok(model: nn.Module, x: torch.Tensor, num_classes: int) -> bool:
     return out.shape[1] == num_classes and out.shape[-2:] == x.shape[-2:]
 
 
-def find_unsafe_groups(model: nn.Module, example_inputs: torch.Tensor, ignored: Sequence[nn.Module],
-                       num_classes: int) -> List[str]:
+def find_unsafe_groups(
+    model: nn.Module, example_inputs: torch.Tensor, ignored: Sequence[nn.Module], num_classes: int
+) -> list[str]:
     """Names of group roots whose pruning breaks the graph (trial-pruned one channel on a copy).
 
     torch-pruning 1.6 can mis-map channel indices when two tensors of the *same* coupled group are
@@ -123,20 +128,28 @@ def find_unsafe_groups(model: nn.Module, example_inputs: torch.Tensor, ignored: 
     ignored_names = {names[id(m)] for m in ignored if id(m) in names}
     if _trial_prune(model, example_inputs, ignored_names, num_classes, stop_at_first_break=False)[0]:
         return []  # fast path: one channel off every group at once, one forward, all fine
-    unsafe: List[str] = []
+    unsafe: list[str] = []
     tested: set = set()
     while True:  # slow path: find the offending groups one by one
-        ok, broken = _trial_prune(model, example_inputs, ignored_names | set(unsafe), num_classes,
-                                  stop_at_first_break=True, skip_roots=tested)
+        ok, broken = _trial_prune(
+            model, example_inputs, ignored_names | set(unsafe), num_classes, stop_at_first_break=True, skip_roots=tested
+        )
         if ok:
             return unsafe
-        log.warning("pruning the group rooted at %r breaks the graph (torch-pruning index mapping); "
-                    "leaving it unpruned", broken)
+        log.warning(
+            "pruning the group rooted at %r breaks the graph (torch-pruning index mapping); leaving it unpruned", broken
+        )
         unsafe.append(broken)
 
 
-def _trial_prune(model: nn.Module, x: torch.Tensor, ignored_names: set, num_classes: int,
-                 stop_at_first_break: bool, skip_roots: Optional[set] = None) -> Tuple[bool, str]:
+def _trial_prune(
+    model: nn.Module,
+    x: torch.Tensor,
+    ignored_names: set,
+    num_classes: int,
+    stop_at_first_break: bool,
+    skip_roots: set | None = None,
+) -> tuple[bool, str]:
     """Prune one channel of every group of a copy of ``model``; ``(graph still valid, breaking root)``."""
     import copy
 
@@ -148,8 +161,7 @@ def _trial_prune(model: nn.Module, x: torch.Tensor, ignored_names: set, num_clas
     skip = [mods[n] for n in ignored_names]
     dg = tp.DependencyGraph().build_dependency(trial, example_inputs=x)
     roots = []
-    for group in dg.get_all_groups(ignored_layers=skip, root_module_types=[nn.Conv2d, nn.ConvTranspose2d,
-                                                                          nn.Linear]):
+    for group in dg.get_all_groups(ignored_layers=skip, root_module_types=[nn.Conv2d, nn.ConvTranspose2d, nn.Linear]):
         if len(group[0].idxs) >= 2:
             roots.append((group[0].dep.target.module, group[0].dep.handler))
     for module, handler in roots:
@@ -164,8 +176,9 @@ def _trial_prune(model: nn.Module, x: torch.Tensor, ignored_names: set, num_clas
     return _forward_ok(trial, x, num_classes), ""
 
 
-def build_pruner(model: nn.Module, example_inputs: torch.Tensor, settings: PruneSettings,
-                 num_classes: Optional[int] = None):
+def build_pruner(
+    model: nn.Module, example_inputs: torch.Tensor, settings: PruneSettings, num_classes: int | None = None
+):
     """torch-pruning pruner removing ``settings.filters_per_step`` of the original filters per ``step()``."""
     import torch_pruning as tp
 
@@ -199,8 +212,10 @@ def pruning_step(pruner, model: nn.Module, example_inputs: torch.Tensor, num_cla
     with torch.no_grad():
         out = model(example_inputs)
     if out.shape[1] != num_classes or out.shape[-2:] != example_inputs.shape[-2:]:
-        raise RuntimeError(f"pruning broke the output: {tuple(out.shape)} for input "
-                           f"{tuple(example_inputs.shape)}, expected {num_classes} classes at input size")
+        raise RuntimeError(
+            f"pruning broke the output: {tuple(out.shape)} for input "
+            f"{tuple(example_inputs.shape)}, expected {num_classes} classes at input size"
+        )
 
 
 @dataclass
@@ -213,8 +228,8 @@ class StepRecord:
     params_removed: float  # measured fraction of the original parameters removed
     miou: float
     pixel_accuracy: float
-    miou_pruned: Optional[float] = None  # right after pruning, before fine-tuning
-    pixel_accuracy_pruned: Optional[float] = None
+    miou_pruned: float | None = None  # right after pruning, before fine-tuning
+    pixel_accuracy_pruned: float | None = None
     finetune_s: float = 0.0
     checkpoint: str = ""
 
@@ -225,10 +240,10 @@ def prune_iteratively(
     settings: PruneSettings,
     finetune: FinetuneFn,
     evaluate: EvalFn,
-    out_dir: Optional[os.PathLike] = None,
-    num_classes: Optional[int] = None,
-    checkpoint_extra: Optional[Mapping[str, Any]] = None,
-) -> List[StepRecord]:
+    out_dir: os.PathLike | None = None,
+    num_classes: int | None = None,
+    checkpoint_extra: Mapping[str, Any] | None = None,
+) -> list[StepRecord]:
     """Prune -> (eval) -> fine-tune -> eval, ``settings.steps`` times; step 0 is the unpruned model.
 
     Writes ``step_XX.pt`` (spec + weights), ``curve.csv``/``curve.png`` and ``prune_log.jsonl``
@@ -249,8 +264,14 @@ def prune_iteratively(
     for step in range(1, settings.steps + 1):
         pruning_step(pruner, model, example_inputs, num_classes)
         params = count_parameters(model)
-        rec = StepRecord(step, round(step * settings.filters_per_step, 6), params,
-                         1.0 - params / base_params, float("nan"), float("nan"))
+        rec = StepRecord(
+            step,
+            round(step * settings.filters_per_step, 6),
+            params,
+            1.0 - params / base_params,
+            float("nan"),
+            float("nan"),
+        )
         if settings.eval_before_finetune:
             mp = evaluate(model)
             rec.miou_pruned, rec.pixel_accuracy_pruned = mp["miou"], mp["pixel_accuracy"]
@@ -269,13 +290,19 @@ def prune_iteratively(
 
 
 def _log_step(r: StepRecord) -> None:
-    log.info("prune step %d: filters -%.0f%% params %d (-%.1f%%) mIoU %.4f pixacc %.4f%s",
-             r.step, 100 * r.filters_removed, r.params, 100 * r.params_removed, r.miou, r.pixel_accuracy,
-             "" if r.miou_pruned is None else f" (before fine-tune mIoU {r.miou_pruned:.4f})")
+    log.info(
+        "prune step %d: filters -%.0f%% params %d (-%.1f%%) mIoU %.4f pixacc %.4f%s",
+        r.step,
+        100 * r.filters_removed,
+        r.params,
+        100 * r.params_removed,
+        r.miou,
+        r.pixel_accuracy,
+        "" if r.miou_pruned is None else f" (before fine-tune mIoU {r.miou_pruned:.4f})",
+    )
 
 
-def _save_step(model: nn.Module, out: Path, step: int, rec: StepRecord,
-               extra: Optional[Mapping[str, Any]]) -> str:
+def _save_step(model: nn.Module, out: Path, step: int, rec: StepRecord, extra: Mapping[str, Any] | None) -> str:
     meta = {"prune_step": asdict(rec), **(dict(extra) if extra else {})}
     path = save_pruned(model, out / f"step_{step:02d}.pt", extra=meta)
     return path.name
@@ -309,8 +336,10 @@ def write_curve_csv(records: Sequence[StepRecord], path: os.PathLike) -> Path:
 # CLI: data, fine-tuning and evaluation from the training code
 # --------------------------------------------------------------------------------------
 
-def split_prune_config(doc: Mapping[str, Any], overrides: Sequence[str]) -> Tuple[PruneSettings, Dict[str, Any],
-                                                                                   List[str]]:
+
+def split_prune_config(
+    doc: Mapping[str, Any], overrides: Sequence[str]
+) -> tuple[PruneSettings, dict[str, Any], list[str]]:
     """``(prune settings, the rest of the YAML, non-prune overrides)``.
 
     The ``prune:`` section and ``--set prune.*`` belong to :class:`PruneSettings`; everything else
@@ -327,13 +356,13 @@ def split_prune_config(doc: Mapping[str, Any], overrides: Sequence[str]) -> Tupl
         if not sep:
             raise ValueError(f"override {o!r} is not key.sub=value")
         if key.strip().startswith("prune."):
-            _merge_prune(prune, {key.strip()[len("prune."):]: yaml.safe_load(raw) if raw.strip() else None})
+            _merge_prune(prune, {key.strip()[len("prune.") :]: yaml.safe_load(raw) if raw.strip() else None})
         else:
             train_overrides.append(o)
     return PruneSettings(**prune).validate(), rest, train_overrides
 
 
-def _merge_prune(base: Dict[str, Any], upd: Mapping[str, Any]) -> None:
+def _merge_prune(base: dict[str, Any], upd: Mapping[str, Any]) -> None:
     for k, v in upd.items():
         if k not in base:
             raise ValueError(f"unknown prune setting {k!r}; valid: {sorted(base)}")
@@ -343,7 +372,7 @@ def _merge_prune(base: Dict[str, Any], upd: Mapping[str, Any]) -> None:
 class _TrainHelperLoop:
     """Fine-tuning and evaluation with the train helper's loop, loss, optimiser and data."""
 
-    def __init__(self, cfg: TrainingConfig, class_weights: Optional[Sequence[float]] = None):
+    def __init__(self, cfg: TrainingConfig, class_weights: Sequence[float] | None = None):
         from training import loops
         from training import train as T
         from training.distributed import DistInfo
@@ -357,37 +386,63 @@ class _TrainHelperLoop:
 
     def finetune(self, model: nn.Module, step: int) -> None:
         t = self.cfg.train
-        iters = len(self.train_loader) if t.max_iters_per_epoch <= 0 else \
-            min(len(self.train_loader), t.max_iters_per_epoch)
+        iters = (
+            len(self.train_loader) if t.max_iters_per_epoch <= 0 else min(len(self.train_loader), t.max_iters_per_epoch)
+        )
         opt = self.T.build_optimizer(self.cfg, model)  # fresh: parameter tensors changed shape
         sched = self.T.build_scheduler(self.cfg, opt, iters)
         for epoch in range(t.epochs):
-            r = self.loops.train_one_epoch(model, self.train_loader, self.loss_fn, opt, sched, self.info, epoch,
-                                           t.max_iters_per_epoch, t.grad_clip, None, False)
-            log.info("prune step %d fine-tune epoch %d/%d: loss %.4f (%.1f img/s)", step, epoch + 1,
-                     t.epochs, r["loss"], r["images_per_s"])
+            r = self.loops.train_one_epoch(
+                model,
+                self.train_loader,
+                self.loss_fn,
+                opt,
+                sched,
+                self.info,
+                epoch,
+                t.max_iters_per_epoch,
+                t.grad_clip,
+                None,
+                False,
+            )
+            log.info(
+                "prune step %d fine-tune epoch %d/%d: loss %.4f (%.1f img/s)",
+                step,
+                epoch + 1,
+                t.epochs,
+                r["loss"],
+                r["images_per_s"],
+            )
         model.eval()
 
-    def evaluate(self, model: nn.Module) -> Dict[str, float]:
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
         from training.metrics import mean_iou, pixel_accuracy
 
-        _, cm = self.loops.evaluate(model, self.val_loader, None, self.num_classes, self.info,
-                                    self.cfg.train.ignore_index)
+        _, cm = self.loops.evaluate(
+            model, self.val_loader, None, self.num_classes, self.info, self.cfg.train.ignore_index
+        )
         return {"miou": float(mean_iou(cm)), "pixel_accuracy": float(pixel_accuracy(cm))}
 
 
 def _int8_budget_note(params: int, budget_mb: float = 10.0) -> str:
     mb = params / 1e6  # ~1 byte per weight in int8 (+ small per-channel overhead)
-    return (f"~{mb:.1f} MB as int8, ~{2 * mb:.1f} MB as fp16, ~{4 * mb:.1f} MB as fp32"
-            + ("" if mb < budget_mb else f" -- OVER the {budget_mb:.0f} MB budget even as int8"))
+    return f"~{mb:.1f} MB as int8, ~{2 * mb:.1f} MB as fp16, ~{4 * mb:.1f} MB as fp32" + (
+        "" if mb < budget_mb else f" -- OVER the {budget_mb:.0f} MB budget even as int8"
+    )
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Iterative L1 filter pruning with fine-tuning (Li et al. 2017)")
     ap.add_argument("--checkpoint", required=True, help="trained (or pruned) checkpoint")
     ap.add_argument("--config", help="prune config YAML (training/configs/prune_*.yaml)")
-    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                    help="prune.* settings or training-config keys for the fine-tuning (repeatable)")
+    ap.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="prune.* settings or training-config keys for the fine-tuning (repeatable)",
+    )
     ap.add_argument("--out", required=True, help="output folder")
     ap.add_argument("--root", help="dataset root (data.root)")
     args = ap.parse_args(argv)
@@ -395,7 +450,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     import yaml
 
     from seg_perception.manifest import sha256_file
-
     from training.config import build_config, load_yaml, save_config
 
     doc_file = load_yaml(args.config) if args.config else {}
@@ -414,8 +468,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out)
-    (out / "prune.yaml").write_text(yaml.safe_dump({"prune": asdict(settings), "checkpoint": str(args.checkpoint),
-                                                    "argv": sys.argv}, sort_keys=False), encoding="utf-8")
+    (out / "prune.yaml").write_text(
+        yaml.safe_dump(
+            {"prune": asdict(settings), "checkpoint": str(args.checkpoint), "argv": sys.argv}, sort_keys=False
+        ),
+        encoding="utf-8",
+    )
     if cfg.train.threads:
         torch.set_num_threads(int(cfg.train.threads))
     torch.manual_seed(int(cfg.train.seed))
@@ -423,19 +481,29 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     weights = (doc.get("extra") or {}).get("class_weights") if isinstance(doc.get("extra"), Mapping) else None
     loop = _TrainHelperLoop(cfg, weights)
     h, w = int(cfg.data.height), int(cfg.data.width)
-    extra = {"source_checkpoint": str(args.checkpoint), "source_sha256": sha256_file(args.checkpoint),
-             "class_variant": cfg.data.variant, "input_size": [h, w], "train_config": to_plain(cfg)}
-    records = prune_iteratively(model, torch.zeros(1, 3, h, w), settings, loop.finetune, loop.evaluate, out,
-                                num_classes, extra)
+    extra = {
+        "source_checkpoint": str(args.checkpoint),
+        "source_sha256": sha256_file(args.checkpoint),
+        "class_variant": cfg.data.variant,
+        "input_size": [h, w],
+        "train_config": to_plain(cfg),
+    }
+    records = prune_iteratively(
+        model, torch.zeros(1, 3, h, w), settings, loop.finetune, loop.evaluate, out, num_classes, extra
+    )
     last = records[-1]
     final = save_pruned(model, out / "final.pt", extra={**extra, "prune_step": asdict(last)})
     print(f"{'step':>4} {'params':>10} {'removed':>8} {'mIoU':>7} {'pixacc':>7} {'mIoU pre-FT':>11}")
     for r in records:
         pre = "" if r.miou_pruned is None else f"{100 * r.miou_pruned:.2f}"
-        print(f"{r.step:>4} {r.params:>10} {100 * r.params_removed:>7.1f}% {100 * r.miou:>6.2f} "
-              f"{100 * r.pixel_accuracy:>6.2f} {pre:>11}")
-    print(f"final model: {final} ({last.params / 1e6:.2f}M params: {_int8_budget_note(last.params)}); "
-          f"curve: {out / 'curve.png'}")
+        print(
+            f"{r.step:>4} {r.params:>10} {100 * r.params_removed:>7.1f}% {100 * r.miou:>6.2f} "
+            f"{100 * r.pixel_accuracy:>6.2f} {pre:>11}"
+        )
+    print(
+        f"final model: {final} ({last.params / 1e6:.2f}M params: {_int8_budget_note(last.params)}); "
+        f"curve: {out / 'curve.png'}"
+    )
     return 0
 
 

@@ -16,6 +16,7 @@ sessions without spin-waiting (why: docs/architecture.md).
 Writes ``results.md`` (full table + a per-architecture "Original / float-16 / int8 / dynamic
 range" table as in the reference study), ``results.json`` and ``accuracy_vs_latency.png``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,9 +25,10 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any
 
 import numpy as np
 
@@ -47,6 +49,7 @@ FRAME_HW = (480, 640)
 # Rows
 # --------------------------------------------------------------------------------------
 
+
 @dataclass
 class Row:
     name: str
@@ -56,18 +59,18 @@ class Row:
     architecture: str
     checkpoint_sha256: str
     size_mb: float
-    params: Optional[int]
-    input_hw: Tuple[int, int]
+    params: int | None
+    input_hw: tuple[int, int]
     input_dtype: str
-    miou: Optional[float] = None
-    pixel_accuracy: Optional[float] = None
-    agreement_float: Optional[float] = None
+    miou: float | None = None
+    pixel_accuracy: float | None = None
+    agreement_float: float | None = None
     agreement_ref: str = ""
-    latency_ms: Optional[float] = None
-    latency_spread_ms: Optional[float] = None
-    e2e_ms: Optional[float] = None
-    reference_ratio: Optional[float] = None  # reference latency / this latency (>1 = faster than the reference)
-    export_metrics: Dict[str, Any] = field(default_factory=dict)
+    latency_ms: float | None = None
+    latency_spread_ms: float | None = None
+    e2e_ms: float | None = None
+    reference_ratio: float | None = None  # reference latency / this latency (>1 = faster than the reference)
+    export_metrics: dict[str, Any] = field(default_factory=dict)
     error: str = ""
 
 
@@ -89,12 +92,13 @@ def _variant_of(fmt: str) -> str:
 class ImageCache:
     """Val images/labels per (height, width, class variant); one 640x480 frame for e2e timing."""
 
-    def __init__(self, root: Optional[os.PathLike], num_val: int, synthetic: bool):
+    def __init__(self, root: os.PathLike | None, num_val: int, synthetic: bool):
         self.root, self.num_val, self.synthetic = root, num_val, synthetic
-        self._cache: Dict[Tuple[Any, ...], Tuple[np.ndarray, np.ndarray]] = {}
+        self._cache: dict[tuple[Any, ...], tuple[np.ndarray, np.ndarray]] = {}
 
-    def get(self, h: int, w: int, variant: str, num_classes: int,
-            split: Optional[Dict[str, Any]] = None) -> Tuple[np.ndarray, np.ndarray]:
+    def get(
+        self, h: int, w: int, variant: str, num_classes: int, split: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Val images at (h, w); ``split`` = the checkpoint's split record (default: the run split)."""
         split = dict(split or {})
         key = (h, w, variant, num_classes, tuple(sorted(split.items())))
@@ -124,7 +128,7 @@ class ImageCache:
         return synthetic_scenes(1, FRAME_HW[0], FRAME_HW[1], 5, seed=3)[0][0]
 
 
-def _accuracy(pred: np.ndarray, labels: np.ndarray, num_classes: int) -> Tuple[Optional[float], Optional[float]]:
+def _accuracy(pred: np.ndarray, labels: np.ndarray, num_classes: int) -> tuple[float | None, float | None]:
     acc = accuracy_summary(confusion_matrix(pred, labels, num_classes))
     return acc["miou"], acc["pixel_accuracy"]
 
@@ -135,9 +139,9 @@ def open_segmenter(entry: Any, path: os.PathLike, threads: int) -> Segmenter:
     return Segmenter(open_backend(entry, path, threads, spin_wait=False), load_classes(entry.class_variant))
 
 
-def _reference_names(entries: Dict[str, Any]) -> Dict[str, str]:
+def _reference_names(entries: dict[str, Any]) -> dict[str, str]:
     """Entry -> the float entry of the same checkpoint (tflite_fp32 first, then onnx_fp32)."""
-    by_ck: Dict[str, Dict[str, str]] = {}
+    by_ck: dict[str, dict[str, str]] = {}
     for name, e in entries.items():
         ck = str(e.provenance.get("checkpoint_sha256", ""))
         by_ck.setdefault(ck, {})[_export_format(e)] = name
@@ -150,18 +154,24 @@ def _reference_names(entries: Dict[str, Any]) -> Dict[str, str]:
     return out
 
 
-def benchmark(models_dir: os.PathLike, images: ImageCache, runs: int = 30, warmup: int = 5,
-              threads: int = 2, entries: Optional[Sequence[str]] = None,
-              reference: Optional[os.PathLike] = None) -> Tuple[List[Row], Optional[Dict[str, Any]]]:
+def benchmark(
+    models_dir: os.PathLike,
+    images: ImageCache,
+    runs: int = 30,
+    warmup: int = 5,
+    threads: int = 2,
+    entries: Sequence[str] | None = None,
+    reference: os.PathLike | None = None,
+) -> tuple[list[Row], dict[str, Any] | None]:
     """One :class:`Row` per manifest entry (errors are recorded in the row, not raised), and the
     reference model's latency. Accuracy first, then all latencies timed round-robin (:func:`interleaved_ms`)."""
     manifest = Manifest.load(models_dir)
     chosen = {k: v for k, v in manifest.entries.items() if not entries or k in entries}
     refs = _reference_names(chosen)
     frame = images.frame()
-    preds: Dict[str, np.ndarray] = {}
-    rows: List[Row] = []
-    timed: Dict[str, Callable[[], Any]] = {}
+    preds: dict[str, np.ndarray] = {}
+    rows: list[Row] = []
+    timed: dict[str, Callable[[], Any]] = {}
     # float references first, so the others can be compared with their predictions
     order = sorted(chosen, key=lambda n: (n not in set(refs.values()), n))
     for name in order:
@@ -169,10 +179,19 @@ def benchmark(models_dir: os.PathLike, images: ImageCache, runs: int = 30, warmu
         path = manifest.path_of(e)
         fmt = _export_format(e)
         params = e.metrics.get("num_params") or e.provenance.get("num_params")
-        row = Row(name, e.file, e.format, _variant_of(fmt), e.architecture,
-                  str(e.provenance.get("checkpoint_sha256", "")), path.stat().st_size / 1e6 if path.exists()
-                  else 0.0, int(params) if params else None, (e.input.height, e.input.width), e.input.dtype,
-                  export_metrics=dict(e.metrics))
+        row = Row(
+            name,
+            e.file,
+            e.format,
+            _variant_of(fmt),
+            e.architecture,
+            str(e.provenance.get("checkpoint_sha256", "")),
+            path.stat().st_size / 1e6 if path.exists() else 0.0,
+            int(params) if params else None,
+            (e.input.height, e.input.width),
+            e.input.dtype,
+            export_metrics=dict(e.metrics),
+        )
         rows.append(row)
         try:
             seg = open_segmenter(e, path, threads)
@@ -204,8 +223,12 @@ def benchmark(models_dir: os.PathLike, images: ImageCache, runs: int = 30, warmu
         shape = (1, h, w, 3) if rb.entry.input.layout == "NHWC" else (1, 3, h, w)
         rx = np.random.default_rng(0).uniform(-1, 1, shape).astype(np.float32)
         timed["reference|graph"] = lambda: rb.infer(rx)
-        reference_info = {"file": str(reference), "input_hw": [h, w], "num_classes": rb.num_classes,
-                          "size_mb": Path(reference).stat().st_size / 1e6}
+        reference_info = {
+            "file": str(reference),
+            "input_hw": [h, w],
+            "num_classes": rb.num_classes,
+            "size_mb": Path(reference).stat().st_size / 1e6,
+        }
     log.info("timing %d callables round-robin, %d runs each", len(timed), runs)
     lat = interleaved_ms(timed, runs, warmup)
     for row in rows:
@@ -224,48 +247,66 @@ def benchmark(models_dir: os.PathLike, images: ImageCache, runs: int = 30, warmu
 # Output
 # --------------------------------------------------------------------------------------
 
-def _f(v: Optional[float], fmt: str, scale: float = 1.0) -> str:
+
+def _f(v: float | None, fmt: str, scale: float = 1.0) -> str:
     return "–" if v is None else format(v * scale, fmt)
 
 
-def markdown(rows: Sequence[Row], reference: Optional[Dict[str, Any]], meta: Dict[str, Any]) -> str:
-    lines = ["# Model results", "",
-             f"Generated {meta['date']} on {meta['machine']} with {meta['threads']} threads "
-             f"(median of {meta['runs']} runs after {meta['warmup']} warm-up, all models timed round-robin; "
-             f"load average before/after "
-             f"{meta['load_before']} / {meta['load_after']}). Accuracy: {meta['val']}.", "",
-             "| entry | arch | format | size MB | params M | input | mIoU % | pixel acc % | agree w/ float % "
-             "| latency ms | e2e 640x480 ms | vs reference |",
-             "|---|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|"]
+def markdown(rows: Sequence[Row], reference: dict[str, Any] | None, meta: dict[str, Any]) -> str:
+    lines = [
+        "# Model results",
+        "",
+        f"Generated {meta['date']} on {meta['machine']} with {meta['threads']} threads "
+        f"(median of {meta['runs']} runs after {meta['warmup']} warm-up, all models timed round-robin; "
+        f"load average before/after "
+        f"{meta['load_before']} / {meta['load_after']}). Accuracy: {meta['val']}.",
+        "",
+        "| entry | arch | format | size MB | params M | input | mIoU % | pixel acc % | agree w/ float % "
+        "| latency ms | e2e 640x480 ms | vs reference |",
+        "|---|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in sorted(rows, key=lambda r: r.name):
         if r.error:
-            lines.append(f"| {r.name} | {r.architecture} | {r.variant} | {r.size_mb:.2f} | | | error: {r.error} "
-                         "| | | | | |")
+            lines.append(
+                f"| {r.name} | {r.architecture} | {r.variant} | {r.size_mb:.2f} | | | error: {r.error} | | | | | |"
+            )
             continue
         lines.append(
             f"| {r.name} | {r.architecture} | {r.format} {r.variant} | {r.size_mb:.2f} | "
             f"{_f(r.params, '.2f', 1e-6)} | {r.input_hw[0]}x{r.input_hw[1]} {r.input_dtype} | "
             f"{_f(r.miou, '.2f', 100)} | {_f(r.pixel_accuracy, '.2f', 100)} | {_f(r.agreement_float, '.2f', 100)} | "
-            f"{_f(r.latency_ms, '.1f')} | {_f(r.e2e_ms, '.1f')} | {_f(r.reference_ratio, '.2f')}x |")
+            f"{_f(r.latency_ms, '.1f')} | {_f(r.e2e_ms, '.1f')} | {_f(r.reference_ratio, '.2f')}x |"
+        )
     if reference:
         r = reference
-        lines += ["", f"Reference model: `{Path(r['file']).name}` ({r['size_mb']:.2f} MB, "
-                      f"{r['input_hw'][0]}x{r['input_hw'][1]} float, {r['num_classes']} VOC classes): "
-                      f"**{r['latency_ms']:.1f} ms** median (spread {r['latency_spread_ms']:.1f} ms). "
-                      "'vs reference' = reference latency / model latency (>1: faster than the reference)."]
+        lines += [
+            "",
+            f"Reference model: `{Path(r['file']).name}` ({r['size_mb']:.2f} MB, "
+            f"{r['input_hw'][0]}x{r['input_hw'][1]} float, {r['num_classes']} VOC classes): "
+            f"**{r['latency_ms']:.1f} ms** median (spread {r['latency_spread_ms']:.1f} ms). "
+            "'vs reference' = reference latency / model latency (>1: faster than the reference).",
+        ]
     lines += ["", "## Per architecture (as in the reference study): mIoU % / size MB / latency ms", ""]
     lines += _pivot(rows)
-    lines += ["", "Agreement = share of val pixels whose argmax equals the float (fp32) model of the same "
-                  "checkpoint. e2e = resize 640x480 -> input (INTER_AREA) + inference + argmax + nearest "
-                  "resize back.", ""]
+    lines += [
+        "",
+        "Agreement = share of val pixels whose argmax equals the float (fp32) model of the same "
+        "checkpoint. e2e = resize 640x480 -> input (INTER_AREA) + inference + argmax + nearest "
+        "resize back.",
+        "",
+    ]
     return "\n".join(lines)
 
 
-def _pivot(rows: Sequence[Row]) -> List[str]:
-    cols = [("Original (fp32)", ("fp32",)), ("float-16", ("fp16",)), ("int8", ("int8",)),
-            ("dynamic range", ("dynamic",))]
+def _pivot(rows: Sequence[Row]) -> list[str]:
+    cols = [
+        ("Original (fp32)", ("fp32",)),
+        ("float-16", ("fp16",)),
+        ("int8", ("int8",)),
+        ("dynamic range", ("dynamic",)),
+    ]
     out = ["| model | runtime | " + " | ".join(c for c, _ in cols) + " |", "|---|---|" + "---|" * len(cols)]
-    groups: Dict[Tuple[str, str, str], Dict[str, Row]] = {}
+    groups: dict[tuple[str, str, str], dict[str, Row]] = {}
     for r in rows:
         if not r.error:
             groups.setdefault((r.architecture, r.checkpoint_sha256[:8], r.format), {})[r.variant] = r
@@ -273,13 +314,14 @@ def _pivot(rows: Sequence[Row]) -> List[str]:
         cells = []
         for _, keys in cols:
             r = next((by[k] for k in keys if k in by), None)
-            cells.append("–" if r is None else
-                         f"{_f(r.miou, '.1f', 100)} / {r.size_mb:.2f} / {_f(r.latency_ms, '.1f')}")
+            cells.append(
+                "–" if r is None else f"{_f(r.miou, '.1f', 100)} / {r.size_mb:.2f} / {_f(r.latency_ms, '.1f')}"
+            )
         out.append(f"| {arch} ({ck}) | {fmt} | " + " | ".join(cells) + " |")
     return out
 
 
-def plot(rows: Sequence[Row], reference: Optional[Dict[str, Any]], path: os.PathLike, threads: int = 2) -> Path:
+def plot(rows: Sequence[Row], reference: dict[str, Any] | None, path: os.PathLike, threads: int = 2) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -290,17 +332,32 @@ def plot(rows: Sequence[Row], reference: Optional[Dict[str, Any]], path: os.Path
     ok = [r for r in rows if not r.error and r.miou is not None and r.latency_ms is not None]
     prefix = os.path.commonprefix([r.name for r in ok]) if len(ok) > 1 else ""
     for i, r in enumerate(ok):
-        ax.scatter(r.latency_ms, 100 * r.miou, marker=markers.get(r.format, "x"), s=20 + 30 * r.size_mb ** 0.5)
-        ax.annotate(r.name[len(prefix):] or r.name, (r.latency_ms, 100 * r.miou), fontsize=6,
-                    xytext=(4, 4 + 7 * (i % 3)), textcoords="offset points")
+        ax.scatter(r.latency_ms, 100 * r.miou, marker=markers.get(r.format, "x"), s=20 + 30 * r.size_mb**0.5)
+        ax.annotate(
+            r.name[len(prefix) :] or r.name,
+            (r.latency_ms, 100 * r.miou),
+            fontsize=6,
+            xytext=(4, 4 + 7 * (i % 3)),
+            textcoords="offset points",
+        )
     if reference:
         ax.axvline(reference["latency_ms"], color="grey", ls="--", lw=1)
-        ax.text(reference["latency_ms"], ax.get_ylim()[0], " reference DeepLabv3 257", rotation=90, fontsize=7,
-                va="bottom", color="grey")
+        ax.text(
+            reference["latency_ms"],
+            ax.get_ylim()[0],
+            " reference DeepLabv3 257",
+            rotation=90,
+            fontsize=7,
+            va="bottom",
+            color="grey",
+        )
     ax.set_xlabel(f"median latency at model input size (ms, {threads} thread{'s' if threads > 1 else ''})")
     ax.set_ylabel("val mIoU (%)")
-    ax.set_title(f"Accuracy vs latency{' (' + prefix.rstrip('_') + ')' if prefix else ''}\n"
-                 "square: ONNX Runtime, circle: LiteRT, marker area ~ file size", fontsize=9)
+    ax.set_title(
+        f"Accuracy vs latency{' (' + prefix.rstrip('_') + ')' if prefix else ''}\n"
+        "square: ONNX Runtime, circle: LiteRT, marker area ~ file size",
+        fontsize=9,
+    )
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=130)
@@ -308,14 +365,19 @@ def plot(rows: Sequence[Row], reference: Optional[Dict[str, Any]], path: os.Path
     return Path(path)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Benchmark every manifest model (size, mIoU, latency)")
     ap.add_argument("--models", default="models", help="folder with manifest.json")
     ap.add_argument("--root", help="atWork dataset root (val split for mIoU)")
     ap.add_argument("--synthetic", action="store_true", help="synthetic val scenes (no dataset)")
     ap.add_argument("--out", default="docs/results")
-    ap.add_argument("--reference", "--peer", dest="reference", default=str(DEFAULT_REFERENCE),
-                    help="reference .tflite or .onnx timed in the same run ('' to skip; --peer: the old name)")
+    ap.add_argument(
+        "--reference",
+        "--peer",
+        dest="reference",
+        default=str(DEFAULT_REFERENCE),
+        help="reference .tflite or .onnx timed in the same run ('' to skip; --peer: the old name)",
+    )
     ap.add_argument("--entries", help="comma list of entries (default: all)")
     ap.add_argument("--num-val", type=int, default=0, help="val images (0 = whole split)")
     ap.add_argument("--runs", type=int, default=30)
@@ -333,16 +395,27 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         log.warning("reference model %s not found: no speed ratio", reference_path)
         reference_path = None
     rows, reference = benchmark(args.models, images, args.runs, args.warmup, args.threads, entries, reference_path)
-    meta = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{platform.machine()} {os.cpu_count()} cores",
-            "threads": args.threads, "runs": args.runs, "warmup": args.warmup,
-            "load_before": f"{load_before:.2f}", "load_after": f"{os.getloadavg()[0]:.2f}",
-            "val": ("synthetic scenes" if args.synthetic or not args.root
-                    else f"{args.root} val split ({args.num_val or 'all'} photos)")}
+    meta = {
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "machine": f"{platform.machine()} {os.cpu_count()} cores",
+        "threads": args.threads,
+        "runs": args.runs,
+        "warmup": args.warmup,
+        "load_before": f"{load_before:.2f}",
+        "load_after": f"{os.getloadavg()[0]:.2f}",
+        "val": (
+            "synthetic scenes"
+            if args.synthetic or not args.root
+            else f"{args.root} val split ({args.num_val or 'all'} photos)"
+        ),
+    }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.md").write_text(markdown(rows, reference, meta), encoding="utf-8")
-    (out / "results.json").write_text(json.dumps({"meta": meta, "reference": reference,
-                                                  "rows": [asdict(r) for r in rows]}, indent=2), encoding="utf-8")
+    (out / "results.json").write_text(
+        json.dumps({"meta": meta, "reference": reference, "rows": [asdict(r) for r in rows]}, indent=2),
+        encoding="utf-8",
+    )
     plot(rows, reference, out / "accuracy_vs_latency.png", args.threads)
     print((out / "results.md").read_text(encoding="utf-8"))
     return 0

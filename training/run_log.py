@@ -1,4 +1,5 @@
 """What a training run writes about itself besides checkpoints: ``log.csv``, the curves, its command line."""
+
 from __future__ import annotations
 
 import csv
@@ -14,8 +15,17 @@ from typing import Any
 log = logging.getLogger("training.run_log")
 
 #: the columns of ``log.csv``, one row per epoch
-LOG_FIELDS = ("epoch", "train_loss", "val_loss", "miou", "pixel_acc", "mean_dice", "lr", "epoch_time_s",
-              "train_images_per_s")
+LOG_FIELDS = (
+    "epoch",
+    "train_loss",
+    "val_loss",
+    "miou",
+    "pixel_acc",
+    "mean_dice",
+    "lr",
+    "epoch_time_s",
+    "train_images_per_s",
+)
 
 
 def log_value(v: float | None, digits: int = 5) -> Any:
@@ -23,15 +33,22 @@ def log_value(v: float | None, digits: int = 5) -> Any:
     return "" if v is None or (isinstance(v, float) and math.isnan(v)) else round(float(v), digits)
 
 
-def epoch_row(epoch: int, lr: float, train_stats: Mapping[str, float], val_loss: float, miou: float,
-              summary: Mapping[str, Any]) -> dict[str, Any]:
+def epoch_row(
+    epoch: int, lr: float, train_stats: Mapping[str, float], val_loss: float, miou: float, summary: Mapping[str, Any]
+) -> dict[str, Any]:
     """One ``log.csv`` row: ``train_stats`` from the epoch's training pass, ``summary`` from validation
     (empty, and ``val_loss``/``miou`` NaN, in an epoch without validation)."""
-    return {"epoch": epoch, "train_loss": log_value(train_stats["loss"]), "val_loss": log_value(val_loss),
-            "miou": log_value(miou), "pixel_acc": log_value(summary.get("pixel_accuracy")),
-            "mean_dice": log_value(summary.get("mean_dice")), "lr": f"{lr:.6g}",
-            "epoch_time_s": log_value(train_stats["seconds"], 2),
-            "train_images_per_s": log_value(train_stats["images_per_s"], 2)}
+    return {
+        "epoch": epoch,
+        "train_loss": log_value(train_stats["loss"]),
+        "val_loss": log_value(val_loss),
+        "miou": log_value(miou),
+        "pixel_acc": log_value(summary.get("pixel_accuracy")),
+        "mean_dice": log_value(summary.get("mean_dice")),
+        "lr": f"{lr:.6g}",
+        "epoch_time_s": log_value(train_stats["seconds"], 2),
+        "train_images_per_s": log_value(train_stats["images_per_s"], 2),
+    }
 
 
 def write_log(rows: Sequence[Mapping[str, Any]], out_dir: Path) -> Path:

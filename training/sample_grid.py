@@ -6,13 +6,15 @@ Rows: rendered frames (``seg_perception.demo_frames``: no dataset pixels, so the
 go into the README). Columns: the frame, its ground truth, then each backend's labels blended
 over the frame, through the node's own pipeline (``make_segmenter``).
 """
+
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -27,7 +29,7 @@ def _caption(img: np.ndarray, text: str) -> np.ndarray:
     return out
 
 
-def make_grid(configs: Dict[str, Any], seeds: Sequence[int], scale: float = 0.5) -> np.ndarray:
+def make_grid(configs: dict[str, Any], seeds: Sequence[int], scale: float = 0.5) -> np.ndarray:
     """RGB uint8 grid, one row per seed, columns frame | ground truth | one per column title
     of ``configs`` (title -> :class:`~seg_perception.config.NodeConfig`)."""
     from seg_perception.demo_frames import render_frame
@@ -36,7 +38,7 @@ def make_grid(configs: Dict[str, Any], seeds: Sequence[int], scale: float = 0.5)
 
     segs = {title: make_segmenter(cfg) for title, cfg in configs.items()}
     palette = next(iter(segs.values())).classes.palette() if segs else None
-    rows: List[np.ndarray] = []
+    rows: list[np.ndarray] = []
     for seed in seeds:
         rgb, gt = render_frame(seed)
         cells = [_caption(rgb, f"frame {seed}"), _caption(overlay(rgb, gt, palette, 0.6), "ground truth")]
@@ -48,13 +50,14 @@ def make_grid(configs: Dict[str, Any], seeds: Sequence[int], scale: float = 0.5)
     return np.concatenate(rows, axis=0)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     from seg_perception.backends import BACKENDS
     from seg_perception.config import NodeConfig
     from seg_perception.manifest import Manifest
 
-    ap = argparse.ArgumentParser(prog="python -m training.sample_grid", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m training.sample_grid", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--out", type=Path, default=Path("docs/results/demo_predictions.png"))
     ap.add_argument("--backends", default="", help="comma list (default: every shipped backend)")
     ap.add_argument("--seeds", default="0,3,5,7", help="demo frame seeds, comma list")

@@ -2,6 +2,7 @@
 
 No data loading is timed, so the number compares models, thread counts and devices, not disks.
 """
+
 from __future__ import annotations
 
 import time
@@ -44,6 +45,11 @@ def benchmark_training(
     elapsed = time.perf_counter() - start
     # CPU time / (wall time x threads) well below 1 means other processes shared the cores
     cpu_util = (time.process_time() - cpu_start) / (elapsed * max(1, torch.get_num_threads()))
-    return {"iters": iters, "batch_size": batch_size, "seconds": round(elapsed, 3),
-            "images_per_s": round(iters * batch_size / elapsed, 3), "s_per_iter": round(elapsed / iters, 4),
-            "cpu_util": round(cpu_util, 3)}
+    return {
+        "iters": iters,
+        "batch_size": batch_size,
+        "seconds": round(elapsed, 3),
+        "images_per_s": round(iters * batch_size / elapsed, 3),
+        "s_per_iter": round(elapsed / iters, 4),
+        "cpu_util": round(cpu_util, 3),
+    }

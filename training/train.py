@@ -26,6 +26,7 @@ on a 2-core machine use ``--nproc_per_node=2 ... --threads 1`` to avoid oversubs
 Process and device helpers live in :mod:`training.distributed`, ``log.csv``/plots in
 :mod:`training.run_log`, the ``--benchmark`` timing in :mod:`training.throughput`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -134,8 +135,9 @@ def build_loaders(
         per_rank = len(train_ds)
     # BatchNorm cannot train on a batch of 1: drop the ragged last batch when a full one exists
     drop_last = per_rank >= t.batch_size
-    train_loader = DataLoader(train_ds, batch_size=t.batch_size, shuffle=sampler is None, sampler=sampler,
-                              drop_last=drop_last, **common)
+    train_loader = DataLoader(
+        train_ds, batch_size=t.batch_size, shuffle=sampler is None, sampler=sampler, drop_last=drop_last, **common
+    )
     val_part = Subset(val_ds, list(range(info.rank, len(val_ds), info.world_size))) if info.distributed else val_ds
     val_loader = DataLoader(val_part, batch_size=t.val_batch_size, shuffle=False, **common)
     return train_loader, val_loader, sampler
@@ -166,8 +168,12 @@ def build_model(cfg: TrainingConfig, model_config: Mapping[str, Any] | None = No
 
         with_aspp = aspp_matches_reference(model)  # the reference ASPP (1x1 + pooling, 256 ch) loads too
         loaded = load_reference_weights(model, init.reference_tflite, include_aspp=with_aspp)
-        log.info("initialised encoder%s from reference %s (%d convolutions)", " and ASPP" if with_aspp else "",
-                 init.reference_tflite, len(loaded))
+        log.info(
+            "initialised encoder%s from reference %s (%d convolutions)",
+            " and ASPP" if with_aspp else "",
+            init.reference_tflite,
+            len(loaded),
+        )
     if init.espnet_weights:
         from training.models.espnet_import import load_released_espnet
 
@@ -192,8 +198,12 @@ def freeze_modules(model: nn.Module, names: Sequence[str]) -> list[nn.Module]:
             p.requires_grad_(False)
         frozen.append(module)
     if frozen:
-        log.info("frozen %d modules (%d parameters): %s", len(frozen),
-                 sum(p.numel() for m in frozen for p in m.parameters()), ", ".join(names))
+        log.info(
+            "frozen %d modules (%d parameters): %s",
+            len(frozen),
+            sum(p.numel() for m in frozen for p in m.parameters()),
+            ", ".join(names),
+        )
     return frozen
 
 
@@ -209,8 +219,9 @@ def build_teacher(cfg: TrainingConfig, device: torch.device) -> nn.Module | None
     teacher.load_state_dict(strip_prefix(ckpt["state_dict"]))
     num_classes, _ = num_classes_of(cfg)
     if int(ckpt["model_config"]["num_classes"]) != num_classes:
-        raise ValueError(f"distill.teacher {path} has {ckpt['model_config']['num_classes']} classes, "
-                         f"the student {num_classes}")
+        raise ValueError(
+            f"distill.teacher {path} has {ckpt['model_config']['num_classes']} classes, the student {num_classes}"
+        )
     for p in teacher.parameters():
         p.requires_grad_(False)
     log.info("distilling from teacher %s (%s)", path, ckpt["model_config"].get("name"))
@@ -288,9 +299,7 @@ def compute_dataset_class_weights(cfg: TrainingConfig, train_ds: Dataset, num_cl
     return w
 
 
-def build_loss(
-    cfg: TrainingConfig, num_classes: int, class_weights: Sequence[float] | None = None
-) -> SegmentationLoss:
+def build_loss(cfg: TrainingConfig, num_classes: int, class_weights: Sequence[float] | None = None) -> SegmentationLoss:
     t = cfg.train
     return SegmentationLoss(t.loss, num_classes, class_weights, t.ignore_index, t.dice_weight)
 
@@ -298,8 +307,9 @@ def build_loss(
 # --------------------------------------------------------------------------- the run
 
 
-def fit(cfg: TrainingConfig, info: DistInfo, resume_ckpt: Mapping[str, Any] | None = None,
-        command: str = "") -> dict[str, Any]:
+def fit(
+    cfg: TrainingConfig, info: DistInfo, resume_ckpt: Mapping[str, Any] | None = None, command: str = ""
+) -> dict[str, Any]:
     """The training run: data, model, epochs, validation, logs and checkpoints."""
     t = cfg.train
     out_dir = Path(cfg.log.out)
@@ -310,8 +320,7 @@ def fit(cfg: TrainingConfig, info: DistInfo, resume_ckpt: Mapping[str, Any] | No
 
     train_ds, val_ds = build_datasets(cfg)
     train_loader, val_loader, sampler = build_loaders(cfg, train_ds, val_ds, info)
-    iters_per_epoch = len(train_loader) if t.max_iters_per_epoch <= 0 else min(len(train_loader),
-                                                                                t.max_iters_per_epoch)
+    iters_per_epoch = len(train_loader) if t.max_iters_per_epoch <= 0 else min(len(train_loader), t.max_iters_per_epoch)
     if iters_per_epoch == 0:
         raise RuntimeError("the training split yields no batch")
 
@@ -321,8 +330,9 @@ def fit(cfg: TrainingConfig, info: DistInfo, resume_ckpt: Mapping[str, Any] | No
     teacher = build_teacher(cfg, info.device)
     train_loss_fn: nn.Module = loss_fn
     if teacher is not None:  # validation keeps the label loss alone
-        train_loss_fn = DistillationLoss(loss_fn, cfg.distill.weight, cfg.distill.temperature,
-                                         t.ignore_index).to(info.device)
+        train_loss_fn = DistillationLoss(loss_fn, cfg.distill.weight, cfg.distill.temperature, t.ignore_index).to(
+            info.device
+        )
 
     frozen = freeze_modules(model, t.freeze)
     model = wrap_model(model, info, t.sync_bn)
@@ -335,15 +345,34 @@ def fit(cfg: TrainingConfig, info: DistInfo, resume_ckpt: Mapping[str, Any] | No
         start_epoch, best, best_epoch, rows = restore_state(resume_ckpt, optimizer, scheduler)
         log.info("resuming after epoch %d (best mIoU %.4f at epoch %d)", start_epoch, best, best_epoch)
 
-    log.info("model %s: %d parameters; %d iters/epoch x %d epochs on %s (world size %d)",
-             cfg.model.name, count_parameters(model), iters_per_epoch, t.epochs,
-             info.device, info.world_size)
+    log.info(
+        "model %s: %d parameters; %d iters/epoch x %d epochs on %s (world size %d)",
+        cfg.model.name,
+        count_parameters(model),
+        iters_per_epoch,
+        t.epochs,
+        info.device,
+        info.world_size,
+    )
     for epoch in range(start_epoch, t.epochs):
         if sampler is not None:
             sampler.set_epoch(epoch)
         lr = optimizer.param_groups[0]["lr"]
-        tr = train_one_epoch(model, train_loader, train_loss_fn, optimizer, scheduler, info, epoch,
-                             t.max_iters_per_epoch, t.grad_clip, scaler, cfg.log.progress, teacher, frozen)
+        tr = train_one_epoch(
+            model,
+            train_loader,
+            train_loss_fn,
+            optimizer,
+            scheduler,
+            info,
+            epoch,
+            t.max_iters_per_epoch,
+            t.grad_clip,
+            scaler,
+            cfg.log.progress,
+            teacher,
+            frozen,
+        )
         val_loss, miou, summary = float("nan"), float("nan"), {}
         if (epoch + 1) % t.val_every == 0 or epoch + 1 == t.epochs:
             val_loss, cm = evaluate(model, val_loader, loss_fn, num_classes, info, t.ignore_index)
@@ -353,20 +382,35 @@ def fit(cfg: TrainingConfig, info: DistInfo, resume_ckpt: Mapping[str, Any] | No
         improved = not math.isnan(miou) and miou > best
         if improved:
             best, best_epoch = miou, epoch + 1
-        log.info("epoch %d/%d: train loss %.4f, val loss %.4f, mIoU %.4f (best %.4f @%d), %.1f img/s",
-                 epoch + 1, t.epochs, tr["loss"], val_loss, miou, best, best_epoch, tr["images_per_s"])
+        log.info(
+            "epoch %d/%d: train loss %.4f, val loss %.4f, mIoU %.4f (best %.4f @%d), %.1f img/s",
+            epoch + 1,
+            t.epochs,
+            tr["loss"],
+            val_loss,
+            miou,
+            best,
+            best_epoch,
+            tr["images_per_s"],
+        )
         if info.is_main:
-            extra = {"class_weights": class_weights, "log": rows, "command": command,
-                     "val_metrics": {k: v for k, v in summary.items() if k != "confusion_matrix"}}
-            ckpt = build_checkpoint(model, optimizer, scheduler, epoch + 1, best if best >= 0 else None, best_epoch,
-                                    cfg, class_names, extra)
+            extra = {
+                "class_weights": class_weights,
+                "log": rows,
+                "command": command,
+                "val_metrics": {k: v for k, v in summary.items() if k != "confusion_matrix"},
+            }
+            ckpt = build_checkpoint(
+                model, optimizer, scheduler, epoch + 1, best if best >= 0 else None, best_epoch, cfg, class_names, extra
+            )
             _record_epoch(cfg, out_dir, ckpt, improved, rows)
     barrier(info)
     return {"best_miou": best, "best_epoch": best_epoch, "rows": rows}
 
 
-def _starting_model(cfg: TrainingConfig, info: DistInfo, train_loader: DataLoader,
-                    resume_ckpt: Mapping[str, Any] | None) -> nn.Module:
+def _starting_model(
+    cfg: TrainingConfig, info: DistInfo, train_loader: DataLoader, resume_ckpt: Mapping[str, Any] | None
+) -> nn.Module:
     """The model the first epoch starts from, on the process's device: the resumed checkpoint's
     weights, or a fresh one initialised as ``init`` says."""
     model = build_model(cfg, resume_ckpt["model_config"] if resume_ckpt else None)
@@ -378,8 +422,9 @@ def _starting_model(cfg: TrainingConfig, info: DistInfo, train_loader: DataLoade
     return model.to(info.device)
 
 
-def _record_epoch(cfg: TrainingConfig, out_dir: Path, ckpt: Mapping[str, Any], improved: bool,
-                  rows: Sequence[Mapping[str, Any]]) -> None:
+def _record_epoch(
+    cfg: TrainingConfig, out_dir: Path, ckpt: Mapping[str, Any], improved: bool, rows: Sequence[Mapping[str, Any]]
+) -> None:
     """Rank 0 after each epoch: ``last.pt`` (and ``best.pt`` when validation improved), ``log.csv``, plots."""
     save_checkpoint(out_dir / "last.pt", ckpt)
     if improved:
@@ -390,7 +435,10 @@ def _record_epoch(cfg: TrainingConfig, out_dir: Path, ckpt: Mapping[str, Any], i
 
 
 def _class_weights(
-    cfg: TrainingConfig, train_ds: Dataset, num_classes: int, info: DistInfo,
+    cfg: TrainingConfig,
+    train_ds: Dataset,
+    num_classes: int,
+    info: DistInfo,
     resume_ckpt: Mapping[str, Any] | None,
 ) -> np.ndarray | None:
     """Computed once on rank 0 and broadcast (augmentation makes passes differ); reused on resume."""
@@ -448,8 +496,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.split("\n\n")[0])
     add_config_arguments(p)
     p.add_argument("--resume", type=Path, help="continue from a checkpoint (last.pt): weights, optimiser, epoch")
-    p.add_argument("--benchmark", type=int, metavar="N", default=0,
-                   help="time N training steps on a random batch and exit (no data needed)")
+    p.add_argument(
+        "--benchmark",
+        type=int,
+        metavar="N",
+        default=0,
+        help="time N training steps on a random batch and exit (no data needed)",
+    )
     p.add_argument("-v", "--verbose", action="store_true")
     return p.parse_args(argv)
 
@@ -469,7 +522,8 @@ def _setup_logging(info: DistInfo, verbose: bool) -> None:
     level = logging.DEBUG if verbose else logging.INFO
     logging.basicConfig(
         level=level if info.is_main else logging.WARNING,
-        format=f"%(asctime)s [rank {info.rank}] %(levelname)s %(name)s: %(message)s" if info.distributed
+        format=f"%(asctime)s [rank {info.rank}] %(levelname)s %(name)s: %(message)s"
+        if info.distributed
         else "%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
 
@@ -481,8 +535,9 @@ def run_benchmark(cfg: TrainingConfig, info: DistInfo, iters: int) -> dict[str, 
     opt = build_optimizer(cfg, model)
     size = (cfg.data.height, cfg.data.width)
     res = benchmark_training(model, loss_fn, opt, cfg.train.batch_size, size, num_classes, info.device, iters)
-    res.update(model=cfg.model.name, threads=torch.get_num_threads(), device=str(info.device),
-               height=size[0], width=size[1])
+    res.update(
+        model=cfg.model.name, threads=torch.get_num_threads(), device=str(info.device), height=size[0], width=size[1]
+    )
     return res
 
 

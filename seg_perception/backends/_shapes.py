@@ -1,10 +1,11 @@
 """Fill a generic (manifest-less) entry from the shapes a model file declares."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
-from .base import BackendError
 from ..manifest import ModelEntry
+from .base import BackendError
 
 
 def fill_generic_entry(entry: ModelEntry, in_shape: Sequence, out_shape: Sequence, in_dtype: str) -> None:
@@ -14,8 +15,10 @@ def fill_generic_entry(entry: ModelEntry, in_shape: Sequence, out_shape: Sequenc
     dims = [int(d) if isinstance(d, (int,)) or str(d).isdigit() else -1 for d in in_shape]
     odims = [int(d) if isinstance(d, (int,)) or str(d).isdigit() else -1 for d in out_shape]
     if len(dims) != 4 or len(odims) != 4 or -1 in dims[1:] or -1 in odims[1:]:
-        raise BackendError(f"{entry.file}: needs static 4-D input/output shapes, got {in_shape} -> {out_shape}; "
-                           f"add a {entry.file}.json sidecar with the tensor specs")
+        raise BackendError(
+            f"{entry.file}: needs static 4-D input/output shapes, got {in_shape} -> {out_shape}; "
+            f"add a {entry.file}.json sidecar with the tensor specs"
+        )
     if dims[3] == 3:
         entry.input.layout, entry.input.height, entry.input.width = "NHWC", dims[1], dims[2]
     elif dims[1] == 3:

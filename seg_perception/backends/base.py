@@ -4,15 +4,16 @@ A backend turns a preprocessed model input into per-pixel class scores. Which
 file it runs and how the tensors look comes from the model manifest
 (:mod:`seg_perception.manifest`), so preprocessing follows the model, not code.
 """
+
 from __future__ import annotations
 
 import hashlib
 import logging
 import os
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Iterator, Optional, Tuple
 
 import numpy as np
 
@@ -35,18 +36,20 @@ class BackendSpec:
 
     name: str
     runtime: str  # "tflite" | "onnx"
-    entry: Optional[str]  # manifest entry name; None = generic (needs model_path)
+    entry: str | None  # manifest entry name; None = generic (needs model_path)
     description: str
 
 
-BACKENDS: Dict[str, BackendSpec] = {
+BACKENDS: dict[str, BackendSpec] = {
     s.name: s
     for s in (
         BackendSpec("tflite_int8", "tflite", "tflite_int8", "DeepLabV3+ MobileNetV2, full int8 TFLite (default)"),
         BackendSpec("tflite_fp16", "tflite", "tflite_fp16", "DeepLabV3+ MobileNetV2, fp16-weight TFLite"),
         BackendSpec("tflite_dynamic", "tflite", "tflite_dynamic", "DeepLabV3+ MobileNetV2, dynamic-range int8 TFLite"),
         BackendSpec("tflite_fp32", "tflite", "tflite_fp32", "DeepLabV3+ MobileNetV2, fp32 TFLite"),
-        BackendSpec("onnx_fcn8s_pruned", "onnx", "onnx_fcn8s_pruned", "filter-pruned FCN8s (VGG16 design), ONNX Runtime"),
+        BackendSpec(
+            "onnx_fcn8s_pruned", "onnx", "onnx_fcn8s_pruned", "filter-pruned FCN8s (VGG16 design), ONNX Runtime"
+        ),
         BackendSpec("espnet", "onnx", "espnet", "ESPNet, ONNX Runtime"),
         BackendSpec("onnx", "onnx", None, "any ONNX model given by model_path"),
         BackendSpec("tflite", "tflite", None, "any TFLite model given by model_path"),
@@ -54,7 +57,7 @@ BACKENDS: Dict[str, BackendSpec] = {
 }
 
 
-def backend_names() -> Tuple[str, ...]:
+def backend_names() -> tuple[str, ...]:
     return tuple(BACKENDS)
 
 
@@ -65,11 +68,19 @@ class Backend:
     # what _load reads from the file
     input_dtype: np.dtype
     output_dtype: np.dtype
-    input_quant: Optional[Tuple[float, int]]  # (scale, zero point) of an integer input tensor, else None
-    output_quant: Optional[Tuple[float, int]]
+    input_quant: tuple[float, int] | None  # (scale, zero point) of an integer input tensor, else None
+    output_quant: tuple[float, int] | None
 
-    def __init__(self, name: str, entry: ModelEntry, path: Path, model_bytes: bytes, sha256: str,
-                 num_threads: int = 2, spin_wait: bool = True):
+    def __init__(
+        self,
+        name: str,
+        entry: ModelEntry,
+        path: Path,
+        model_bytes: bytes,
+        sha256: str,
+        num_threads: int = 2,
+        spin_wait: bool = True,
+    ):
         """``model_bytes`` are the file's content as read once; ``sha256`` is their hash: the
         runtime is built from exactly the bytes that were hashed (a file replaced meanwhile
         cannot be loaded under another file's hash)."""
@@ -95,7 +106,7 @@ class Backend:
 
     # --- shared -------------------------------------------------------------------
     @property
-    def input_hw(self) -> Tuple[int, int]:
+    def input_hw(self) -> tuple[int, int]:
         return self.entry.input.height, self.entry.input.width
 
     @property
@@ -115,7 +126,7 @@ class Backend:
         h, w = e.input.height, e.input.width
         want_in = (1, h, w, 3) if e.input.layout == "NHWC" else (1, 3, h, w)
         # symbolic dims (ONNX 'batch') are wildcards
-        got = tuple(int(v) if str(v).lstrip("-").isdigit() else w_ for v, w_ in zip(in_shape, want_in))
+        got = tuple(int(v) if str(v).lstrip("-").isdigit() else w_ for v, w_ in zip(in_shape, want_in, strict=False))
         if len(in_shape) != 4 or got != want_in:
             raise BackendError(f"{self.path}: input shape {tuple(in_shape)} != manifest {want_in} ({e.name})")
         c_axis = 3 if e.output.layout == "NHWC" else 1
@@ -126,7 +137,7 @@ class Backend:
             )
 
 
-_RUNTIMES: Dict[str, Callable[..., Backend]] = {}
+_RUNTIMES: dict[str, Callable[..., Backend]] = {}
 
 
 def register_runtime(name: str, factory: Callable[..., Backend]) -> None:
@@ -144,8 +155,10 @@ def read_model_bytes(path: Path, what: str = "model file", limit: int = MAX_MODE
     if not path.is_file():
         raise BackendError(f"{what} {path} does not exist")
     size = path.stat().st_size
-    too_big = (f"{what} {path} is larger than the {limit / 2**20:.0f} MiB limit for a model "
-               f"(the shipped models are under 3 MB); not loading it")
+    too_big = (
+        f"{what} {path} is larger than the {limit / 2**20:.0f} MiB limit for a model "
+        f"(the shipped models are under 3 MB); not loading it"
+    )
     if size > limit:
         raise BackendError(f"{too_big}: {size / 2**20:.0f} MiB")
     with open(path, "rb") as f:
@@ -179,7 +192,7 @@ def generic_entry(path: Path, runtime: str, digest: str) -> ModelEntry:
     return ModelEntry(name=path.stem, file=path.name, format=runtime, sha256=digest, num_classes=0)
 
 
-def _manifest_entry_for(spec: BackendSpec, digest: str, manifest: Optional[Manifest]) -> Optional[ModelEntry]:
+def _manifest_entry_for(spec: BackendSpec, digest: str, manifest: Manifest | None) -> ModelEntry | None:
     """The backend's manifest entry when a model_path has its hash (a broken manifest only warns)."""
     if not spec.entry:
         return None
@@ -192,8 +205,9 @@ def _manifest_entry_for(spec: BackendSpec, digest: str, manifest: Optional[Manif
     return entry if entry is not None and entry.sha256 == digest else None
 
 
-def create_backend(name: str, model_path: str = "", num_threads: int = 2,
-                   manifest: Optional[Manifest] = None, spin_wait: bool = True) -> Backend:
+def create_backend(
+    name: str, model_path: str = "", num_threads: int = 2, manifest: Manifest | None = None, spin_wait: bool = True
+) -> Backend:
     """Build a backend by registry name.
 
     Shipped backends verify their manifest entry (sha256, shapes, classes).
@@ -213,8 +227,7 @@ def create_backend(name: str, model_path: str = "", num_threads: int = 2,
             if entry is None:
                 entry = generic_entry(path, spec.runtime, digest)
                 source = "file" if entry.num_classes == 0 else "sidecar"
-                LOG.warning("backend %s: using model file outside the manifest: %s (sha256 %s)",
-                            name, path, digest)
+                LOG.warning("backend %s: using model file outside the manifest: %s (sha256 %s)", name, path, digest)
         else:
             if spec.entry is None:
                 raise BackendError(f"backend {name!r} needs model_path (a .{spec.runtime} file)")

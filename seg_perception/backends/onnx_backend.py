@@ -1,13 +1,18 @@
 """ONNX Runtime backend (CPU execution provider)."""
+
 from __future__ import annotations
 
 import numpy as np
 
-from .base import Backend, BackendError, register_runtime
 from ._shapes import fill_generic_entry
+from .base import Backend, BackendError, register_runtime
 
-_ORT_TYPES = {"tensor(float)": "float32", "tensor(uint8)": "uint8", "tensor(int8)": "int8",
-              "tensor(float16)": "float16"}
+_ORT_TYPES = {
+    "tensor(float)": "float32",
+    "tensor(uint8)": "uint8",
+    "tensor(int8)": "int8",
+    "tensor(float16)": "float16",
+}
 
 
 class OnnxBackend(Backend):

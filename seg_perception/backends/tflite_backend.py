@@ -1,12 +1,13 @@
 """TFLite backend: ai_edge_litert, falling back to tflite_runtime (old, slow on int8)."""
+
 from __future__ import annotations
 
 import logging
 
 import numpy as np
 
-from .base import Backend, BackendError, register_runtime
 from ._shapes import fill_generic_entry
+from .base import Backend, BackendError, register_runtime
 
 LOG = logging.getLogger(__name__)
 

@@ -1,10 +1,12 @@
 """What seg-replay will replay, checked before any process or DDS participant starts, and the bag's
 camera frames and ground truth in log-time order."""
+
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, Optional, Tuple
+from typing import Any
 
 from . import bags
 from .errors import UsageError
@@ -18,14 +20,14 @@ class ReplayPlan:
     storage: str
     topic: str
     msgtype: str
-    gt_topic: Optional[str]
+    gt_topic: str | None
     frames: int
-    first_hw: Tuple[int, int]
-    gt_variant: Optional[str]
-    topics: Dict[str, bags.TopicInfo] = field(default_factory=dict)
+    first_hw: tuple[int, int]
+    gt_variant: str | None
+    topics: dict[str, bags.TopicInfo] = field(default_factory=dict)
 
 
-def plan_replay(bag: Path, topic: Optional[str], gt_topic: str, gt_explicit: bool) -> ReplayPlan:
+def plan_replay(bag: Path, topic: str | None, gt_topic: str, gt_explicit: bool) -> ReplayPlan:
     storage = bags.storage_of(bag)
     reader = bags.open_reader(bag)
     try:

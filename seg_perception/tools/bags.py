@@ -10,14 +10,16 @@ Every problem of a bag a user can fix (missing topic, wrong type, unsupported en
 unreadable metadata.yaml, an existing output path) raises :class:`BagError`; the CLIs turn it
 into exit code 2 (argument errors are :class:`~seg_perception.tools.errors.UsageError`).
 """
+
 from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, Mapping, Optional, Sequence, Tuple
+from typing import Any
 
 import numpy as np
 
@@ -73,7 +75,7 @@ class TopicInfo:
     count: int
 
 
-def bag_information(folder: Path) -> Dict[str, Any]:
+def bag_information(folder: Path) -> dict[str, Any]:
     """``rosbag2_bagfile_information`` of a bag folder's metadata.yaml; a broken file is a BagError."""
     import yaml
 
@@ -122,7 +124,7 @@ def open_reader(path: Path) -> Any:
     return reader
 
 
-def topics_of(reader: Any) -> Dict[str, TopicInfo]:
+def topics_of(reader: Any) -> dict[str, TopicInfo]:
     return {name: TopicInfo(str(t.msgtype), int(t.msgcount)) for name, t in reader.topics.items()}
 
 
@@ -133,7 +135,7 @@ def describe_topics(topics: Mapping[str, TopicInfo]) -> str:
     return "\n".join(f"  {name}  [{t.msgtype}]  {t.count} msgs" for name, t in sorted(topics.items()))
 
 
-def select_camera_topic(topics: Mapping[str, TopicInfo], requested: Optional[str] = None) -> str:
+def select_camera_topic(topics: Mapping[str, TopicInfo], requested: str | None = None) -> str:
     """The requested topic (checked), else the first Image/CompressedImage topic by name.
 
     Labels-like topics (ground truth, a recorded node output) are skipped by the default
@@ -143,15 +145,16 @@ def select_camera_topic(topics: Mapping[str, TopicInfo], requested: Optional[str
         if requested not in topics:
             raise BagError(f"topic {requested!r} is not in the bag; its topics:\n{describe_topics(topics)}")
         if topics[requested].msgtype not in CAMERA_TYPES:
-            raise BagError(f"topic {requested!r} is {topics[requested].msgtype}, expected one of "
-                           f"{list(CAMERA_TYPES)}; the bag's topics:\n{describe_topics(topics)}")
+            raise BagError(
+                f"topic {requested!r} is {topics[requested].msgtype}, expected one of "
+                f"{list(CAMERA_TYPES)}; the bag's topics:\n{describe_topics(topics)}"
+            )
         return requested
     candidates = [n for n in sorted(topics) if topics[n].msgtype in CAMERA_TYPES]
     cameras = [n for n in candidates if not _looks_like_labels(n)]
-    chosen = (cameras or candidates)
+    chosen = cameras or candidates
     if not chosen:
-        raise BagError(f"no {IMAGE_TYPE} or {COMPRESSED_TYPE} topic in the bag; its topics:\n"
-                       f"{describe_topics(topics)}")
+        raise BagError(f"no {IMAGE_TYPE} or {COMPRESSED_TYPE} topic in the bag; its topics:\n{describe_topics(topics)}")
     return chosen[0]
 
 
@@ -161,20 +164,20 @@ def _looks_like_labels(topic: str) -> bool:
     return any(k in low for k in ("label", "segmentation", "mask", "_gt", "instances", "depth"))
 
 
-def check_gt_topic(topics: Mapping[str, TopicInfo], gt_topic: str, explicit: bool) -> Optional[str]:
+def check_gt_topic(topics: Mapping[str, TopicInfo], gt_topic: str, explicit: bool) -> str | None:
     """The ground-truth topic if usable; ``None`` when the default one is absent."""
     if gt_topic not in topics:
         if explicit:
-            raise BagError(f"ground-truth topic {gt_topic!r} is not in the bag; its topics:\n"
-                           f"{describe_topics(topics)}")
+            raise BagError(f"ground-truth topic {gt_topic!r} is not in the bag; its topics:\n{describe_topics(topics)}")
         return None
     if topics[gt_topic].msgtype != IMAGE_TYPE:
-        raise BagError(f"ground-truth topic {gt_topic!r} is {topics[gt_topic].msgtype}, expected {IMAGE_TYPE} "
-                       f"(mono8 class ids)")
+        raise BagError(
+            f"ground-truth topic {gt_topic!r} is {topics[gt_topic].msgtype}, expected {IMAGE_TYPE} (mono8 class ids)"
+        )
     return gt_topic
 
 
-def connections_for(reader: Any, topics: Iterable[Optional[str]]) -> list:
+def connections_for(reader: Any, topics: Iterable[str | None]) -> list:
     wanted = {t for t in topics if t}
     return [c for c in reader.connections if c.topic in wanted]
 
@@ -190,7 +193,7 @@ def decode_camera(msg: Any, msgtype: str, max_pixels: int = 0) -> np.ndarray:
     return image_to_rgb(msg, max_pixels)
 
 
-def check_first_frame(reader: Any, topic: str, msgtype: str) -> Tuple[int, int]:
+def check_first_frame(reader: Any, topic: str, msgtype: str) -> tuple[int, int]:
     """Decode the topic's first message; unsupported encodings fail here, before any DDS work.
 
     Returns the first frame's ``(height, width)``.
@@ -216,7 +219,7 @@ def gt_to_array(msg: Any) -> np.ndarray:
     return msg_to_array(msg)
 
 
-def custom_data(path: Path) -> Dict[str, str]:
+def custom_data(path: Path) -> dict[str, str]:
     """``custom_data`` of a bag folder's metadata.yaml (empty for bare files and old bags)."""
     if not (Path(path) / "metadata.yaml").is_file():
         return {}
@@ -238,8 +241,15 @@ def image_message(arr: np.ndarray, encoding: str, stamp: Stamp, frame_id: str) -
     """numpy (rgb8 / bgr8 HxWx3, mono8 HxW, mono16 HxW) -> a rosbags sensor_msgs/Image."""
     f = array_to_fields(arr, encoding)
     Image = typestore().types[IMAGE_TYPE]
-    return Image(header=make_header(stamp, frame_id), height=f.height, width=f.width, encoding=f.encoding,
-                 is_bigendian=0, step=f.step, data=np.frombuffer(f.data, np.uint8))
+    return Image(
+        header=make_header(stamp, frame_id),
+        height=f.height,
+        width=f.width,
+        encoding=f.encoding,
+        is_bigendian=0,
+        step=f.step,
+        data=np.frombuffer(f.data, np.uint8),
+    )
 
 
 def compressed_message(rgb: np.ndarray, stamp: Stamp, frame_id: str, quality: int = 90) -> Any:
@@ -250,8 +260,11 @@ def compressed_message(rgb: np.ndarray, stamp: Stamp, frame_id: str, quality: in
     if not ok:
         raise BagError("JPEG encoding failed")
     Compressed = typestore().types[COMPRESSED_TYPE]
-    return Compressed(header=make_header(stamp, frame_id), format="rgb8; jpeg compressed bgr8",
-                      data=np.asarray(buf, np.uint8).reshape(-1))
+    return Compressed(
+        header=make_header(stamp, frame_id),
+        format="rgb8; jpeg compressed bgr8",
+        data=np.asarray(buf, np.uint8).reshape(-1),
+    )
 
 
 def camera_info_message(height: int, width: int, stamp: Stamp, frame_id: str, camera: Any = None) -> Any:
@@ -266,10 +279,19 @@ def camera_info_message(height: int, width: int, stamp: Stamp, frame_id: str, ca
     Roi = ts.types["sensor_msgs/msg/RegionOfInterest"]
     k = cam.k().reshape(-1)
     p = np.array([cam.fx, 0, cam.cx, 0, 0, cam.fy, cam.cy, 0, 0, 0, 1, 0], np.float64)
-    return Info(header=make_header(stamp, frame_id), height=int(height), width=int(width),
-                distortion_model="plumb_bob", d=np.zeros(5, np.float64), k=k,
-                r=np.eye(3, dtype=np.float64).reshape(-1), p=p, binning_x=0, binning_y=0,
-                roi=Roi(x_offset=0, y_offset=0, height=0, width=0, do_rectify=False))
+    return Info(
+        header=make_header(stamp, frame_id),
+        height=int(height),
+        width=int(width),
+        distortion_model="plumb_bob",
+        d=np.zeros(5, np.float64),
+        k=k,
+        r=np.eye(3, dtype=np.float64).reshape(-1),
+        p=p,
+        binning_x=0,
+        binning_y=0,
+        roi=Roi(x_offset=0, y_offset=0, height=0, width=0, do_rectify=False),
+    )
 
 
 def string_message(text: str) -> Any:
@@ -293,8 +315,11 @@ def prepare_output(path: Path, overwrite: bool) -> Path:
 def remove_partial(path: Path) -> None:
     """Remove a bag folder this process started but could not finish (no metadata.yaml yet)."""
     path = Path(path)
-    if path.is_dir() and not (path / "metadata.yaml").exists() and all(
-            p.suffix in (".mcap", ".db3", ".db3-journal", ".db3-shm", ".db3-wal") for p in path.iterdir()):
+    if (
+        path.is_dir()
+        and not (path / "metadata.yaml").exists()
+        and all(p.suffix in (".mcap", ".db3", ".db3-journal", ".db3-shm", ".db3-wal") for p in path.iterdir())
+    ):
         shutil.rmtree(path)
 
 
@@ -307,7 +332,7 @@ class BagWriter:
 
     VERSION = 9  # the rosbag2 format of Jazzy and Kilted
 
-    def __init__(self, path: Path, storage: str = "mcap", custom: Optional[Mapping[str, str]] = None):
+    def __init__(self, path: Path, storage: str = "mcap", custom: Mapping[str, str] | None = None):
         from rosbags.rosbag2 import StoragePlugin, Writer
 
         if storage not in STORAGES:
@@ -318,10 +343,10 @@ class BagWriter:
         self._writer = Writer(self.path, version=self.VERSION, storage_plugin=plugin)
         for k, v in (custom or {}).items():
             self._writer.set_custom_data(k, str(v))
-        self._conns: Dict[str, Any] = {}
-        self.counts: Dict[str, int] = {}
+        self._conns: dict[str, Any] = {}
+        self.counts: dict[str, int] = {}
 
-    def __enter__(self) -> "BagWriter":
+    def __enter__(self) -> BagWriter:
         self._writer.open()
         return self
 
@@ -339,7 +364,7 @@ class BagWriter:
         self.counts[topic] += 1
 
 
-def read_topic(path: Path, topic: str) -> Iterator[Tuple[int, Any]]:
+def read_topic(path: Path, topic: str) -> Iterator[tuple[int, Any]]:
     """``(log time ns, deserialised message)`` of one topic in log-time order (for tests and reports)."""
     reader = open_reader(path)
     try:

@@ -4,6 +4,7 @@ All at 640x480 frames, in one run, so ratios between backends (and the peer mode
 given) hold on a noisy machine. Node end-to-end is ping-pong over real DDS: a frame is
 published, the next one only after its labels arrived, so no queueing is measured.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -11,7 +12,6 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
 
 import numpy as np
 
@@ -23,12 +23,14 @@ def _median_ms(fn, runs: int, warmup: int = 3) -> float:
 
 
 #: The official int8 DeepLab v3 MobileNetV2-0.5 (513x513, uint8 in, class ids out): the speed target.
-DEFAULT_REFERENCE = Path(__file__).resolve().parents[2].parent / "shared" / "peers" / \
-    "deeplabv3_mnv2_dm05_pascal_quant.tflite"
+DEFAULT_REFERENCE = (
+    Path(__file__).resolve().parents[2].parent / "shared" / "peers" / "deeplabv3_mnv2_dm05_pascal_quant.tflite"
+)
 
 
-def bench_in_process(backend: str, frame: np.ndarray, runs: int, threads: int,
-                     reference: Optional[Path] = None) -> Dict[str, float]:
+def bench_in_process(
+    backend: str, frame: np.ndarray, runs: int, threads: int, reference: Path | None = None
+) -> dict[str, float]:
     """Backend alone and the whole in-process pipeline (640x480 in, labels + instances at 640x480 out).
 
     With ``reference`` (a .tflite), the pipeline and the reference graph are also timed round-robin
@@ -39,7 +41,7 @@ def bench_in_process(backend: str, frame: np.ndarray, runs: int, threads: int,
 
     seg = make_segmenter(NodeConfig(backend=backend, num_threads=threads))
     x = seg.preprocess(frame)
-    row: Dict[str, float] = {
+    row: dict[str, float] = {
         "input": f"{seg.backend.input_hw[1]}x{seg.backend.input_hw[0]}",
         "size_mb": round(seg.backend.path.stat().st_size / 1e6, 3),
         "backend_ms": round(_median_ms(lambda: seg.backend.infer(x), runs), 2),
@@ -54,7 +56,7 @@ def bench_in_process(backend: str, frame: np.ndarray, runs: int, threads: int,
     return row
 
 
-def bench_peer(path: Path, runs: int, threads: int) -> Dict[str, float]:
+def bench_peer(path: Path, runs: int, threads: int) -> dict[str, float]:
     inp, run = _interpreter_call(path, threads)
     return {"input": inp, "size_mb": round(path.stat().st_size / 1e6, 3), "backend_ms": round(_median_ms(run, runs), 2)}
 
@@ -76,27 +78,37 @@ def _interpreter_call(path: Path, threads: int):
     def run() -> None:
         it.set_tensor(d["index"], x)
         it.invoke()
+
     return f"{d['shape'][2]}x{d['shape'][1]}", run
 
 
-def bench_pair(model: Path, peer: Path, runs: int, threads: int) -> Dict[str, float]:
+def bench_pair(model: Path, peer: Path, runs: int, threads: int) -> dict[str, float]:
     """Two .tflite files on the same interpreter and threads, timed round-robin (fair under
     drifting background load); ``peer_over_model`` > 1 means the model is faster."""
     calls = {k: _interpreter_call(p, threads) for k, p in (("model", model), ("peer", peer))}
     lat = interleaved_ms({k: run for k, (_, run) in calls.items()}, runs, warmup=5)
     med = {k: v[0] for k, v in lat.items()}
-    return {"model": str(model), "model_input": calls["model"][0], "model_ms": round(med["model"], 2),
-            "peer": str(peer), "peer_input": calls["peer"][0], "peer_ms": round(med["peer"], 2),
-            "peer_over_model": round(med["peer"] / med["model"], 3), "threads": threads, "runs": runs}
+    return {
+        "model": str(model),
+        "model_input": calls["model"][0],
+        "model_ms": round(med["model"], 2),
+        "peer": str(peer),
+        "peer_input": calls["peer"][0],
+        "peer_ms": round(med["peer"], 2),
+        "peer_over_model": round(med["peer"] / med["model"], 3),
+        "threads": threads,
+        "runs": runs,
+    }
 
 
-def bench_node(backend: str, frames: List[np.ndarray], runs: int, threads: int, workdir: Path) -> Dict[str, float]:
+def bench_node(backend: str, frames: list[np.ndarray], runs: int, threads: int, workdir: Path) -> dict[str, float]:
     from .rosio import NodeProcess, StreamClient, image_msg
 
-    node = NodeProcess({"backend": backend, "num_threads": threads}, workdir / f"node_{backend}.log",
-                       remap=["image:=/bench/image_raw"])
+    node = NodeProcess(
+        {"backend": backend, "num_threads": threads}, workdir / f"node_{backend}.log", remap=["image:=/bench/image_raw"]
+    )
     client = StreamClient("/bench/image_raw", name="seg_bench_camera")
-    lat: List[float] = []
+    lat: list[float] = []
     try:
         if not client.wait_for_node(60):
             return {"node_error": node.log()[-500:]}
@@ -109,28 +121,39 @@ def bench_node(backend: str, frames: List[np.ndarray], runs: int, threads: int, 
                 time.sleep(0.0005)
             if stamp in client.received.labels and i >= 5:
                 lat.append((time.perf_counter() - t) * 1e3)
-        return {"node_e2e_ms_p50": round(float(np.median(lat)), 2) if lat else float("nan"),
-                "node_e2e_ms_p95": round(float(np.percentile(lat, 95)), 2) if lat else float("nan"),
-                "node_frames_lost": runs - len(lat)}
+        return {
+            "node_e2e_ms_p50": round(float(np.median(lat)), 2) if lat else float("nan"),
+            "node_e2e_ms_p95": round(float(np.percentile(lat, 95)), 2) if lat else float("nan"),
+            "node_frames_lost": runs - len(lat),
+        }
     finally:
         client.close()
         node.stop()
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="seg-bench", description=__doc__)
     ap.add_argument("--backends", default="", help="comma-separated (default: every shipped backend)")
     ap.add_argument("--runs", type=int, default=50)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--peer", default="", help="a .tflite peer model to time in the same run")
-    ap.add_argument("--compare", default="",
-                    help="a .tflite to time round-robin against --peer (e.g. a model exported at the peer's input)")
-    ap.add_argument("--reference", default=str(DEFAULT_REFERENCE) if DEFAULT_REFERENCE.is_file() else "",
-                    help="a .tflite timed round-robin against each in-process pipeline (default: the official int8 "
-                         "DeepLab v3 MobileNetV2-0.5 at 513x513 when ../shared/peers has it; '' to skip)")
+    ap.add_argument(
+        "--compare",
+        default="",
+        help="a .tflite to time round-robin against --peer (e.g. a model exported at the peer's input)",
+    )
+    ap.add_argument(
+        "--reference",
+        default=str(DEFAULT_REFERENCE) if DEFAULT_REFERENCE.is_file() else "",
+        help="a .tflite timed round-robin against each in-process pipeline (default: the official int8 "
+        "DeepLab v3 MobileNetV2-0.5 at 513x513 when ../shared/peers has it; '' to skip)",
+    )
     ap.add_argument("--no-node", action="store_true", help="skip the DDS end-to-end measurement")
-    ap.add_argument("--depth", action="store_true",
-                    help="also time use_depth: a node without and one with depth, frames in turn (bench_depth.py)")
+    ap.add_argument(
+        "--depth",
+        action="store_true",
+        help="also time use_depth: a node without and one with depth, frames in turn (bench_depth.py)",
+    )
     ap.add_argument("--out", default="out/bench")
     args = ap.parse_args(argv)
 
@@ -143,10 +166,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     frames = [render_frame(s)[0] for s in range(4)]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    rows: Dict[str, Dict[str, float]] = {}
+    rows: dict[str, dict[str, float]] = {}
     for name in names:
-        rows[name] = bench_in_process(name, frames[0], args.runs, args.threads,
-                                      Path(args.reference) if args.reference else None)
+        rows[name] = bench_in_process(
+            name, frames[0], args.runs, args.threads, Path(args.reference) if args.reference else None
+        )
         if not args.no_node:
             rows[name].update(bench_node(name, frames, args.runs, args.threads, out))
         if args.depth:
@@ -158,23 +182,31 @@ def main(argv: Optional[List[str]] = None) -> int:
         rows["peer:" + Path(args.peer).name] = bench_peer(Path(args.peer), args.runs, args.threads)
     print(f"{'backend':34s} {'input':>8s} {'MB':>7s} {'backend ms':>11s} {'pipeline ms':>12s} {'node e2e p50':>13s}")
     for name, r in rows.items():
-        print(f"{name:34s} {r.get('input', ''):>8s} {r.get('size_mb', 0):7.3f} {r.get('backend_ms', float('nan')):11.2f} "
-              f"{r.get('pipeline_ms', float('nan')):12.2f} {r.get('node_e2e_ms_p50', float('nan')):13.2f}")
+        print(
+            f"{name:34s} {r.get('input', ''):>8s} {r.get('size_mb', 0):7.3f} {r.get('backend_ms', float('nan')):11.2f} "
+            f"{r.get('pipeline_ms', float('nan')):12.2f} {r.get('node_e2e_ms_p50', float('nan')):13.2f}"
+        )
     if args.reference:
-        print(f"in-process pipeline (640x480 -> labels + instances) vs {Path(args.reference).name}, round-robin, "
-              f"{args.threads} threads:")
+        print(
+            f"in-process pipeline (640x480 -> labels + instances) vs {Path(args.reference).name}, round-robin, "
+            f"{args.threads} threads:"
+        )
         for name, r in rows.items():
             if "pipeline_over_reference" in r:
-                print(f"  {name:32s} {r['pipeline_rr_ms']:7.2f} ms vs {r['reference_rr_ms']:7.2f} ms "
-                      f"-> {r['pipeline_over_reference']:.3f} (target <= 0.5)")
+                print(
+                    f"  {name:32s} {r['pipeline_rr_ms']:7.2f} ms vs {r['reference_rr_ms']:7.2f} ms "
+                    f"-> {r['pipeline_over_reference']:.3f} (target <= 0.5)"
+                )
     if args.compare:
         if not args.peer:
             ap.error("--compare needs --peer")
         pair = bench_pair(Path(args.compare), Path(args.peer), args.runs, args.threads)
         rows["compare"] = pair
-        print(f"same interpreter, {args.threads} threads, round-robin: {Path(args.compare).name} "
-              f"{pair['model_input']} {pair['model_ms']:.2f} ms vs peer {pair['peer_input']} {pair['peer_ms']:.2f} ms "
-              f"-> peer/model = {pair['peer_over_model']:.2f}")
+        print(
+            f"same interpreter, {args.threads} threads, round-robin: {Path(args.compare).name} "
+            f"{pair['model_input']} {pair['model_ms']:.2f} ms vs peer {pair['peer_input']} {pair['peer_ms']:.2f} ms "
+            f"-> peer/model = {pair['peer_over_model']:.2f}"
+        )
     (out / "bench.json").write_text(json.dumps(rows, indent=2))
     return 0
 

@@ -14,12 +14,13 @@ labels, -> instances, the last output; depth off), ``rgbd_labels`` (depth on) an
 longer than one waiting for labels), ``added_to_last_output_ms_p50`` = rgbd_markers p50 -
 rgb_last p50, and the number of 3D objects per frame the depth node measured.
 """
+
 from __future__ import annotations
 
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any
 
 import numpy as np
 
@@ -35,14 +36,15 @@ def _camera_info(cam: Any, stamp: Any, frame_id: str) -> Any:
     return m
 
 
-def _stats(values: List[float]) -> Dict[str, float]:
+def _stats(values: list[float]) -> dict[str, float]:
     if not values:
         return {"p50": float("nan"), "p95": float("nan")}
     return {"p50": round(float(np.median(values)), 2), "p95": round(float(np.percentile(values, 95)), 2)}
 
 
-def bench_node_depth(backend: str, runs: int, threads: int, workdir: Path,
-                     frame_timeout: float = 2.0) -> Dict[str, Any]:
+def bench_node_depth(
+    backend: str, runs: int, threads: int, workdir: Path, frame_timeout: float = 2.0
+) -> dict[str, Any]:
     from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
     from sensor_msgs.msg import CameraInfo, Image
     from visualization_msgs.msg import MarkerArray
@@ -52,31 +54,38 @@ def bench_node_depth(backend: str, runs: int, threads: int, workdir: Path,
 
     scenes = [render_scene(s) for s in range(4)]
     params = {"backend": backend, "num_threads": threads}
-    nodes = [NodeProcess(params, workdir / f"node_{backend}_rgb.log", remap=["__ns:=/bench_rgb"]),
-             NodeProcess({**params, "use_depth": True}, workdir / f"node_{backend}_rgbd.log",
-                         remap=["__ns:=/bench_rgbd"])]
+    nodes = [
+        NodeProcess(params, workdir / f"node_{backend}_rgb.log", remap=["__ns:=/bench_rgb"]),
+        NodeProcess({**params, "use_depth": True}, workdir / f"node_{backend}_rgbd.log", remap=["__ns:=/bench_rgbd"]),
+    ]
     rgb = StreamClient("/bench_rgb/image", namespace="bench_rgb", name="seg_bench_rgb")
     rgbd = StreamClient("/bench_rgbd/image", namespace="bench_rgbd", name="seg_bench_rgbd")
     pub_depth = rgbd.node.create_publisher(Image, "/bench_rgbd/depth", qos_profile_sensor_data)
     pub_info = rgbd.node.create_publisher(CameraInfo, "/bench_rgbd/camera_info", qos_profile_sensor_data)
-    markers: Dict[Any, Any] = {}
+    markers: dict[Any, Any] = {}
     lock = threading.Lock()
 
     def on_markers(msg: Any) -> None:
         h = msg.markers[0].header
         with lock:
             markers[(h.stamp.sec, h.stamp.nanosec)] = (time.time(), sum(1 for m in msg.markers if m.type == 1))
-    rgbd.node.create_subscription(MarkerArray, "/bench_rgbd/segmentation/object_markers", on_markers,
-                                  QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
-    lat: Dict[str, List[float]] = {"rgb_labels": [], "rgb_last": [], "rgbd_labels": [], "rgbd_markers": []}
-    objects: List[int] = []
+
+    rgbd.node.create_subscription(
+        MarkerArray,
+        "/bench_rgbd/segmentation/object_markers",
+        on_markers,
+        QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE),
+    )
+    lat: dict[str, list[float]] = {"rgb_labels": [], "rgb_last": [], "rgbd_labels": [], "rgbd_markers": []}
+    objects: list[int] = []
     lost = 0
     try:
         if not (rgb.wait_for_node(60) and rgbd.wait_for_node(60)):
             return {"depth_node_error": (nodes[0].log() + nodes[1].log())[-800:]}
         end = time.monotonic() + 10  # the depth subscriptions match a little later than the image one
-        while (pub_depth.get_subscription_count() == 0 or pub_info.get_subscription_count() == 0) and \
-                time.monotonic() < end:
+        while (
+            pub_depth.get_subscription_count() == 0 or pub_info.get_subscription_count() == 0
+        ) and time.monotonic() < end:
             time.sleep(0.05)
         for i in range(runs + 5):
             sc = scenes[i % len(scenes)]
@@ -84,8 +93,10 @@ def bench_node_depth(backend: str, runs: int, threads: int, workdir: Path,
             stamp = rgb.now_stamp()
             t = time.time()
             rgb.publish(image_msg(sc.rgb, stamp, "bench"))
-            while not (stamp in rgb.received.labels and stamp in rgb.received.instances) and \
-                    time.time() < t + frame_timeout:
+            while (
+                not (stamp in rgb.received.labels and stamp in rgb.received.instances)
+                and time.time() < t + frame_timeout
+            ):
                 time.sleep(0.0005)
             got_rgb, got_last = rgb.received.labels.get(stamp), rgb.received.instances.get(stamp)
             # depth on: camera info and depth first, then the colour frame
@@ -113,7 +124,7 @@ def bench_node_depth(backend: str, runs: int, threads: int, workdir: Path,
             for c in (rgb, rgbd):
                 c.received.labels.clear()
                 c.received.instances.clear()
-        out: Dict[str, Any] = {k: _stats(v) for k, v in lat.items()}
+        out: dict[str, Any] = {k: _stats(v) for k, v in lat.items()}
         out["added_ms_p50"] = round(out["rgbd_markers"]["p50"] - out["rgb_labels"]["p50"], 2)
         out["added_to_last_output_ms_p50"] = round(out["rgbd_markers"]["p50"] - out["rgb_last"]["p50"], 2)
         out["objects_3d_per_frame"] = round(float(np.mean(objects)), 2) if objects else 0.0

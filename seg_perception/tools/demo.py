@@ -13,6 +13,7 @@
 Rendered frames show made-up shapes the models never saw in training: their mIoU checks the
 plumbing, not the model. Use ``--dataset`` for an accuracy number.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,34 +21,48 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 from . import bags
 from .errors import UsageError
 from .make_bag import BagSpec, atwork_frames, demo_frames, write_bag
-from .replay import build_parser as replay_parser, run_checked
+from .replay import build_parser as replay_parser
+from .replay import run_checked
 
 LOG = logging.getLogger("seg_demo")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="seg-demo", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--dataset", type=Path, default=None,
-                    help="atWork-layout root (objects/image, objects/semantic_labels): replay its validation photos "
-                         "(the split training holds out)")
-    ap.add_argument("--frames", type=int, default=None,
-                    help="frames to render (default 60), or validation photos to take (default: all)")
+    ap = argparse.ArgumentParser(
+        prog="seg-demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--dataset",
+        type=Path,
+        default=None,
+        help="atWork-layout root (objects/image, objects/semantic_labels): replay its validation photos "
+        "(the split training holds out)",
+    )
+    ap.add_argument(
+        "--frames",
+        type=int,
+        default=None,
+        help="frames to render (default 60), or validation photos to take (default: all)",
+    )
     ap.add_argument("--rate", type=float, default=15.0, help="camera frame rate of the bag (Hz)")
     ap.add_argument("--storage", choices=bags.STORAGES, default="mcap")
     ap.add_argument("--backend", default="tflite_int8")
     ap.add_argument("--model-path", default="", help="model file overriding the backend's shipped model")
-    ap.add_argument("--out", type=Path, default=Path("out/demo"),
-                    help="folder for the camera bag, the output bag, summary.json and report.png")
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=Path("out/demo"),
+        help="folder for the camera bag, the output bag, summary.json and report.png",
+    )
     return ap
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     out: Path = args.out
@@ -64,11 +79,23 @@ def main(argv: Optional[List[str]] = None) -> int:
         bags.prepare_output(camera_bag, overwrite=True)
         made = write_bag(frames, BagSpec(camera_bag, args.storage, args.rate))
         LOG.info("wrote %d frames to %s", made["frames"], camera_bag)
-        rargs = replay_parser().parse_args([
-            str(camera_bag), "--backend", args.backend, "--out-bag", str(seg_bag), "--overwrite",
-            "--report", str(out / "report.png"), "--overlays", str(out), "--node-log", str(out / "node.log"),
-            *(["--model-path", args.model_path] if args.model_path else []),
-        ])
+        rargs = replay_parser().parse_args(
+            [
+                str(camera_bag),
+                "--backend",
+                args.backend,
+                "--out-bag",
+                str(seg_bag),
+                "--overwrite",
+                "--report",
+                str(out / "report.png"),
+                "--overlays",
+                str(out),
+                "--node-log",
+                str(out / "node.log"),
+                *(["--model-path", args.model_path] if args.model_path else []),
+            ]
+        )
     except (bags.BagError, UsageError) as e:
         LOG.error("%s", e)
         return 2
@@ -82,17 +109,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     return 0
 
 
-def _num(stats: Optional[Dict[str, Any]], unit: str, scale: float = 1.0) -> str:
+def _num(stats: dict[str, Any] | None, unit: str, scale: float = 1.0) -> str:
     v = (stats or {}).get("median")
     return "n/a" if v is None else f"{scale * v:.1f}{unit}"
 
 
-def _ms(latency: Dict[str, Any], key: str) -> str:
+def _ms(latency: dict[str, Any], key: str) -> str:
     v = latency.get(key)
     return "n/a" if v is None else f"{v:.1f} ms"
 
 
-def plain_summary(summary: Dict[str, Any], out: Path, rendered: bool) -> str:
+def plain_summary(summary: dict[str, Any], out: Path, rendered: bool) -> str:
     """The demo's last lines: what happened, in words, and where the numbers are."""
     node = summary.get("node", {})
     lat = summary.get("latency_ms", {})
@@ -109,16 +136,20 @@ def plain_summary(summary: Dict[str, Any], out: Path, rendered: bool) -> str:
     frames = acc.get("frames_evaluated", 0)
     score = "no ground truth" if miou is None else f"mIoU {100 * miou:.1f} % on {frames} frames"
     if rendered:
-        lines += [f"  {score}: the rendered objects are made-up look-alikes the models never saw in training,",
-                  "    so this checks the plumbing (frames in, labels out, stamps matched), not the model's accuracy.",
-                  "  accuracy on real photos: bash scripts/demo.sh --dataset ../shared/datasets/atwork"]
+        lines += [
+            f"  {score}: the rendered objects are made-up look-alikes the models never saw in training,",
+            "    so this checks the plumbing (frames in, labels out, stamps matched), not the model's accuracy.",
+            "  accuracy on real photos: bash scripts/demo.sh --dataset ../shared/datasets/atwork",
+        ]
     else:
         lines.append(f"  {score} (validation photos, held out from training): the model's accuracy on a real stream")
     boxes = (summary.get("geometry") or {}).get("accuracy_3d")
     if boxes:
-        lines.append(f"  3D boxes: {boxes.get('matched', 0)} of {boxes.get('objects_true', 0)} rendered objects found, "
-                     f"centre error median {_num(boxes.get('position_error_mm'), ' mm')}, "
-                     f"size error median {_num(boxes.get('dimension_error_rel'), ' %', 100)}")
+        lines.append(
+            f"  3D boxes: {boxes.get('matched', 0)} of {boxes.get('objects_true', 0)} rendered objects found, "
+            f"centre error median {_num(boxes.get('position_error_mm'), ' mm')}, "
+            f"size error median {_num(boxes.get('dimension_error_rel'), ' %', 100)}"
+        )
     lines.append(f"  full summary: {out / 'summary.json'}; report: {summary.get('report', out / 'report.png')}")
     return "\n".join(lines)
 

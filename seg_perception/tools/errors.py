@@ -1,4 +1,5 @@
 """Errors the command-line tools turn into exit codes (one clear line, no traceback)."""
+
 from __future__ import annotations
 
 

@@ -7,6 +7,7 @@ its full resolution, accumulates one dataset-wide confusion matrix and prints on
 ``--split val`` uses the training split rule (default: whole capture runs held out, the photos no
 shipped model was trained on; ``--split-kind random`` gives the old random split for comparison).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -14,7 +15,7 @@ import json
 import logging
 import sys
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 import numpy as np
 
@@ -25,8 +26,15 @@ from ..pipeline import make_segmenter
 from ..plain import to_plain
 
 
-def evaluate(backend: str, root: str, split: str = "all", model_path: str = "", threads: int = 2,
-             limit: int = 0, split_kind: str = "run") -> Dict[str, Any]:
+def evaluate(
+    backend: str,
+    root: str,
+    split: str = "all",
+    model_path: str = "",
+    threads: int = 2,
+    limit: int = 0,
+    split_kind: str = "run",
+) -> dict[str, Any]:
     seg = make_segmenter(NodeConfig(backend=backend, model_path=model_path, num_threads=threads))
     samples = list_samples(root)
     if split != "all":
@@ -38,7 +46,7 @@ def evaluate(backend: str, root: str, split: str = "all", model_path: str = "", 
         raise ValueError(f"no photo with a mask under {root}/objects (split {split})")
     n = seg.classes.num_classes
     cm = ConfusionMatrix(n)
-    times: List[float] = []
+    times: list[float] = []
     for s in samples:
         rgb = read_rgb(s.image_path)
         gt = seg.classes.remap_dataset_mask(read_label(s.label_path))
@@ -47,42 +55,58 @@ def evaluate(backend: str, root: str, split: str = "all", model_path: str = "", 
         times.append((time.perf_counter() - t) * 1e3)
         cm.update(res.labels, gt)
     acc = accuracy_summary(cm.matrix, seg.classes.names)
-    return to_plain({
-        "backend": backend, "model_file": seg.backend.path.name, "split": split, "split_kind": split_kind,
-        "miou": _percent(acc["miou"]), "pixel_accuracy": _percent(acc["pixel_accuracy"]),
-        "per_class_iou": {name: _percent(v) for name, v in acc["per_class_iou"].items()},
-        "pixels_evaluated": int(cm.matrix.sum()),
-        "num_images": len(samples), "median_ms": round(float(np.median(times)), 2),
-    })
+    return to_plain(
+        {
+            "backend": backend,
+            "model_file": seg.backend.path.name,
+            "split": split,
+            "split_kind": split_kind,
+            "miou": _percent(acc["miou"]),
+            "pixel_accuracy": _percent(acc["pixel_accuracy"]),
+            "per_class_iou": {name: _percent(v) for name, v in acc["per_class_iou"].items()},
+            "pixels_evaluated": int(cm.matrix.sum()),
+            "num_images": len(samples),
+            "median_ms": round(float(np.median(times)), 2),
+        }
+    )
 
 
-def _percent(v: Optional[float]) -> Optional[float]:
+def _percent(v: float | None) -> float | None:
     return None if v is None else round(100 * v, 2)
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    ap = argparse.ArgumentParser(prog="seg-eval", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="seg-eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--backend", default="tflite_int8")
-    ap.add_argument("--root", required=True, help="folder in the atWork layout (objects/image, objects/semantic_labels)")
+    ap.add_argument(
+        "--root", required=True, help="folder in the atWork layout (objects/image, objects/semantic_labels)"
+    )
     ap.add_argument("--split", default="all", choices=("all", "val", "train"))
-    ap.add_argument("--split-kind", default="run", choices=SPLIT_KINDS,
-                    help="run: whole capture runs held out (default); random: the old random split")
+    ap.add_argument(
+        "--split-kind",
+        default="run",
+        choices=SPLIT_KINDS,
+        help="run: whole capture runs held out (default); random: the old random split",
+    )
     ap.add_argument("--model-path", default="")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--limit", type=int, default=0, help="evaluate only the first N photos")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        out = evaluate(args.backend, args.root, args.split, args.model_path, args.threads, args.limit,
-                       args.split_kind)
+        out = evaluate(args.backend, args.root, args.split, args.model_path, args.threads, args.limit, args.split_kind)
     except Exception as e:  # noqa: BLE001 - CLI: one clear line, non-zero exit
         print(f"seg-eval: {type(e).__name__}: {e}", file=sys.stderr)
         return 2
     print(json.dumps(out, allow_nan=False))
     if out["pixels_evaluated"] == 0:
-        print(f"seg-eval: no pixel was evaluated: every mask pixel of the {out['num_images']} photos is 'ignore' "
-              f"(255); miou and pixel_accuracy are null", file=sys.stderr)
+        print(
+            f"seg-eval: no pixel was evaluated: every mask pixel of the {out['num_images']} photos is 'ignore' "
+            f"(255); miou and pixel_accuracy are null",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

@@ -13,19 +13,21 @@ error (mm), dimension error (relative, per side), yaw error (degrees, elongated 
 
     python -m seg_perception.tools.geom_eval --scenes 50 --tilts 0,25,45 --backend tflite_int8
 """
+
 from __future__ import annotations
 
 import argparse
 import json
 import sys
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 import numpy as np
 
 
-def evaluate(scenes: int, tilt: float, backend: Optional[str] = None, size: tuple = (480, 640),
-             threads: int = 2) -> Dict[str, Any]:
+def evaluate(
+    scenes: int, tilt: float, backend: str | None = None, size: tuple = (480, 640), threads: int = 2
+) -> dict[str, Any]:
     from ..classes import load_classes
     from ..demo_scene3d import render_scene
     from ..geometry import measure_objects
@@ -36,7 +38,7 @@ def evaluate(scenes: int, tilt: float, backend: Optional[str] = None, size: tupl
     names = load_classes("full").names
     geo = ObjectGeometry(names)
     exact, e2e = GeometryScore(), GeometryScore()
-    ms: List[float] = []
+    ms: list[float] = []
     seg = None
     if backend:
         from ..config import NodeConfig
@@ -56,8 +58,12 @@ def evaluate(scenes: int, tilt: float, backend: Optional[str] = None, size: tupl
             found, _ = measure_objects(sc.depth_mm, res.labels, res.instances, seg.objects(res), sc.camera, geo.cfg)
             geo.pairs.apply(found)
             e2e.add([box_of(o) for o in found], truths)
-    out: Dict[str, Any] = {"tilt_deg": tilt, "scenes": scenes, "exact_masks": exact.summary(),
-                           "measure_ms_median": round(float(np.median(ms)), 3)}
+    out: dict[str, Any] = {
+        "tilt_deg": tilt,
+        "scenes": scenes,
+        "exact_masks": exact.summary(),
+        "measure_ms_median": round(float(np.median(ms)), 3),
+    }
     if seg is not None:
         out["backend"] = {"name": backend, **e2e.summary()}
     return out
@@ -66,13 +72,21 @@ def evaluate(scenes: int, tilt: float, backend: Optional[str] = None, size: tupl
 def _truth_box(t: Any) -> Any:
     from ..geometry_eval import ELONGATED_RATIO, Box
 
-    return Box(t.class_name, t.center, t.rotation[:, 0], t.rotation[:, 2], t.dims, t.symmetric,
-               bool(t.dims[0] >= ELONGATED_RATIO * t.dims[1]))
+    return Box(
+        t.class_name,
+        t.center,
+        t.rotation[:, 0],
+        t.rotation[:, 2],
+        t.dims,
+        t.symmetric,
+        bool(t.dims[0] >= ELONGATED_RATIO * t.dims[1]),
+    )
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    ap = argparse.ArgumentParser(prog="seg-geom-eval", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="seg-geom-eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--scenes", type=int, default=30)
     ap.add_argument("--tilts", default="0,25,45", help="camera tilts in degrees from straight down")
     ap.add_argument("--backend", default="", help="also segment with this backend (end to end)")

@@ -17,15 +17,17 @@ each message equals its header stamp, as a recorder on the camera host would wri
   colour image) and ``/camera/objects_gt`` std_msgs/String (JSON: every object's class, centre,
   axes and dimensions in the optical frame; ``seg_perception.geometry_eval``)
 """
+
 from __future__ import annotations
 
 import argparse
 import json
 import logging
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, List, Optional, Tuple
+from typing import Any
 
 import numpy as np
 
@@ -41,11 +43,11 @@ DEMO_MIN_SIDE = 160  # smaller rendered frames leave little room for whole objec
 @dataclass
 class Frame:
     rgb: np.ndarray
-    gt: Optional[np.ndarray]  # class ids of the chosen variant, 255 = ignore
+    gt: np.ndarray | None  # class ids of the chosen variant, 255 = ignore
     name: str
-    depth_mm: Optional[np.ndarray] = None  # uint16 millimetres, registered to rgb
+    depth_mm: np.ndarray | None = None  # uint16 millimetres, registered to rgb
     camera: Any = None  # geometry.CameraModel of rgb (None: pinhole guess)
-    truths: Optional[list] = None  # demo_scene3d.Truth of each object
+    truths: list | None = None  # demo_scene3d.Truth of each object
 
 
 def _is_image(path: Path) -> bool:
@@ -53,7 +55,7 @@ def _is_image(path: Path) -> bool:
     return path.is_file() and path.suffix.lower().strip(" .") in IMAGE_EXTENSIONS
 
 
-def _read_rgb(path: Path) -> Optional[np.ndarray]:
+def _read_rgb(path: Path) -> np.ndarray | None:
     import cv2
 
     bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
@@ -63,7 +65,7 @@ def _read_rgb(path: Path) -> Optional[np.ndarray]:
     return np.ascontiguousarray(bgr[:, :, ::-1])
 
 
-def _read_mask(path: Path) -> Optional[np.ndarray]:
+def _read_mask(path: Path) -> np.ndarray | None:
     import cv2
 
     mask = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
@@ -87,10 +89,11 @@ def image_folder_frames(folder: Path, limit: int = 0) -> Iterator[Frame]:
             rgb = _read_rgb(path)
             if rgb is not None:
                 yield Frame(rgb, None, path.name)
+
     return gen()
 
 
-def atwork_pairs(root: Path, split: str = "all") -> List[Tuple[Path, Path]]:
+def atwork_pairs(root: Path, split: str = "all") -> list[tuple[Path, Path]]:
     """``(photo, mask)`` pairs of ``seg_perception.atwork.list_samples`` (sorted by class then
     name), optionally only the training's ``train`` or ``val`` photos (same split as training)."""
     from ..atwork import list_samples, split_samples
@@ -120,14 +123,14 @@ def atwork_frames(root: Path, variant: str = "full", limit: int = 0, split: str 
             if rgb is None or mask is None:
                 continue
             if mask.shape != rgb.shape[:2]:
-                LOG.warning("skipping %s: mask %s is %s, photo is %s", img_path, mask_path, mask.shape,
-                            rgb.shape[:2])
+                LOG.warning("skipping %s: mask %s is %s, photo is %s", img_path, mask_path, mask.shape, rgb.shape[:2])
                 continue
             yield Frame(rgb, classes.remap_dataset_mask(mask), img_path.name)
+
     return gen()
 
 
-def demo_frames(n: int, variant: str = "full", hw: Tuple[int, int] = (480, 640)) -> Iterator[Frame]:
+def demo_frames(n: int, variant: str = "full", hw: tuple[int, int] = (480, 640)) -> Iterator[Frame]:
     """``n`` rendered scenes (seeds 0..n-1) with exact labels, depth and 3D truth."""
     from ..classes import load_classes
     from ..demo_scene3d import render_scene
@@ -163,7 +166,7 @@ def write_bag(frames: Iterator[Frame], spec: BagSpec) -> dict:
     camera_topic = bags.COMPRESSED_TOPIC if spec.compressed else bags.CAMERA_TOPIC
     camera_type = bags.COMPRESSED_TYPE if spec.compressed else bags.IMAGE_TYPE
     n = 0
-    stamps: List[bags.Stamp] = []
+    stamps: list[bags.Stamp] = []
     with bags.BagWriter(spec.out, spec.storage, {bags.GT_VARIANT_KEY: spec.gt_variant}) as w:
         for frame in frames:
             stamp = frame_stamp(spec.start_ns, n, spec.rate_hz)
@@ -175,29 +178,49 @@ def write_bag(frames: Iterator[Frame], spec: BagSpec) -> dict:
                 cam = bags.image_message(pixels, spec.encoding, stamp, spec.frame_id)
             w.write(camera_topic, camera_type, t_ns, cam)
             if frame.gt is not None:
-                w.write(bags.GT_TOPIC, bags.IMAGE_TYPE, t_ns, bags.image_message(frame.gt, "mono8", stamp,
-                                                                                 spec.frame_id))
+                w.write(
+                    bags.GT_TOPIC, bags.IMAGE_TYPE, t_ns, bags.image_message(frame.gt, "mono8", stamp, spec.frame_id)
+                )
             h, wd = frame.rgb.shape[:2]
-            w.write(bags.CAMERA_INFO_TOPIC, bags.CAMERA_INFO_TYPE, t_ns,
-                    bags.camera_info_message(h, wd, stamp, spec.frame_id, frame.camera))
+            w.write(
+                bags.CAMERA_INFO_TOPIC,
+                bags.CAMERA_INFO_TYPE,
+                t_ns,
+                bags.camera_info_message(h, wd, stamp, spec.frame_id, frame.camera),
+            )
             if frame.depth_mm is not None:
-                w.write(bags.DEPTH_TOPIC, bags.IMAGE_TYPE, t_ns,
-                        bags.image_message(frame.depth_mm.astype("<u2"), "16UC1", stamp, spec.frame_id))
+                w.write(
+                    bags.DEPTH_TOPIC,
+                    bags.IMAGE_TYPE,
+                    t_ns,
+                    bags.image_message(frame.depth_mm.astype("<u2"), "16UC1", stamp, spec.frame_id),
+                )
             if frame.truths is not None:
                 from ..geometry_eval import truth_to_json
 
-                w.write(bags.OBJECTS_GT_TOPIC, bags.STRING_TYPE, t_ns,
-                        bags.string_message(truth_to_json(frame.truths, stamp, spec.frame_id)))
+                w.write(
+                    bags.OBJECTS_GT_TOPIC,
+                    bags.STRING_TYPE,
+                    t_ns,
+                    bags.string_message(truth_to_json(frame.truths, stamp, spec.frame_id)),
+                )
             stamps.append(stamp)
             n += 1
         if n == 0:
             raise bags.BagError("no frames were written (all inputs were skipped)")
         counts = dict(w.counts)
-    return {"bag": str(spec.out), "storage": spec.storage, "frames": n, "topics": counts,
-            "rate_hz": spec.rate_hz, "first_stamp": list(stamps[0]), "last_stamp": list(stamps[-1])}
+    return {
+        "bag": str(spec.out),
+        "storage": spec.storage,
+        "frames": n,
+        "topics": counts,
+        "rate_hz": spec.rate_hz,
+        "first_stamp": list(stamps[0]),
+        "last_stamp": list(stamps[-1]),
+    }
 
 
-def _parse_size(text: str) -> Tuple[int, int]:
+def _parse_size(text: str) -> tuple[int, int]:
     try:
         w, h = (int(v) for v in text.lower().split("x"))
     except ValueError:
@@ -208,8 +231,9 @@ def _parse_size(text: str) -> Tuple[int, int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="seg-make-bag", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="seg-make-bag", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--images", type=Path, help="folder of *.jpg/*.png (sorted by name), no ground truth")
     src.add_argument("--atwork", type=Path, help="atWork dataset root (objects/image, objects/semantic_labels)")
@@ -223,15 +247,19 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--jpeg-quality", type=int, default=90)
     ap.add_argument("--encoding", choices=("rgb8", "bgr8"), default="rgb8", help="raw Image encoding")
     ap.add_argument("--class-variant", default="full", help="class ids of the ground truth (class file variant)")
-    ap.add_argument("--split", choices=("all", "train", "val"), default="all",
-                    help="--atwork: all photos, or the training/validation split of training.data")
+    ap.add_argument(
+        "--split",
+        choices=("all", "train", "val"),
+        default="all",
+        help="--atwork: all photos, or the training/validation split of training.data",
+    )
     ap.add_argument("--limit", type=int, default=0, help="at most this many frames (0 = all)")
     ap.add_argument("--size", type=_parse_size, default=(480, 640), help="--demo frame size WIDTHxHEIGHT")
     ap.add_argument("--overwrite", action="store_true", help="replace an existing bag at --out")
     return ap
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     from ..classes import VARIANTS
@@ -248,11 +276,21 @@ def main(argv: Optional[List[str]] = None) -> int:
                 raise UsageError("--demo N needs N >= 1")
             if min(args.size) <= DEMO_MIN_SIDE:
                 raise UsageError(f"--size for --demo must be larger than {DEMO_MIN_SIDE} pixels on each side")
-            frames = demo_frames(args.demo if not args.limit else min(args.demo, args.limit), args.class_variant,
-                                 args.size)
+            frames = demo_frames(
+                args.demo if not args.limit else min(args.demo, args.limit), args.class_variant, args.size
+            )
         out = bags.prepare_output(args.out, args.overwrite)
-        spec = BagSpec(out, args.storage, args.rate, int(round(args.start_time * 1e9)), args.frame_id,
-                       args.compressed, args.jpeg_quality, args.encoding, args.class_variant)
+        spec = BagSpec(
+            out,
+            args.storage,
+            args.rate,
+            int(round(args.start_time * 1e9)),
+            args.frame_id,
+            args.compressed,
+            args.jpeg_quality,
+            args.encoding,
+            args.class_variant,
+        )
         try:
             summary = write_bag(frames, spec)
         except (bags.BagError, UsageError, OSError):

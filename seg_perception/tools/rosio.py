@@ -5,6 +5,7 @@
 * :class:`NodeProcess` – the segmentation node in its own process.
 * :class:`StreamClient` – publishes camera frames and collects the node's outputs.
 """
+
 from __future__ import annotations
 
 import os
@@ -13,9 +14,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -31,7 +32,7 @@ def fastdds_profile() -> Path:
     return default_models_dir().parent / "config" / "fastdds_shm.xml"
 
 
-def dds_env(base: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+def dds_env(base: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ if base is None else base)
     env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     env.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
@@ -47,8 +48,9 @@ def apply_dds_env() -> None:
 class NodeProcess:
     """``python -m seg_perception.node --ros-args -p k:=v ...`` with output to a log file."""
 
-    def __init__(self, params: Dict[str, object], log_path: Path, remap: Sequence[str] = (),
-                 ros_args: Sequence[str] = ()):
+    def __init__(
+        self, params: dict[str, object], log_path: Path, remap: Sequence[str] = (), ros_args: Sequence[str] = ()
+    ):
         args = [sys.executable, "-m", "seg_perception.node", "--ros-args", *ros_args]
         for k, v in params.items():
             args += ["-p", f"{k}:={v}"]
@@ -82,10 +84,10 @@ class NodeProcess:
 
 @dataclass
 class Received:
-    labels: Dict[Stamp, Tuple[float, object]] = field(default_factory=dict)  # stamp -> (t_recv, msg)
-    instances: Dict[Stamp, Tuple[float, object]] = field(default_factory=dict)
-    overlays: Dict[Stamp, Tuple[float, object]] = field(default_factory=dict)
-    diagnostics: List[object] = field(default_factory=list)
+    labels: dict[Stamp, tuple[float, object]] = field(default_factory=dict)  # stamp -> (t_recv, msg)
+    instances: dict[Stamp, tuple[float, object]] = field(default_factory=dict)
+    overlays: dict[Stamp, tuple[float, object]] = field(default_factory=dict)
+    diagnostics: list[object] = field(default_factory=list)
 
 
 def image_msg(rgb: np.ndarray, stamp: Stamp, frame_id: str, encoding: str = "rgb8"):
@@ -111,8 +113,9 @@ def msg_to_array(msg) -> np.ndarray:
 class StreamClient:
     """One rclpy node in this process: camera publisher + output collector, spun in a thread."""
 
-    def __init__(self, image_topic: str = "/image", namespace: str = "", overlays: bool = False,
-                 name: str = "seg_stream_client"):
+    def __init__(
+        self, image_topic: str = "/image", namespace: str = "", overlays: bool = False, name: str = "seg_stream_client"
+    ):
         import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -131,20 +134,19 @@ class StreamClient:
         qos = QoSProfile(depth=20, reliability=ReliabilityPolicy.RELIABLE)
         ns = f"/{namespace.strip('/')}" if namespace else ""
         self.node.create_subscription(Image, f"{ns}/segmentation/labels", self._store(self.received.labels), qos)
-        self.node.create_subscription(Image, f"{ns}/segmentation/instances", self._store(self.received.instances),
-                                      qos)
+        self.node.create_subscription(Image, f"{ns}/segmentation/instances", self._store(self.received.instances), qos)
         if overlays:
-            self.node.create_subscription(Image, f"{ns}/segmentation/overlay", self._store(self.received.overlays),
-                                          qos)
+            self.node.create_subscription(Image, f"{ns}/segmentation/overlay", self._store(self.received.overlays), qos)
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10)
         self._stop = False
         self._thread = threading.Thread(target=self._spin, daemon=True)
         self._thread.start()
 
-    def _store(self, into: Dict[Stamp, Tuple[float, object]]):
+    def _store(self, into: dict[Stamp, tuple[float, object]]):
         def cb(msg) -> None:
             with self._lock:
                 into[stamp_of(msg)] = (time.time(), msg)
+
         return cb
 
     def _on_diag(self, msg) -> None:
@@ -171,7 +173,7 @@ class StreamClient:
             time.sleep(0.05)
         return False
 
-    def diag_values(self) -> Dict[str, str]:
+    def diag_values(self) -> dict[str, str]:
         with self._lock:
             diags = list(self.received.diagnostics)
         for arr in reversed(diags):

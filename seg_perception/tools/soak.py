@@ -9,6 +9,7 @@ rate and checks the bounds the README states:
 * stale frames are dropped (counted) instead of queued: output age p99 stays below
   2 x the backend's p99 inference time + 20 ms (``--age-slack-ms`` adds margin for CI).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,7 +18,6 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
 
 import numpy as np
 
@@ -30,8 +30,9 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def run_rate(rate: float, seconds: float, backend: str, workdir: Path, warmup_s: float = 5.0,
-             model_path: str = "") -> Dict[str, object]:
+def run_rate(
+    rate: float, seconds: float, backend: str, workdir: Path, warmup_s: float = 5.0, model_path: str = ""
+) -> dict[str, object]:
     from ..demo_frames import render_frame
     from .rosio import NodeProcess, StreamClient, image_msg
 
@@ -39,19 +40,20 @@ def run_rate(rate: float, seconds: float, backend: str, workdir: Path, warmup_s:
     params = {"backend": backend, **({"model_path": model_path} if model_path else {})}
     node = NodeProcess(params, workdir / f"soak_{int(rate)}hz.log", remap=["image:=/soak/image_raw"])
     client = StreamClient("/soak/image_raw", name=f"seg_soak_{int(rate)}")
-    rss: List[float] = []
+    rss: list[float] = []
     stop = threading.Event()
 
     def sample() -> None:
         while not stop.is_set():
             rss.append(rss_mb(node.proc.pid))
             stop.wait(1.0)
+
     try:
         if not client.wait_for_node(60):
             return {"rate_hz": rate, "error": "node did not come up", "log": node.log()[-400:]}
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
-        sent: Dict[tuple, float] = {}
+        sent: dict[tuple, float] = {}
         t0 = time.monotonic()
         i = 0
         while time.monotonic() - t0 < seconds:
@@ -70,14 +72,19 @@ def run_rate(rate: float, seconds: float, backend: str, workdir: Path, warmup_s:
         warm = max(1, int(warmup_s))
         infer_p95 = float(diag.get("inference_ms_p95", "nan"))
         return {
-            "rate_hz": rate, "published_hz": round(publish_hz, 1), "seconds": seconds, "frames_sent": i,
+            "rate_hz": rate,
+            "published_hz": round(publish_hz, 1),
+            "seconds": seconds,
+            "frames_sent": i,
             "frames_with_output": len(ages),
-            "node_dropped": int(diag.get("frames_dropped", 0)), "node_processed": int(diag.get("frames_processed", 0)),
+            "node_dropped": int(diag.get("frames_dropped", 0)),
+            "node_processed": int(diag.get("frames_processed", 0)),
             "node_received": int(diag.get("frames_received", 0)),
             "age_ms_p50": round(float(np.percentile(ages, 50)), 2) if ages.size else None,
             "age_ms_p99": round(float(np.percentile(ages, 99)), 2) if ages.size else None,
             "age_ms_max": round(float(ages.max()), 2) if ages.size else None,
-            "inference_ms_p50": float(diag.get("inference_ms_p50", "nan")), "inference_ms_p95": infer_p95,
+            "inference_ms_p50": float(diag.get("inference_ms_p50", "nan")),
+            "inference_ms_p95": infer_p95,
             "inference_ms_p99": float(diag.get("inference_ms_p99", "nan")),
             "pipeline_ms_p95": float(diag.get("pipeline_ms_p95", "nan")),
             "rss_mb_after_warmup": round(rss[min(warm, len(rss) - 1)], 1) if rss else None,
@@ -91,7 +98,7 @@ def run_rate(rate: float, seconds: float, backend: str, workdir: Path, warmup_s:
         node.stop()
 
 
-def check(r: Dict[str, object], rss_growth_mb: float, age_slack_ms: float) -> List[str]:
+def check(r: dict[str, object], rss_growth_mb: float, age_slack_ms: float) -> list[str]:
     """The bounds; returns what was violated (empty = held)."""
     bad = []
     if not r.get("node_alive"):
@@ -104,9 +111,10 @@ def check(r: Dict[str, object], rss_growth_mb: float, age_slack_ms: float) -> Li
     return bad
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    ap = argparse.ArgumentParser(prog="seg-soak", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="seg-soak", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--backend", default="tflite_int8")
     ap.add_argument("--model-path", default="")
     ap.add_argument("--rates", default="30,90")

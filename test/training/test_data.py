@@ -4,28 +4,28 @@ All tests build a tiny fake dataset in the atWork layout under tmp_path (solid-c
 painted as objects). Only ``test_real_dataset_if_present`` reads ../shared, and skips when it
 is absent. Nothing from the real dataset is stored in the repository.
 """
+
 from __future__ import annotations
 
 import json
 import logging
 import random
 from pathlib import Path
-from typing import Dict, List, Tuple
 
 import cv2
 import numpy as np
 import pytest
 import torch
-
 from fake_atwork import JPEG_444, make_fake_atwork
+
 from seg_perception.classes import load_classes
 from training.data.atwork import (
     AtWorkSegmentation,
     Sample,
+    SplitSpec,
     SyntheticSegmentation,
     list_backgrounds,
     list_samples,
-    SplitSpec,
     load_runs,
     mix_datasets,
     photo_number,
@@ -51,8 +51,9 @@ def _write_rgb(path: Path, rgb: np.ndarray) -> None:
 @pytest.fixture(scope="module")
 def fake_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """3 classes x 5 photos (plus axis_006 without mask), backgrounds for both splits."""
-    root = make_fake_atwork(tmp_path_factory.mktemp("atwork"), CLASSES, N_PHOTOS, (PHOTO_H, PHOTO_W), seed=1234,
-                            colours=OBJ_RGB)
+    root = make_fake_atwork(
+        tmp_path_factory.mktemp("atwork"), CLASSES, N_PHOTOS, (PHOTO_H, PHOTO_W), seed=1234, colours=OBJ_RGB
+    )
     _write_rgb(root / "objects" / "image" / "axis" / "axis_006.jpg", np.zeros((PHOTO_H, PHOTO_W, 3), np.uint8))
     for kind, split, names in [
         ("backgrounds", "training", ["background_0001.jpg", "background_0002. png", "background_0003.png"]),
@@ -77,8 +78,16 @@ def fake_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _small_cfg(**kw) -> SynthConfig:
-    base = dict(height=96, width=128, min_objects=1, max_objects=4, min_object_area=0.01, max_object_area=0.05,
-                min_distance=-8, placement_attempts=30)
+    base = dict(
+        height=96,
+        width=128,
+        min_objects=1,
+        max_objects=4,
+        min_object_area=0.01,
+        max_object_area=0.05,
+        min_distance=-8,
+        placement_attempts=30,
+    )
     base.update(kw)
     return SynthConfig.from_dict(base)
 
@@ -145,9 +154,12 @@ def test_dataset_size_and_transform(fake_root: Path) -> None:
 # -- split -----------------------------------------------------------------------------
 
 
-def _fake_samples(n_per_class: Dict[str, int]) -> List[Sample]:
-    return [Sample(Path(f"/x/{c}/{c}_{i:03d}.jpg"), Path(f"/y/{c}/{c}_{i:03d}.png"), c)
-            for c, n in n_per_class.items() for i in range(1, n + 1)]
+def _fake_samples(n_per_class: dict[str, int]) -> list[Sample]:
+    return [
+        Sample(Path(f"/x/{c}/{c}_{i:03d}.jpg"), Path(f"/y/{c}/{c}_{i:03d}.png"), c)
+        for c, n in n_per_class.items()
+        for i in range(1, n + 1)
+    ]
 
 
 def test_random_split_deterministic_disjoint_stratified() -> None:
@@ -166,7 +178,7 @@ def test_random_split_deterministic_disjoint_stratified() -> None:
     assert split_samples(samples, SplitSpec(kind="random", val_fraction=0.0))[1] == []
 
 
-def _run_of(sample: Sample, runs: Dict[str, List[int]]) -> int:
+def _run_of(sample: Sample, runs: dict[str, list[int]]) -> int:
     return sum(start <= photo_number(sample) for start in runs[sample.class_name])
 
 
@@ -185,14 +197,15 @@ def test_run_split_holds_out_whole_capture_runs() -> None:
         assert val_runs and train_runs and not train_runs & val_runs, c
         # validation is the latest runs: every val photo comes after every train photo
         assert min(photo_number(s) for s in val if s.class_name == c) > max(
-            photo_number(s) for s in train if s.class_name == c)
+            photo_number(s) for s in train if s.class_name == c
+        )
     assert 0.15 < len(val) / len(samples) < 0.3
 
 
 def test_run_split_folds_partition_the_photos() -> None:
     runs = load_runs()
     samples = _fake_samples({c: 26 for c in runs})
-    seen: List[str] = []
+    seen: list[str] = []
     for k in range(5):
         train, val = split_samples(samples, SplitSpec(folds=5, val_fold=k))
         assert len(train) + len(val) == len(samples)
@@ -220,7 +233,10 @@ def test_split_spec_validation_and_old_configs() -> None:
         SplitSpec(folds=5, val_fold=5)
     assert SplitSpec.from_mapping({"val_fraction": 0.2, "split_seed": 0}).kind == "run"  # pre-run-split config
     assert SplitSpec.from_mapping({"split": "random", "split_seed": 3}).describe() == {
-        "kind": "random", "val_fraction": 0.2, "seed": 3}
+        "kind": "random",
+        "val_fraction": 0.2,
+        "seed": 3,
+    }
 
 
 def test_runs_file_errors_name_the_class(tmp_path: Path) -> None:
@@ -240,8 +256,15 @@ def test_split_of_fake_dataset(fake_root: Path) -> None:
 
 
 def test_scene_labels_match_pasted_masks_exactly(fake_root: Path) -> None:
-    cfg = _small_cfg(color_jitter_prob=0.0, blur_prob=0.0, soft_edges=False, min_distance=-40,
-                     min_visible_fraction=0.3, max_occupied_fraction=0.8, max_truncation=0.2)
+    cfg = _small_cfg(
+        color_jitter_prob=0.0,
+        blur_prob=0.0,
+        soft_edges=False,
+        min_distance=-40,
+        min_visible_fraction=0.3,
+        max_occupied_fraction=0.8,
+        max_truncation=0.2,
+    )
     gen = SceneGenerator(cfg, fake_root, "train", seed=5)
     colours = np.array([OBJ_RGB[c] for c in CLASSES] + BG_RGB)
     class_of_colour = [FULL.names.index(c) for c in CLASSES] + [0] * len(BG_RGB)
@@ -288,7 +311,7 @@ def test_min_distance_and_occupancy(fake_root: Path) -> None:
                 assert max(b[0] - a[2], a[0] - b[2], b[1] - a[3], a[1] - b[3]) >= 6
 
 
-def _read_outputs(out: Path) -> List[Tuple[np.ndarray, dict]]:
+def _read_outputs(out: Path) -> list[tuple[np.ndarray, dict]]:
     res = []
     for lp in sorted((out / "labels").glob("*.png")):
         label = cv2.imread(str(lp), cv2.IMREAD_UNCHANGED)
@@ -299,8 +322,9 @@ def _read_outputs(out: Path) -> List[Tuple[np.ndarray, dict]]:
 
 def test_generate_outputs_and_boxes_consistent(fake_root: Path, tmp_path: Path) -> None:
     cfg = _small_cfg()
-    stats = generate(cfg, fake_root, tmp_path / "out", num_images=10, split="train", seed=0, preview=True,
-                     progress=False)
+    stats = generate(
+        cfg, fake_root, tmp_path / "out", num_images=10, split="train", seed=0, preview=True, progress=False
+    )
     out = tmp_path / "out"
     assert stats["num_images"] == 10 and stats["images_per_s"] > 0
     for sub, ext in [("images", "jpg"), ("labels", "png"), ("boxes", "json"), ("preview", "png")]:
@@ -324,11 +348,11 @@ def test_generate_outputs_and_boxes_consistent(fake_root: Path, tmp_path: Path) 
         for o in objs:
             x, y, w, h = o["bbox"]
             assert 0 <= x and 0 <= y and x + w <= cfg.width and y + h <= cfg.height and w > 0 and h > 0
-            inside = label[y:y + h, x:x + w] == o["class_id"]
+            inside = label[y : y + h, x : x + w] == o["class_id"]
             assert inside[0].any() and inside[-1].any() and inside[:, 0].any() and inside[:, -1].any()  # tight
             assert o["class_name"] == FULL.names[o["class_id"]]
             assert o["source_photo"] in train_stems
-            covered[y:y + h, x:x + w] |= inside
+            covered[y : y + h, x : x + w] |= inside
         np.testing.assert_array_equal(covered, label > 0)
         assert ann["background"].split("/")[1] == "training"
 
@@ -336,12 +360,14 @@ def test_generate_outputs_and_boxes_consistent(fake_root: Path, tmp_path: Path) 
 def test_generate_reproducible_and_parallel_identical(fake_root: Path, tmp_path: Path) -> None:
     cfg = _small_cfg()
     for name, seed, workers in [("a", 3, 1), ("b", 3, 2), ("c", 4, 1)]:
-        generate(cfg, fake_root, tmp_path / name, num_images=6, split="train", seed=seed, workers=workers,
-                 progress=False)
+        generate(
+            cfg, fake_root, tmp_path / name, num_images=6, split="train", seed=seed, workers=workers, progress=False
+        )
     labels = {n: [p.read_bytes() for p in sorted((tmp_path / n / "labels").glob("*.png"))] for n in "abc"}
     assert labels["a"] == labels["b"]
-    assert [p.read_bytes() for p in sorted((tmp_path / "a" / "boxes").glob("*.json"))] == \
-        [p.read_bytes() for p in sorted((tmp_path / "b" / "boxes").glob("*.json"))]
+    assert [p.read_bytes() for p in sorted((tmp_path / "a" / "boxes").glob("*.json"))] == [
+        p.read_bytes() for p in sorted((tmp_path / "b" / "boxes").glob("*.json"))
+    ]
     assert labels["a"] != labels["c"]
     # a chunk made separately (start index 4) is the same as images 4.. of the full run
     generate(cfg, fake_root, tmp_path / "d", num_images=2, split="train", seed=3, start_index=4, progress=False)
@@ -351,9 +377,31 @@ def test_generate_reproducible_and_parallel_identical(fake_root: Path, tmp_path:
 def test_val_scenes_use_only_val_photos_and_backgrounds(fake_root: Path, tmp_path: Path) -> None:
     train, val = split_samples(list_samples(fake_root))
     val_stems, train_stems = {s.stem for s in val}, {s.stem for s in train}
-    rc = main(["--root", str(fake_root), "--out", str(tmp_path / "v"), "--num-images", "8", "--split", "val",
-               "--seed", "1", "--height", "96", "--width", "128", "--min-object-area", "0.01",
-               "--max-object-area", "0.05", "--max-objects", "3", "--no-rotation"])
+    rc = main(
+        [
+            "--root",
+            str(fake_root),
+            "--out",
+            str(tmp_path / "v"),
+            "--num-images",
+            "8",
+            "--split",
+            "val",
+            "--seed",
+            "1",
+            "--height",
+            "96",
+            "--width",
+            "128",
+            "--min-object-area",
+            "0.01",
+            "--max-object-area",
+            "0.05",
+            "--max-objects",
+            "3",
+            "--no-rotation",
+        ]
+    )
     assert rc == 0
     sources = set()
     for _, ann in _read_outputs(tmp_path / "v"):
@@ -393,15 +441,23 @@ def test_config_rejects_bad_values() -> None:
 # -- augmentation ----------------------------------------------------------------------
 
 
-def _colour_coded(rng: np.random.Generator, h: int = 120, w: int = 160) -> Tuple[np.ndarray, np.ndarray, Dict]:
+def _colour_coded(rng: np.random.Generator, h: int = 120, w: int = 160) -> tuple[np.ndarray, np.ndarray, dict]:
     """An image whose label is a function of its colour."""
     table = {0: (200, 200, 200), 1: (220, 40, 40), 11: (40, 200, 40), 13: (40, 40, 220)}
     label = np.zeros((h, w), np.uint8)
     for cid in (1, 11, 13):
         for _ in range(2):
             cy, cx = int(rng.integers(10, h - 10)), int(rng.integers(10, w - 10))
-            cv2.ellipse(label, (cx, cy), (int(rng.integers(8, 30)), int(rng.integers(8, 30))),
-                        float(rng.uniform(0, 180)), 0, 360, cid, -1)
+            cv2.ellipse(
+                label,
+                (cx, cy),
+                (int(rng.integers(8, 30)), int(rng.integers(8, 30))),
+                float(rng.uniform(0, 180)),
+                0,
+                360,
+                cid,
+                -1,
+            )
     image = np.zeros((h, w, 3), np.uint8)
     for cid, c in table.items():
         image[label == cid] = c
@@ -410,8 +466,16 @@ def _colour_coded(rng: np.random.Generator, h: int = 120, w: int = 160) -> Tuple
 
 def test_augmentation_keeps_image_and_label_aligned() -> None:
     rng = np.random.default_rng(0)
-    geometric_only = {"color_prob": 0.0, "blur_prob": 0.0, "noise_prob": 0.0, "jpeg_prob": 0.0,
-                      "affine_prob": 1.0, "rotate": 30.0, "affine_scale": (0.6, 1.2), "vflip_prob": 0.5}
+    geometric_only = {
+        "color_prob": 0.0,
+        "blur_prob": 0.0,
+        "noise_prob": 0.0,
+        "jpeg_prob": 0.0,
+        "affine_prob": 1.0,
+        "rotate": 30.0,
+        "affine_scale": (0.6, 1.2),
+        "vflip_prob": 0.5,
+    }
     saw_ignore = False
     for seed in range(8):
         image, label, table = _colour_coded(rng)

@@ -1,5 +1,6 @@
 """Export: ONNX/TFLite files reproduce PyTorch through the node's own backends and Segmenter, int8 keeps
 the argmax, failing files are not recorded, manifests verify; the report runs every entry."""
+
 from __future__ import annotations
 
 import json
@@ -55,8 +56,9 @@ def trained():
 
 
 def _settings(formats, **kw) -> ExportSettings:
-    return ExportSettings(formats=list(formats), height=H, width=W, name_prefix="tiny", class_variant=VARIANT,
-                          threads=1, **kw)
+    return ExportSettings(
+        formats=list(formats), height=H, width=W, name_prefix="tiny", class_variant=VARIANT, threads=1, **kw
+    )
 
 
 PROVENANCE = {"command": "pytest", "checkpoint_sha256": "0" * 64, "num_params": 1}
@@ -118,8 +120,9 @@ def onnx_dir(trained, tmp_path_factory):
 def test_onnx_fp32_reproduces_pytorch_through_the_runtime(trained, onnx_dir) -> None:
     out, results = onnx_dir
     img = _fixed_input()
-    np.testing.assert_allclose(_runtime_logits(out, "tiny_onnx_fp32", img), _torch_out(trained[0], img),
-                               atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(
+        _runtime_logits(out, "tiny_onnx_fp32", img), _torch_out(trained[0], img), atol=1e-4, rtol=1e-4
+    )
     assert results["onnx_fp32"]["argmax_agreement"] == 1.0 and results["onnx_fp32"]["max_abs_diff"] < 1e-3
 
 
@@ -153,11 +156,14 @@ def test_onnx_int8_keeps_the_chosen_layer_float(onnx_dir) -> None:
     assert others and all(made_by.get(n.input[1]) == "DequantizeLinear" for n in others)
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"num_classes": NUM_CLASSES + 1}, "output shape"),  # the backend's class-axis check
-    ({"input": {"height": H + 8, "width": W}}, "input shape"),
-    ({"class_variant": "full"}, "classes"),  # 2 classes where the variant has 19: Segmenter refuses
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"num_classes": NUM_CLASSES + 1}, "output shape"),  # the backend's class-axis check
+        ({"input": {"height": H + 8, "width": W}}, "input shape"),
+        ({"class_variant": "full"}, "classes"),  # 2 classes where the variant has 19: Segmenter refuses
+    ],
+)
 def test_open_exported_refuses_an_entry_the_file_does_not_match(onnx_dir, change, message) -> None:
     out, _ = onnx_dir
     e = Manifest.load(out).get("tiny_onnx_fp32")
@@ -182,11 +188,13 @@ def test_every_format_has_an_exporter() -> None:
 
 @pytest.mark.slow
 def test_tflite_fp32_fp16_dynamic_int8(trained, tmp_path) -> None:
-    results = _export(trained, tmp_path, ["tflite_fp32", "tflite_fp16", "tflite_dynamic", "tflite_int8"],
-                      keep_float="level1.conv")
+    results = _export(
+        trained, tmp_path, ["tflite_fp32", "tflite_fp16", "tflite_dynamic", "tflite_int8"], keep_float="level1.conv"
+    )
     img = _fixed_input()
-    np.testing.assert_allclose(_runtime_logits(tmp_path, "tiny_tflite_fp32", img), _torch_out(trained[0], img),
-                               atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(
+        _runtime_logits(tmp_path, "tiny_tflite_fp32", img), _torch_out(trained[0], img), atol=1e-4, rtol=1e-4
+    )
     assert results["tflite_fp16"]["argmax_agreement"] > 0.99
     assert results["tflite_dynamic"]["argmax_agreement"] > 0.9
     m = results["tflite_int8"]
@@ -218,8 +226,27 @@ def test_export_cli_from_a_pruned_checkpoint_with_real_images(fake_atwork, tmp_p
     model19 = create_model("espnet_c", 19, p=1, q=1).eval()
     ck = save_pruned(model19, tmp_path / "pruned.pt", extra={"class_variant": "full", "input_size": [H, W]})
     out = tmp_path / "models"
-    assert main(["--checkpoint", str(ck), "--formats", "onnx_fp32", "--calib-root", str(fake_atwork),
-                 "--out", str(out), "--name-prefix", "p", "--entry-names", "onnx_fp32=onnx", "--threads", "1"]) == 0
+    assert (
+        main(
+            [
+                "--checkpoint",
+                str(ck),
+                "--formats",
+                "onnx_fp32",
+                "--calib-root",
+                str(fake_atwork),
+                "--out",
+                str(out),
+                "--name-prefix",
+                "p",
+                "--entry-names",
+                "onnx_fp32=onnx",
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )
     e = Manifest.load(out).get("onnx")
     assert e.file == "p_onnx_fp32.onnx" and e.class_variant == "full" and e.num_classes == 19
     assert e.provenance["checkpoint_sha256"] == sha256_file(ck) and e.provenance["pruned"] is True
@@ -252,7 +279,8 @@ def test_report_times_a_reference_model_in_the_same_run(onnx_dir) -> None:
     rows, reference = _report_rows(out, entries=["tiny_onnx_int8"], reference=out / "tiny_onnx_fp32.onnx")
     assert reference["input_hw"] == [H, W] and reference["num_classes"] == NUM_CLASSES
     assert reference["latency_ms"] > 0 and rows[0].reference_ratio == pytest.approx(
-        reference["latency_ms"] / rows[0].latency_ms)
+        reference["latency_ms"] / rows[0].latency_ms
+    )
 
 
 def test_report_sessions_do_not_spin_wait(onnx_dir) -> None:
@@ -269,8 +297,20 @@ def test_report_writes_table_plot_and_json(onnx_dir, tmp_path) -> None:
     from training.report import markdown, plot
 
     rows, _ = _report_rows(onnx_dir[0])
-    md = markdown(rows, None, {"date": "d", "machine": "m", "threads": 1, "runs": 3, "warmup": 1,
-                               "load_before": "0", "load_after": "0", "val": "synthetic"})
+    md = markdown(
+        rows,
+        None,
+        {
+            "date": "d",
+            "machine": "m",
+            "threads": 1,
+            "runs": 3,
+            "warmup": 1,
+            "load_before": "0",
+            "load_after": "0",
+            "val": "synthetic",
+        },
+    )
     assert "tiny_onnx_int8" in md and "Original (fp32)" in md
     assert plot(rows, None, tmp_path / "p.png").stat().st_size > 1000
     json.dumps([r.__dict__ for r in rows])  # results.json must serialise
@@ -302,5 +342,6 @@ def test_compact_onnx_keeps_the_computation_and_shrinks_the_file(trained, onnx_d
 
 def make_entry_like(entry: ModelEntry, path: Path) -> ModelEntry:
     """``entry`` for another file (its own name, hash and size)."""
-    return ModelEntry.from_dict({**entry.to_dict(), "file": path.name, "sha256": sha256_file(path),
-                                 "size_bytes": path.stat().st_size})
+    return ModelEntry.from_dict(
+        {**entry.to_dict(), "file": path.name, "sha256": sha256_file(path), "size_bytes": path.stat().st_size}
+    )

@@ -1,4 +1,5 @@
 """Metrics against scikit-learn, known answers, and the losses' basic properties."""
+
 from __future__ import annotations
 
 import subprocess
@@ -43,7 +44,7 @@ def test_confusion_and_scores_match_sklearn(seed: int) -> None:
     target = np.where(target == 5, 1, target)
 
     acc = M.ConfusionMatrix(c)
-    for p, t in zip(pred, target):  # accumulate image by image
+    for p, t in zip(pred, target, strict=False):  # accumulate image by image
         acc.update(p, t)
     keep = target.ravel() != IGNORE
     t_flat, p_flat = target.ravel()[keep], pred.ravel()[keep]
@@ -85,8 +86,11 @@ def test_accuracy_summary_known_answer() -> None:
     """The one summary export, report, evaluate and the tools report: fractions, None where undefined."""
     cm = np.array([[3, 1, 0, 0], [1, 3, 0, 0], [1, 0, 1, 0], [0, 0, 0, 0]])
     s = M.accuracy_summary(cm, ["a", "b", "c", "never"])
-    assert s == {"miou": pytest.approx((0.5 + 0.6 + 0.5) / 3), "pixel_accuracy": pytest.approx(7 / 10),
-                 "per_class_iou": {"a": 0.5, "b": 0.6, "c": 0.5, "never": None}}
+    assert s == {
+        "miou": pytest.approx((0.5 + 0.6 + 0.5) / 3),
+        "pixel_accuracy": pytest.approx(7 / 10),
+        "per_class_iou": {"a": 0.5, "b": 0.6, "c": 0.5, "never": None},
+    }
     assert {k: M.summarize(cm)[k] for k in s} == M.accuracy_summary(cm)  # the full record starts with it
     with pytest.raises(ValueError, match="3 class names"):
         M.accuracy_summary(cm, ["a", "b", "c"])
@@ -162,7 +166,8 @@ def test_dice_matches_naive_one_hot() -> None:
     assert soft_dice_loss(logits, target).item() == pytest.approx(ref.mean().item(), rel=1e-5)
     w = torch.tensor([1.0, 2.0, 0.0, 1.0, 0.5])
     assert soft_dice_loss(logits, target, class_weights=w).item() == pytest.approx(
-        ((ref * w).sum() / w.sum()).item(), rel=1e-5)
+        ((ref * w).sum() / w.sum()).item(), rel=1e-5
+    )
 
 
 @pytest.mark.parametrize("kind", ["ce", "dice", "ce+dice"])
@@ -190,7 +195,9 @@ def test_ce_matches_torch_with_weights() -> None:
     target[0] = IGNORE
     w = torch.tensor([0.5, 1.0, 2.0, 1.0, 3.0])
     ref = torch.nn.functional.cross_entropy(logits, target, weight=w, ignore_index=IGNORE)
-    assert SegmentationLoss("ce", 5, class_weights=w.tolist())(logits, target).item() == pytest.approx(ref.item(), rel=1e-5)
+    assert SegmentationLoss("ce", 5, class_weights=w.tolist())(logits, target).item() == pytest.approx(
+        ref.item(), rel=1e-5
+    )
 
 
 def test_class_weights() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any
 
 import pytest
 
@@ -25,7 +25,7 @@ from training.models import (  # noqa: E402  (after importorskip)
 from training.models.espnet import ESPModule  # noqa: E402
 
 # Small variants of every model: (name, kwargs), quick enough for CPU tests.
-SMALL: List[Tuple[str, Dict[str, Any]]] = [
+SMALL: list[tuple[str, dict[str, Any]]] = [
     ("deeplabv3plus_mobilenetv2", {"width_mult": 0.25}),
     ("deeplabv3plus_mobilenetv2", {"width_mult": 0.5, "output_stride": 8, "aspp_rates": (), "separable": False}),
     ("fcn32s", {"width_mult": 0.0625}),
@@ -43,8 +43,7 @@ PER_FAMILY = [SMALL[0], SMALL[4], SMALL[6]]
 PER_FAMILY_IDS = ["deeplab", "fcn8s", "espnet"]
 
 
-
-def _small(name: str, kwargs: Dict[str, Any]) -> nn.Module:
+def _small(name: str, kwargs: dict[str, Any]) -> nn.Module:
     torch.manual_seed(0)
     return create_model(name, NUM_CLASSES, **kwargs)
 
@@ -70,7 +69,7 @@ def test_unknown_name_lists_valid_names() -> None:
 
 @pytest.mark.parametrize("name,kwargs", SMALL, ids=IDS)
 @pytest.mark.parametrize("hw", [(64, 96), (65, 67)])
-def test_output_shape(name: str, kwargs: Dict[str, Any], hw: Tuple[int, int]) -> None:
+def test_output_shape(name: str, kwargs: dict[str, Any], hw: tuple[int, int]) -> None:
     model = _small(name, kwargs).eval()
     with torch.no_grad():
         out = model(torch.randn(1, 3, *hw))
@@ -79,7 +78,7 @@ def test_output_shape(name: str, kwargs: Dict[str, Any], hw: Tuple[int, int]) ->
 
 
 @pytest.mark.parametrize("name,kwargs", PER_FAMILY, ids=PER_FAMILY_IDS)
-def test_train_step_batch2(name: str, kwargs: Dict[str, Any]) -> None:
+def test_train_step_batch2(name: str, kwargs: dict[str, Any]) -> None:
     model = _small(name, kwargs).train()
     out = model(torch.randn(2, 3, 64, 64))
     assert out.shape == (2, NUM_CLASSES, 64, 64)
@@ -94,7 +93,7 @@ def test_batch1_train_mode_works() -> None:
 
 
 @pytest.mark.parametrize("name,kwargs", SMALL, ids=IDS)
-def test_config_round_trip(name: str, kwargs: Dict[str, Any]) -> None:
+def test_config_round_trip(name: str, kwargs: dict[str, Any]) -> None:
     model = _small(name, kwargs)
     cfg = model.config
     assert cfg["name"] == name and cfg["num_classes"] == NUM_CLASSES
@@ -108,7 +107,7 @@ def test_config_round_trip(name: str, kwargs: Dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize("name,kwargs", SMALL, ids=IDS)
-def test_classifier_layers(name: str, kwargs: Dict[str, Any]) -> None:
+def test_classifier_layers(name: str, kwargs: dict[str, Any]) -> None:
     model = _small(name, kwargs)
     layers = model.classifier_layers()
     assert layers and all(isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)) for m in layers)
@@ -170,7 +169,7 @@ def test_count_macs_and_trainable() -> None:
 
 
 @pytest.mark.parametrize("name,kwargs", SMALL, ids=IDS)
-def test_torch_export(name: str, kwargs: Dict[str, Any]) -> None:
+def test_torch_export(name: str, kwargs: dict[str, Any]) -> None:
     model = _small(name, kwargs).eval()
     x = torch.randn(1, 3, 64, 96)
     exported = torch.export.export(model, (x,))
@@ -181,7 +180,7 @@ def test_torch_export(name: str, kwargs: Dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize("name,kwargs", PER_FAMILY, ids=PER_FAMILY_IDS)
-def test_onnx_export(name: str, kwargs: Dict[str, Any], tmp_path: Path) -> None:
+def test_onnx_export(name: str, kwargs: dict[str, Any], tmp_path: Path) -> None:
     pytest.importorskip("onnx")
     ort = pytest.importorskip("onnxruntime")
     model = _small(name, kwargs).eval()
@@ -198,7 +197,7 @@ def test_onnx_export(name: str, kwargs: Dict[str, Any], tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("name,kwargs", SMALL, ids=IDS)
-def test_prunable_with_torch_pruning(name: str, kwargs: Dict[str, Any]) -> None:
+def test_prunable_with_torch_pruning(name: str, kwargs: dict[str, Any]) -> None:
     """Half of the filters come off through the project's pruner (torch-pruning plus its guard against
     groups whose index mapping breaks: ESPNet concatenates the raw downsampled image before one batch
     norm, which torch-pruning cannot map) and the model still runs at any input size."""
@@ -263,13 +262,11 @@ def test_reference_init_matches_tflite_activations() -> None:
     index = {d["name"]: d["index"] for d in interpreter.get_tensor_details()}
 
     # Same layout as the reference model: width 0.5, output stride 8, 1x1-only ASPP with 256 channels.
-    model = create_model(
-        "deeplabv3plus_mobilenetv2", 21, output_stride=8, aspp_rates=(), aspp_channels=256
-    ).eval()
+    model = create_model("deeplabv3plus_mobilenetv2", 21, output_stride=8, aspp_rates=(), aspp_channels=256).eval()
     loaded = load_reference_weights(model, path, include_aspp=True)
     assert len(loaded) == 1 + 16 * 3 + 2 + 3  # convolutions: stem, 17 blocks (first has no expand), aspp
 
-    acts: Dict[str, Any] = {}
+    acts: dict[str, Any] = {}
     with torch.no_grad():
         h = model.encoder.stem(torch.from_numpy(x.transpose(0, 3, 1, 2).copy()))
         for i, block in enumerate(model.encoder.blocks):
@@ -316,7 +313,7 @@ def test_reference_1_0_quant_import_matches_tflite_activations() -> None:
     ).eval()
     loaded = load_reference_weights(model, path, include_aspp=True)
     assert len(loaded) == 1 + 16 * 3 + 2 + 3  # stem, 17 blocks (first has no expand), aspp
-    acts: Dict[str, Any] = {}
+    acts: dict[str, Any] = {}
     with torch.no_grad():
         h = model.encoder.stem(torch.from_numpy(x.transpose(0, 3, 1, 2).copy()))
         for i, block in enumerate(model.encoder.blocks):

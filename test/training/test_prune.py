@@ -1,4 +1,5 @@
 """Structured pruning: graph validity, parameter shrink, spec+weights round trip, curve outputs."""
+
 from __future__ import annotations
 
 import csv
@@ -27,7 +28,6 @@ TINY = {
     "deeplabv3plus_mobilenetv2": dict(width_mult=0.35, aspp_channels=16, low_level_channels=8, decoder_channels=16),
     "espnet": dict(p=1, q=1),
 }
-
 
 
 def _tiny(name: str) -> nn.Module:
@@ -61,7 +61,7 @@ def test_pruning_keeps_graph_valid_and_shrinks(name: str, tmp_path) -> None:
     with torch.no_grad():
         y = model(x)
     assert y.shape == (2, NUM_CLASSES, 40, 48)
-    for (out_before, _), layer in zip(classifiers_before, model.classifier_layers()):
+    for (out_before, _), layer in zip(classifiers_before, model.classifier_layers(), strict=False):
         assert layer.out_channels == out_before  # classifiers keep their class width
 
     # spec + weights round trip: an identical model, built without torch-pruning
@@ -240,8 +240,15 @@ def test_prune_iteratively_writes_curve_and_step_models(tmp_path) -> None:
         finetuned.append(step)
 
     extra = {"class_variant": "binary"}
-    records = prune_iteratively(model, torch.zeros(1, 3, *HW), PruneSettings(steps=2, filters_per_step=0.2),
-                                finetune, evaluate, tmp_path, checkpoint_extra=extra)
+    records = prune_iteratively(
+        model,
+        torch.zeros(1, 3, *HW),
+        PruneSettings(steps=2, filters_per_step=0.2),
+        finetune,
+        evaluate,
+        tmp_path,
+        checkpoint_extra=extra,
+    )
     assert finetuned == [1, 2]
     assert [r.step for r in records] == [0, 1, 2]
     assert records[0].params > records[1].params > records[2].params
@@ -273,9 +280,21 @@ def _training_checkpoint(path, root):
     from training.checkpoint import build_checkpoint, save_checkpoint
     from training.config import build_config
 
-    cfg = build_config(None, [f"data.root={root}", "data.height=32", "data.width=32", "data.num_workers=0",
-                              "data.val_fraction=0.34", "model.name=espnet_c", "train.batch_size=2",
-                              "train.val_batch_size=2", "train.threads=1", "log.progress=false"])
+    cfg = build_config(
+        None,
+        [
+            f"data.root={root}",
+            "data.height=32",
+            "data.width=32",
+            "data.num_workers=0",
+            "data.val_fraction=0.34",
+            "model.name=espnet_c",
+            "train.batch_size=2",
+            "train.val_batch_size=2",
+            "train.threads=1",
+            "log.progress=false",
+        ],
+    )
     torch.manual_seed(0)
     model = create_model("espnet_c", 19, p=1, q=1)
     return save_checkpoint(path, build_checkpoint(model, train_config=cfg), write_config=False)
@@ -289,9 +308,25 @@ def test_prune_cli_with_the_training_loop(fake_atwork, tmp_path) -> None:
     root = fake_atwork
     ck = _training_checkpoint(tmp_path / "best.pt", root)
     out = tmp_path / "prune"
-    assert main(["--checkpoint", str(ck), "--out", str(out), "--set", "prune.steps=1",
-                 "--set", "prune.filters_per_step=0.25", "--set", "train.epochs=1",
-                 "--set", "train.max_iters_per_epoch=1"]) == 0
+    assert (
+        main(
+            [
+                "--checkpoint",
+                str(ck),
+                "--out",
+                str(out),
+                "--set",
+                "prune.steps=1",
+                "--set",
+                "prune.filters_per_step=0.25",
+                "--set",
+                "train.epochs=1",
+                "--set",
+                "train.max_iters_per_epoch=1",
+            ]
+        )
+        == 0
+    )
     for name in ("curve.csv", "curve.png", "config.yaml", "prune.yaml", "step_00.pt", "step_01.pt", "final.pt"):
         assert (out / name).is_file(), name
     final = load_pruned(out / "final.pt")

@@ -1,4 +1,5 @@
 """training.sample_grid: layout and content of the README's prediction grid."""
+
 import cv2
 import numpy as np
 
@@ -19,7 +20,7 @@ def test_grid_cells_are_frame_ground_truth_and_prediction(colour_model):
         pred = seg.run(rgb).labels
         want = [rgb, overlay(rgb, gt, seg.classes.palette(), 0.6), overlay(rgb, pred, seg.classes.palette(), 0.6)]
         for col, full in enumerate(want):
-            cell = grid[row * 240 + 30:(row + 1) * 240, col * 320:(col + 1) * 320].astype(int)
+            cell = grid[row * 240 + 30 : (row + 1) * 240, col * 320 : (col + 1) * 320].astype(int)
             small = cv2.resize(full, (320, 240), interpolation=cv2.INTER_AREA)[30:].astype(int)
             assert np.abs(cell - small).max() <= 1, (seed, col)
         assert (gt > 0).any() and not np.array_equal(want[0], want[1])

@@ -4,6 +4,7 @@ Unit tests use a tiny stand-in net and random tensors; the end-to-end tests use 
 model registry (smallest ESPNet-C) and the real dataset reader on the tests' fake atWork folder
 (``fake_atwork``, test/fake_atwork.py), never ../shared.
 """
+
 from __future__ import annotations
 
 import csv
@@ -14,7 +15,6 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, List
 
 import numpy as np
 import pytest
@@ -23,12 +23,20 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from training import checkpoint as ckpt_mod
-from training.config import (ConfigError, TrainingConfig, build_config, load_config, parse_override, save_config,
-                             to_plain, valid_keys)
+from training.config import (
+    ConfigError,
+    TrainingConfig,
+    build_config,
+    load_config,
+    parse_override,
+    save_config,
+    to_plain,
+    valid_keys,
+)
 from training.data.augment import build_train_transform
-from training.losses import SegmentationLoss
 from training.distributed import DistInfo
 from training.loops import evaluate, train_one_epoch
+from training.losses import SegmentationLoss
 from training.train import build_optimizer, build_scheduler, lr_factor, main, restore_state
 
 REPO = Path(__file__).resolve().parents[2]
@@ -44,8 +52,9 @@ class TinyNet(nn.Module):
 
     def __init__(self, name: str = "tiny_standin", num_classes: int = 3, width: int = 8) -> None:
         super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
-                                  nn.Conv2d(width, num_classes, 1))
+        self.body = nn.Sequential(
+            nn.Conv2d(3, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(), nn.Conv2d(width, num_classes, 1)
+        )
         self.config = {"name": name, "num_classes": num_classes, "width": width}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -58,13 +67,33 @@ def needs_stack() -> None:
     pytest.importorskip("training.data.atwork")
 
 
-def tiny_run_args(root: Path, out: Path, epochs: int = 1) -> List[str]:
-    return [*TINY_MODEL, "--root", str(root), "--out", str(out), "--epochs", str(epochs), "--batch-size", "4",
-            "--threads", "1", "--set", f"data.height={H}", "--set", f"data.width={W}",
-            "--set", "data.num_workers=0", "--set", "log.progress=false", "--set", "train.val_batch_size=2"]
+def tiny_run_args(root: Path, out: Path, epochs: int = 1) -> list[str]:
+    return [
+        *TINY_MODEL,
+        "--root",
+        str(root),
+        "--out",
+        str(out),
+        "--epochs",
+        str(epochs),
+        "--batch-size",
+        "4",
+        "--threads",
+        "1",
+        "--set",
+        f"data.height={H}",
+        "--set",
+        f"data.width={W}",
+        "--set",
+        "data.num_workers=0",
+        "--set",
+        "log.progress=false",
+        "--set",
+        "train.val_batch_size=2",
+    ]
 
 
-def read_log(out: Path) -> List[Dict[str, str]]:
+def read_log(out: Path) -> list[dict[str, str]]:
     with open(out / "log.csv", newline="") as f:
         return list(csv.DictReader(f))
 
@@ -77,8 +106,16 @@ def test_override_parsing() -> None:
     assert parse_override("data.synthetic=[a, b]") == {"data": {"synthetic": ["a", "b"]}}
     assert parse_override("train.amp=true") == {"train": {"amp": True}}
     assert parse_override("init.reference_tflite=") == {"init": {"reference_tflite": None}}
-    cfg = build_config(None, ["train.lr=3e-4", "train.epochs=3", "model.kwargs.width_mult=0.25",
-                              "data.synthetic=[x/y]", "train.optimizer=sgd"])
+    cfg = build_config(
+        None,
+        [
+            "train.lr=3e-4",
+            "train.epochs=3",
+            "model.kwargs.width_mult=0.25",
+            "data.synthetic=[x/y]",
+            "train.optimizer=sgd",
+        ],
+    )
     assert cfg.train.lr == pytest.approx(3e-4) and isinstance(cfg.train.lr, float)
     assert cfg.train.epochs == 3 and cfg.model.kwargs == {"width_mult": 0.25}
     assert cfg.data.synthetic == ["x/y"] and cfg.train.optimizer == "sgd"
@@ -190,8 +227,23 @@ def test_shipped_recipes_validate_by_run_and_keep_apparent_size(name: str) -> No
 def test_benchmark_times_training_steps_without_data(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """``--benchmark N`` runs N optimisation steps on a random batch (no dataset root) and prints JSON."""
     needs_stack()
-    argv = [*TINY_MODEL, "--benchmark", "2", "--batch-size", "2", "--threads", "1", "--out", str(tmp_path / "b"),
-            "--root", str(tmp_path / "no_dataset"), "--set", f"data.height={H}", "--set", f"data.width={W}"]
+    argv = [
+        *TINY_MODEL,
+        "--benchmark",
+        "2",
+        "--batch-size",
+        "2",
+        "--threads",
+        "1",
+        "--out",
+        str(tmp_path / "b"),
+        "--root",
+        str(tmp_path / "no_dataset"),
+        "--set",
+        f"data.height={H}",
+        "--set",
+        f"data.width={W}",
+    ]
     assert main(argv) == 0
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert res["iters"] == 2 and res["batch_size"] == 2 and res["images_per_s"] > 0
@@ -223,8 +275,15 @@ def test_training_steps_reduce_loss(optimizer: str) -> None:
     torch.manual_seed(0)
     x, y = _fixed_batch()
     model = TinyNet()
-    cfg = build_config(None, [f"train.optimizer={optimizer}", "train.lr=0.2" if optimizer == "sgd" else "train.lr=0.01",
-                              "train.epochs=1", "train.scheduler=none"])
+    cfg = build_config(
+        None,
+        [
+            f"train.optimizer={optimizer}",
+            "train.lr=0.2" if optimizer == "sgd" else "train.lr=0.01",
+            "train.epochs=1",
+            "train.scheduler=none",
+        ],
+    )
     loss_fn = SegmentationLoss("ce+dice", 3)
     opt = build_optimizer(cfg, model)
     loader = DataLoader(TensorDataset(x, y), batch_size=4)
@@ -263,12 +322,26 @@ def test_checkpoint_round_trip_weights_only(tmp_path: Path) -> None:
     opt = build_optimizer(cfg, model)
     sched = build_scheduler(cfg, opt, 2)
     x, y = _fixed_batch()
-    train_one_epoch(model, DataLoader(TensorDataset(x, y), batch_size=2), SegmentationLoss("ce+dice", 3), opt, sched,
-                    DistInfo())
-    extra = {"class_weights": np.array([1.0, 2.0, 0.5], dtype=np.float32), "score": np.float64(0.5),
-             "log": [{"epoch": 1, "miou": 0.25}], "path": tmp_path}
-    ck = ckpt_mod.build_checkpoint(model, opt, sched, epoch=3, best_metric=np.float32(0.4), best_epoch=2,
-                                   train_config=cfg, class_names=["a", "b", "c"], extra=extra)
+    train_one_epoch(
+        model, DataLoader(TensorDataset(x, y), batch_size=2), SegmentationLoss("ce+dice", 3), opt, sched, DistInfo()
+    )
+    extra = {
+        "class_weights": np.array([1.0, 2.0, 0.5], dtype=np.float32),
+        "score": np.float64(0.5),
+        "log": [{"epoch": 1, "miou": 0.25}],
+        "path": tmp_path,
+    }
+    ck = ckpt_mod.build_checkpoint(
+        model,
+        opt,
+        sched,
+        epoch=3,
+        best_metric=np.float32(0.4),
+        best_epoch=2,
+        train_config=cfg,
+        class_names=["a", "b", "c"],
+        extra=extra,
+    )
     path = ckpt_mod.save_checkpoint(tmp_path / "ck" / "last.pt", ck)
     assert (tmp_path / "ck" / "config.yaml").is_file()
 
@@ -346,7 +419,8 @@ def test_a_run_writes_its_artifacts_and_command(fake_atwork: Path, tiny_run: Pat
     assert first["epoch"] == 1
     # the command that made the weights travels with them (export copies it into the manifest)
     assert first["extra"]["command"] == "python -m training.train " + shlex.join(
-        tiny_run_args(fake_atwork, tiny_run, epochs=1))
+        tiny_run_args(fake_atwork, tiny_run, epochs=1)
+    )
 
 
 def test_resume_continues_the_run(tiny_run: Path, tmp_path: Path) -> None:
@@ -386,8 +460,25 @@ def test_evaluate_cli_writes_metrics_and_plots(fake_atwork: Path, tiny_run: Path
     from training import evaluate as ev
 
     eval_dir = tmp_path / "eval"
-    assert ev.main(["--checkpoint", str(tiny_run / "best.pt"), "--root", str(fake_atwork), "--out", str(eval_dir),
-                    "--latency-runs", "3", "--num-samples", "2", "--threads", "1"]) == 0
+    assert (
+        ev.main(
+            [
+                "--checkpoint",
+                str(tiny_run / "best.pt"),
+                "--root",
+                str(fake_atwork),
+                "--out",
+                str(eval_dir),
+                "--latency-runs",
+                "3",
+                "--num-samples",
+                "2",
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )
     m = json.loads((eval_dir / "metrics.json").read_text())
     assert m["num_pixels"] == 3 * H * W  # the 3 val photos at the run's input size
     assert m["miou"] == pytest.approx(float(read_log(tiny_run)[0]["miou"]), abs=1e-4)  # what the run validated
@@ -403,8 +494,23 @@ def test_features_cli_writes_one_grid_per_layer(fake_atwork: Path, tiny_run: Pat
     feat_dir = tmp_path / "feat"
     layers = ft.list_layers(ckpt_mod.load_model(tiny_run / "best.pt"))
     assert layers
-    assert ft.main(["--checkpoint", str(tiny_run / "best.pt"), "--image", str(img), "--layers",
-                    ",".join(layers[:2]), "--out", str(feat_dir), "--top-k", "4"]) == 0
+    assert (
+        ft.main(
+            [
+                "--checkpoint",
+                str(tiny_run / "best.pt"),
+                "--image",
+                str(img),
+                "--layers",
+                ",".join(layers[:2]),
+                "--out",
+                str(feat_dir),
+                "--top-k",
+                "4",
+            ]
+        )
+        == 0
+    )
     assert len(list(feat_dir.glob("*.png"))) == 2
 
 
@@ -413,8 +519,18 @@ def test_two_process_gloo_run(fake_atwork: Path, tmp_path: Path) -> None:
     needs_stack()
     out = tmp_path / "ddp"
     env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "training.train", *tiny_run_args(fake_atwork, out, epochs=1), "--device", "cpu"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "training.train",
+        *tiny_run_args(fake_atwork, out, epochs=1),
+        "--device",
+        "cpu",
+    ]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     rows = read_log(out)
@@ -449,7 +565,8 @@ def test_frozen_modules_keep_weights_and_batch_norm_statistics() -> None:
         if k.startswith(("encoder.stem.", "encoder.blocks.0.")):
             assert torch.equal(before[k], after[k]), k  # weights and running statistics
     assert not torch.equal(before["classifier.weight"], after["classifier.weight"])
-    assert not torch.equal(before["encoder.blocks.1.project.bn.running_mean"],
-                           after["encoder.blocks.1.project.bn.running_mean"])
+    assert not torch.equal(
+        before["encoder.blocks.1.project.bn.running_mean"], after["encoder.blocks.1.project.bn.running_mean"]
+    )
     with pytest.raises(ValueError, match="no module 'encoder.nope'"):
         freeze_modules(model, ["encoder.nope"])

@@ -4,6 +4,7 @@ The dataset itself is never part of this repository (unknown licence): every ent
 takes the dataset root as an argument. Names are imported lazily so that
 ``python -m training.data.synth`` (and its worker processes) do not pay for importing torch.
 """
+
 from __future__ import annotations
 
 import importlib

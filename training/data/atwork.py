@@ -14,19 +14,19 @@ Train/val split (:func:`split_samples`, rule in :class:`SplitSpec`): by default 
 of a run are near-twins and a random split would measure memory. The rule depends only on file
 names and the runs table, not on filesystem order or Python's hash seed.
 """
+
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, Dataset
 
-from seg_perception.classes import IGNORE_INDEX, ClassSet, load_classes
 from seg_perception.atwork import (  # noqa: F401 - re-exported: the reader's public API
     BACKGROUND_KINDS,
     IMAGE_EXTENSIONS,
@@ -43,15 +43,16 @@ from seg_perception.atwork import (  # noqa: F401 - re-exported: the reader's pu
     read_rgb,
     split_samples,
 )
+from seg_perception.classes import IGNORE_INDEX, ClassSet, load_classes
 
 log = logging.getLogger(__name__)
 
 #: ``transform(image=HxWx3 uint8 RGB, mask=HxW uint8) -> {"image": ..., "mask": ...}``
 #: (the albumentations call convention; see :mod:`training.data.augment`).
-Transform = Callable[..., Dict[str, np.ndarray]]
+Transform = Callable[..., dict[str, np.ndarray]]
 
 
-def to_tensors(image: np.ndarray, label: np.ndarray) -> Tuple[torch.Tensor, torch.Tensor]:
+def to_tensors(image: np.ndarray, label: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 RGB HWC + uint8 HW -> float32 CHW in [-1, 1] ((px - 127.5) / 127.5), int64 HW."""
     img = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float()
     img.sub_(127.5).div_(127.5)
@@ -64,9 +65,9 @@ class _SegmentationDataset(Dataset):
     def __init__(
         self,
         variant: str = "full",
-        transform: Optional[Transform] = None,
-        size: Optional[Tuple[int, int]] = None,
-        class_file: Optional[PathLike] = None,
+        transform: Transform | None = None,
+        size: tuple[int, int] | None = None,
+        class_file: PathLike | None = None,
     ) -> None:
         self.classes: ClassSet = load_classes(variant, class_file)
         self.variant = variant
@@ -78,7 +79,7 @@ class _SegmentationDataset(Dataset):
     def num_classes(self) -> int:
         return self.classes.num_classes
 
-    def _load(self, index: int) -> Tuple[np.ndarray, np.ndarray]:
+    def _load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """RGB image and the label in this variant's ids (255 = ignore)."""
         raise NotImplementedError
 
@@ -101,7 +102,7 @@ class _SegmentationDataset(Dataset):
             reseed(info.seed)
             holder._seg_worker_seed = key  # type: ignore[union-attr]
 
-    def load_numpy(self, index: int) -> Tuple[np.ndarray, np.ndarray]:
+    def load_numpy(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Like ``__getitem__`` but returns uint8 RGB image and uint8 label (after resize/transform)."""
         self._reseed_transform_in_worker()
         image, label = self._load(index)
@@ -117,7 +118,7 @@ class _SegmentationDataset(Dataset):
             image, label = out["image"], out["mask"]
         return image, label
 
-    def __getitem__(self, index: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         image, label = self.load_numpy(index)
         return to_tensors(image, label)
 
@@ -134,9 +135,9 @@ class AtWorkSegmentation(_SegmentationDataset):
         self,
         samples: Sequence[Sample],
         variant: str = "full",
-        transform: Optional[Transform] = None,
-        size: Optional[Tuple[int, int]] = None,
-        class_file: Optional[PathLike] = None,
+        transform: Transform | None = None,
+        size: tuple[int, int] | None = None,
+        class_file: PathLike | None = None,
     ) -> None:
         super().__init__(variant, transform, size, class_file)
         self.samples = list(samples)
@@ -144,7 +145,7 @@ class AtWorkSegmentation(_SegmentationDataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def _load(self, index: int) -> Tuple[np.ndarray, np.ndarray]:
+    def _load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         s = self.samples[index]
         return read_rgb(s.image_path), self.classes.remap_dataset_mask(read_label(s.label_path), IGNORE_INDEX)
 
@@ -155,15 +156,15 @@ class SyntheticSegmentation(_SegmentationDataset):
 
     def __init__(
         self,
-        out_dirs: Union[PathLike, Sequence[PathLike]],
+        out_dirs: PathLike | Sequence[PathLike],
         variant: str = "full",
-        transform: Optional[Transform] = None,
-        size: Optional[Tuple[int, int]] = None,
-        class_file: Optional[PathLike] = None,
+        transform: Transform | None = None,
+        size: tuple[int, int] | None = None,
+        class_file: PathLike | None = None,
     ) -> None:
         super().__init__(variant, transform, size, class_file)
         dirs = [out_dirs] if isinstance(out_dirs, (str, os.PathLike)) else list(out_dirs)
-        self.items: List[Tuple[Path, Path]] = []
+        self.items: list[tuple[Path, Path]] = []
         for d in map(Path, dirs):
             if not (d / "meta.json").is_file():
                 log.warning("%s has no meta.json: assuming generator labels (full-set ids, background 0)", d)
@@ -179,12 +180,12 @@ class SyntheticSegmentation(_SegmentationDataset):
     def __len__(self) -> int:
         return len(self.items)
 
-    def _load(self, index: int) -> Tuple[np.ndarray, np.ndarray]:
+    def _load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         ip, lp = self.items[index]
         return read_rgb(ip), self.classes.remap_full(read_label(lp))
 
 
-def mix_datasets(datasets: Sequence[Dataset], repeats: Optional[Sequence[int]] = None) -> ConcatDataset:
+def mix_datasets(datasets: Sequence[Dataset], repeats: Sequence[int] | None = None) -> ConcatDataset:
     """Concatenate real and synthetic datasets; ``repeats[i]`` repeats dataset i (oversampling
     the few real photos against many generated scenes). All must use the same class variant."""
     if not datasets:
@@ -195,7 +196,7 @@ def mix_datasets(datasets: Sequence[Dataset], repeats: Optional[Sequence[int]] =
     variants = {getattr(d, "variant", None) for d in datasets} - {None}
     if len(variants) > 1:
         raise ValueError(f"datasets use different class variants: {sorted(variants)}")
-    parts: List[Dataset] = [d for d, r in zip(datasets, repeats) for _ in range(r)]
+    parts: list[Dataset] = [d for d, r in zip(datasets, repeats, strict=False) for _ in range(r)]
     if not parts:
         raise ValueError("all repeats are 0")
     return ConcatDataset(parts)

@@ -20,10 +20,12 @@ worker seed, so workers do not replay the same augmentations.
 Transforms take and return ``transform(image=HxWx3 uint8 RGB, mask=HxW uint8)`` dicts, the
 convention :class:`training.data.atwork.AtWorkSegmentation` expects.
 """
+
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no network check at import
 
@@ -33,7 +35,7 @@ import cv2  # noqa: E402
 from seg_perception.classes import IGNORE_INDEX  # noqa: E402
 
 #: Defaults of :func:`build_train_transform`; a cfg overrides any of them.
-DEFAULT_TRAIN_CFG: Dict[str, Any] = {
+DEFAULT_TRAIN_CFG: dict[str, Any] = {
     # RandomResizedCrop: area fraction of the source kept, aspect jitter around H x W
     "crop_scale": (0.4, 1.0),
     "aspect_jitter": 1.25,
@@ -66,7 +68,7 @@ DEFAULT_TRAIN_CFG: Dict[str, Any] = {
 }
 
 
-def _merged(cfg: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
+def _merged(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
     c = dict(DEFAULT_TRAIN_CFG)
     unknown = set(cfg or {}) - set(c)
     if unknown:
@@ -75,30 +77,52 @@ def _merged(cfg: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
     return c
 
 
-def build_train_transform(height: int, width: int, cfg: Optional[Mapping[str, Any]] = None) -> A.Compose:
+def build_train_transform(height: int, width: int, cfg: Mapping[str, Any] | None = None) -> A.Compose:
     """Random affine (rotate/zoom), random resized crop to ``height x width``, flips, colour
     jitter, white balance, gamma, occlusion, blur, noise and JPEG artefacts. ``cfg`` overrides keys of
     :data:`DEFAULT_TRAIN_CFG`."""
     c = _merged(cfg)
     aspect = width / height
     transforms = [
-        A.Affine(scale=tuple(c["affine_scale"]), rotate=(-c["rotate"], c["rotate"]),
-                 interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_NEAREST,
-                 border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=IGNORE_INDEX, p=c["affine_prob"]),
-        A.RandomResizedCrop(size=(height, width), scale=tuple(c["crop_scale"]),
-                            ratio=(aspect / c["aspect_jitter"], aspect * c["aspect_jitter"]),
-                            interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_NEAREST_EXACT,
-                            area_for_downscale="image"),
+        A.Affine(
+            scale=tuple(c["affine_scale"]),
+            rotate=(-c["rotate"], c["rotate"]),
+            interpolation=cv2.INTER_LINEAR,
+            mask_interpolation=cv2.INTER_NEAREST,
+            border_mode=cv2.BORDER_CONSTANT,
+            fill=0,
+            fill_mask=IGNORE_INDEX,
+            p=c["affine_prob"],
+        ),
+        A.RandomResizedCrop(
+            size=(height, width),
+            scale=tuple(c["crop_scale"]),
+            ratio=(aspect / c["aspect_jitter"], aspect * c["aspect_jitter"]),
+            interpolation=cv2.INTER_LINEAR,
+            mask_interpolation=cv2.INTER_NEAREST_EXACT,
+            area_for_downscale="image",
+        ),
         A.HorizontalFlip(p=c["hflip_prob"]),
         A.VerticalFlip(p=c["vflip_prob"]),
-        A.ColorJitter(brightness=c["brightness"], contrast=c["contrast"], saturation=c["saturation"],
-                      hue=c["hue"], p=c["color_prob"]),
-        A.MultiplicativeNoise(multiplier=tuple(c["channel_gain"]), per_channel=True, elementwise=False,
-                              p=c["white_balance_prob"]),
+        A.ColorJitter(
+            brightness=c["brightness"],
+            contrast=c["contrast"],
+            saturation=c["saturation"],
+            hue=c["hue"],
+            p=c["color_prob"],
+        ),
+        A.MultiplicativeNoise(
+            multiplier=tuple(c["channel_gain"]), per_channel=True, elementwise=False, p=c["white_balance_prob"]
+        ),
         A.RandomGamma(gamma_limit=tuple(c["gamma"]), p=c["gamma_prob"]),
-        A.CoarseDropout(num_holes_range=(1, int(c["occlusion_holes"])), hole_height_range=tuple(c["occlusion_size"]),
-                        hole_width_range=tuple(c["occlusion_size"]), fill="random_uniform", fill_mask=0,
-                        p=c["occlusion_prob"]),
+        A.CoarseDropout(
+            num_holes_range=(1, int(c["occlusion_holes"])),
+            hole_height_range=tuple(c["occlusion_size"]),
+            hole_width_range=tuple(c["occlusion_size"]),
+            fill="random_uniform",
+            fill_mask=0,
+            p=c["occlusion_prob"],
+        ),
         A.OneOf([A.GaussianBlur(sigma_limit=(0.3, 1.5)), A.MotionBlur(blur_limit=(3, 7))], p=c["blur_prob"]),
         A.GaussNoise(std_range=(0.01, 0.05), p=c["noise_prob"]),
         A.ImageCompression(quality_range=(50, 95), p=c["jpeg_prob"]),
@@ -108,5 +132,14 @@ def build_train_transform(height: int, width: int, cfg: Optional[Mapping[str, An
 
 def build_val_transform(height: int, width: int) -> A.Compose:
     """Deterministic resize to ``height x width`` (label nearest, image area-downscaled)."""
-    return A.Compose([A.Resize(height, width, interpolation=cv2.INTER_LINEAR,
-                               mask_interpolation=cv2.INTER_NEAREST_EXACT, area_for_downscale="image")])
+    return A.Compose(
+        [
+            A.Resize(
+                height,
+                width,
+                interpolation=cv2.INTER_LINEAR,
+                mask_interpolation=cv2.INTER_NEAREST_EXACT,
+                area_for_downscale="image",
+            )
+        ]
+    )

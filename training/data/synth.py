@@ -31,6 +31,7 @@ CLI::
         --num-images N --split train --seed 0 [--config training/configs/synth.yaml] \\
         [--preview] [--workers 2] [--max-objects 5 ...any config key]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,16 +42,16 @@ import math
 import multiprocessing as mp
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any
 
 import cv2
 import numpy as np
 import yaml
 from tqdm import tqdm
 
-from seg_perception.classes import load_classes
 from seg_perception.atwork import (
     PathLike,
     Sample,
@@ -61,6 +62,7 @@ from seg_perception.atwork import (
     read_rgb,
     split_samples,
 )
+from seg_perception.classes import load_classes
 
 log = logging.getLogger("training.data.synth")  # not "__main__" under -m
 
@@ -86,7 +88,7 @@ class SynthConfig:
     # "area": mask area log-uniform in [min_object_area, max_object_area]; "source": the size it has
     # in its photo times a factor log-uniform in source_scale (apparent size stays a cue)
     scale_mode: str = "area"
-    source_scale: Tuple[float, float] = (0.8, 1.25)
+    source_scale: tuple[float, float] = (0.8, 1.25)
     min_distance: int = -30
     min_visible_fraction: float = 0.5
     max_occupied_fraction: float = 0.5
@@ -98,7 +100,7 @@ class SynthConfig:
     hflip_prob: float = 0.5
     vflip_prob: float = 0.0
     blur_prob: float = 0.15
-    blur_sigma: Tuple[float, float] = (0.5, 1.5)
+    blur_sigma: tuple[float, float] = (0.5, 1.5)
     color_jitter_prob: float = 0.8
     brightness: float = 0.25
     contrast: float = 0.2
@@ -106,7 +108,7 @@ class SynthConfig:
     hue: float = 4.0
     soft_edges: bool = True
     class_balanced: bool = True
-    classes: Optional[List[str]] = None
+    classes: list[str] | None = None
     skip_border_objects: bool = True
     white_background_prob: float = 0.4
     background_min_crop: float = 0.6
@@ -119,11 +121,16 @@ class SynthConfig:
     split_seed: int = 0  # photo_split "random" only
 
     def split_spec(self) -> SplitSpec:
-        return SplitSpec(kind=self.photo_split, folds=self.folds, val_fold=self.val_fold,
-                         val_fraction=self.val_fraction, seed=self.split_seed)
+        return SplitSpec(
+            kind=self.photo_split,
+            folds=self.folds,
+            val_fold=self.val_fold,
+            val_fraction=self.val_fraction,
+            seed=self.split_seed,
+        )
 
     @classmethod
-    def from_dict(cls, d: Optional[Mapping[str, Any]]) -> "SynthConfig":
+    def from_dict(cls, d: Mapping[str, Any] | None) -> SynthConfig:
         d = dict(d or {})
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - names
@@ -136,7 +143,7 @@ class SynthConfig:
         cfg.validate()
         return cfg
 
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["blur_sigma"] = list(self.blur_sigma)
         d["source_scale"] = list(self.source_scale)
@@ -165,16 +172,22 @@ class SynthConfig:
             self.split_spec()
         except ValueError as e:
             need(False, str(e))
-        for p in ("hflip_prob", "vflip_prob", "blur_prob", "color_jitter_prob", "white_background_prob",
-                  "background_hflip_prob"):
+        for p in (
+            "hflip_prob",
+            "vflip_prob",
+            "blur_prob",
+            "color_jitter_prob",
+            "white_background_prob",
+            "background_hflip_prob",
+        ):
             need(0 <= getattr(self, p) <= 1, f"{p} must be in [0, 1]")
 
 
-def load_config(path: Optional[PathLike] = None, overrides: Optional[Mapping[str, Any]] = None) -> SynthConfig:
+def load_config(path: PathLike | None = None, overrides: Mapping[str, Any] | None = None) -> SynthConfig:
     """YAML file (a flat mapping of :class:`SynthConfig` keys) plus overrides; no file = defaults."""
-    d: Dict[str, Any] = {}
+    d: dict[str, Any] = {}
     if path is not None:
-        with open(path, "r", encoding="utf-8") as f:
+        with open(path, encoding="utf-8") as f:
             d = yaml.safe_load(f) or {}
     d.update({k: v for k, v in (overrides or {}).items() if v is not None})
     return SynthConfig.from_dict(d)
@@ -203,7 +216,7 @@ class PlacedObject:
     mask: np.ndarray  # bool, the object's label footprint before occlusion/clipping
     area: int  # mask pixels, whole object
     visible: int  # visible pixels after later pastes
-    box: Tuple[int, int, int, int]  # in-image x0, y0, x1, y1 (exclusive) of the pasted mask
+    box: tuple[int, int, int, int]  # in-image x0, y0, x1, y1 (exclusive) of the pasted mask
     scale: float
     rotation: float
     hflip: bool
@@ -215,18 +228,18 @@ class Scene:
     image: np.ndarray  # H x W x 3 uint8 RGB
     label: np.ndarray  # H x W uint8 full-set ids, background 0
     instances: np.ndarray  # H x W uint8, k + 1 = objects[k], 0 = background
-    objects: List[PlacedObject]
+    objects: list[PlacedObject]
     background: str
     requested: int
 
 
-def load_cutouts(samples: Sequence[Sample], root: PathLike, skip_border_objects: bool = True) -> List[Cutout]:
+def load_cutouts(samples: Sequence[Sample], root: PathLike, skip_border_objects: bool = True) -> list[Cutout]:
     """Crop every photo to its mask's bounding box (objects touching the photo border are cut
     off in the photo; pasting them mid-scene would show a straight cut, so they are skipped)."""
     root = Path(root)
     full = load_classes("full")
-    cutouts: List[Cutout] = []
-    skipped: List[str] = []
+    cutouts: list[Cutout] = []
+    skipped: list[str] = []
     for s in samples:
         label = full.remap_dataset_mask(read_label(s.label_path))
         cid = full.names.index(s.class_name)
@@ -243,21 +256,30 @@ def load_cutouts(samples: Sequence[Sample], root: PathLike, skip_border_objects:
         if rgb.shape[:2] != mask.shape:
             raise ValueError(f"{s.image_path}: image {rgb.shape[:2]} and mask {mask.shape} differ")
         m = mask[y0:y1, x0:x1]
-        cutouts.append(Cutout(cid, s.class_name, s.image_path.relative_to(root).as_posix(), s.stem,
-                              np.ascontiguousarray(rgb[y0:y1, x0:x1]), m.astype(np.float32), int(m.sum())))
+        cutouts.append(
+            Cutout(
+                cid,
+                s.class_name,
+                s.image_path.relative_to(root).as_posix(),
+                s.stem,
+                np.ascontiguousarray(rgb[y0:y1, x0:x1]),
+                m.astype(np.float32),
+                int(m.sum()),
+            )
+        )
     if skipped:
         log.info("skipped %d object photos whose mask touches the photo border: %s", len(skipped), skipped)
     return cutouts
 
 
-def _bbox(mask: np.ndarray) -> Optional[Tuple[int, int, int, int]]:
+def _bbox(mask: np.ndarray) -> tuple[int, int, int, int] | None:
     rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
     if rows.size == 0:
         return None
     return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
 
 
-def _box_gap(a: Tuple[int, int, int, int], b: Tuple[int, int, int, int]) -> int:
+def _box_gap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> int:
     """Pixels between two boxes along the axis where they are furthest apart (< 0: overlap)."""
     return max(b[0] - a[2], a[0] - b[2], b[1] - a[3], a[1] - b[3])
 
@@ -265,8 +287,9 @@ def _box_gap(a: Tuple[int, int, int, int], b: Tuple[int, int, int, int]) -> int:
 class SceneGenerator:
     """Renders scene ``index`` of one split, deterministically from ``(seed, index)``."""
 
-    def __init__(self, config: SynthConfig, root: PathLike, split: str, seed: int,
-                 samples: Optional[Sequence[Sample]] = None) -> None:
+    def __init__(
+        self, config: SynthConfig, root: PathLike, split: str, seed: int, samples: Sequence[Sample] | None = None
+    ) -> None:
         if split not in ("train", "val"):
             raise ValueError(f"split must be 'train' or 'val', got {split!r}")
         if seed < 0:
@@ -284,9 +307,14 @@ class SceneGenerator:
         self.cutouts = load_cutouts(self.samples, self.root, config.skip_border_objects)
         if not self.cutouts:
             raise ValueError("no usable object cut-outs")
-        log.info("%s split: %d photos, %d cut-outs loaded in %.1f s", split, len(self.samples),
-                 len(self.cutouts), time.perf_counter() - t0)
-        by_class: Dict[int, List[int]] = {}
+        log.info(
+            "%s split: %d photos, %d cut-outs loaded in %.1f s",
+            split,
+            len(self.samples),
+            len(self.cutouts),
+            time.perf_counter() - t0,
+        )
+        by_class: dict[int, list[int]] = {}
         for i, c in enumerate(self.cutouts):
             by_class.setdefault(c.class_id, []).append(i)
         self._class_ids = sorted(by_class)
@@ -298,7 +326,7 @@ class SceneGenerator:
         log.info("backgrounds: %s", {k: len(v) for k, v in self.backgrounds.items()})
 
     # -- random pieces -------------------------------------------------------------------
-    def _background(self, rng: np.random.Generator) -> Tuple[np.ndarray, str]:
+    def _background(self, rng: np.random.Generator) -> tuple[np.ndarray, str]:
         cfg = self.cfg
         kinds = sorted(self.backgrounds)
         if len(kinds) == 2:
@@ -319,7 +347,7 @@ class SceneGenerator:
         ch, cw = max(1, min(ih, int(round(ch * c)))), max(1, min(iw, int(round(cw * c))))
         y = int(rng.integers(0, ih - ch + 1))
         x = int(rng.integers(0, iw - cw + 1))
-        crop = img[y:y + ch, x:x + cw]
+        crop = img[y : y + ch, x : x + cw]
         interp = cv2.INTER_AREA if ch > H else cv2.INTER_LINEAR
         out = cv2.resize(crop, (W, H), interpolation=interp)
         if rng.random() < cfg.background_hflip_prob:
@@ -353,7 +381,7 @@ class SceneGenerator:
             x = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
         return np.clip(x * 255.0, 0.0, 255.0)
 
-    def _transform(self, cut: Cutout, rng: np.random.Generator, shrink: float) -> Optional[Dict[str, Any]]:
+    def _transform(self, cut: Cutout, rng: np.random.Generator, shrink: float) -> dict[str, Any] | None:
         """Flip, jitter, scale, rotate, blur one cut-out; returns premultiplied colour, alpha,
         hard mask (alpha >= 0.5) cropped to the hard mask's box, and the parameters."""
         cfg = self.cfg
@@ -398,10 +426,12 @@ class SceneGenerator:
             m = cv2.getRotationMatrix2D(((nw - 1) / 2.0, (nh - 1) / 2.0), angle, 1.0)
             m[0, 2] += (rw - 1) / 2.0 - (nw - 1) / 2.0
             m[1, 2] += (rh - 1) / 2.0 - (nh - 1) / 2.0
-            premult = cv2.warpAffine(premult, m, (rw, rh), flags=cv2.INTER_LINEAR,
-                                     borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-            alpha = cv2.warpAffine(alpha, m, (rw, rh), flags=cv2.INTER_LINEAR,
-                                   borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+            premult = cv2.warpAffine(
+                premult, m, (rw, rh), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0
+            )
+            alpha = cv2.warpAffine(
+                alpha, m, (rw, rh), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0
+            )
         if rng.random() < cfg.blur_prob:
             sigma = float(rng.uniform(*cfg.blur_sigma))
             pad = int(math.ceil(3 * sigma))
@@ -420,7 +450,10 @@ class SceneGenerator:
             "alpha": alpha[sy0:sy1, sx0:sx1],
             "hard": hard[sy0:sy1, sx0:sx1],
             "area": int(hard.sum()),
-            "scale": scale, "rotation": angle, "hflip": hflip, "vflip": vflip,
+            "scale": scale,
+            "rotation": angle,
+            "hflip": hflip,
+            "vflip": vflip,
         }
 
     # -- scene ---------------------------------------------------------------------------
@@ -433,7 +466,7 @@ class SceneGenerator:
         image, bg_name = self._background(rng)
         label = np.zeros((H, W), np.uint8)
         inst = np.zeros((H, W), np.uint8)
-        placed: List[PlacedObject] = []
+        placed: list[PlacedObject] = []
         occupied = 0
         max_occupied = cfg.max_occupied_fraction * H * W
         requested = int(rng.integers(cfg.min_objects, cfg.max_objects + 1))
@@ -454,7 +487,7 @@ class SceneGenerator:
                     y0 = int(rng.integers(-ty, H - h + ty + 1))
                     x0 = int(rng.integers(-tx, W - w + tx + 1))
                     iy0, ix0, iy1, ix1 = max(y0, 0), max(x0, 0), min(y0 + h, H), min(x0 + w, W)
-                    hard_c = hard[iy0 - y0:iy1 - y0, ix0 - x0:ix1 - x0]
+                    hard_c = hard[iy0 - y0 : iy1 - y0, ix0 - x0 : ix1 - x0]
                     b = _bbox(hard_c)
                     if b is None:
                         continue
@@ -468,13 +501,12 @@ class SceneGenerator:
                     counts = np.bincount(inst_reg[hard_c], minlength=len(placed) + 1)
                     if occupied + counts[0] > max_occupied:
                         continue
-                    if any(p.visible - counts[j + 1] < cfg.min_visible_fraction * p.area
-                           for j, p in enumerate(placed)):
+                    if any(p.visible - counts[j + 1] < cfg.min_visible_fraction * p.area for j, p in enumerate(placed)):
                         continue
                     # commit
                     region = image[iy0:iy1, ix0:ix1]
-                    pm = obj["premult"][iy0 - y0:iy1 - y0, ix0 - x0:ix1 - x0]
-                    a = obj["alpha"][iy0 - y0:iy1 - y0, ix0 - x0:ix1 - x0]
+                    pm = obj["premult"][iy0 - y0 : iy1 - y0, ix0 - x0 : ix1 - x0]
+                    a = obj["alpha"][iy0 - y0 : iy1 - y0, ix0 - x0 : ix1 - x0]
                     if cfg.soft_edges:  # image = alpha * colour + (1 - alpha) * image
                         region *= (1.0 - a)[..., None]
                         region += pm
@@ -485,8 +517,21 @@ class SceneGenerator:
                     for j, p in enumerate(placed):
                         p.visible -= int(counts[j + 1])
                     occupied += int(counts[0])
-                    placed.append(PlacedObject(cut, y0, x0, hard, obj["area"], in_frame, box, obj["scale"],
-                                               obj["rotation"], obj["hflip"], obj["vflip"]))
+                    placed.append(
+                        PlacedObject(
+                            cut,
+                            y0,
+                            x0,
+                            hard,
+                            obj["area"],
+                            in_frame,
+                            box,
+                            obj["scale"],
+                            obj["rotation"],
+                            obj["hflip"],
+                            obj["vflip"],
+                        )
+                    )
                     break
                 else:
                     continue  # no position found: try another cut-out
@@ -494,7 +539,7 @@ class SceneGenerator:
         out = cv2.convertScaleAbs(image)  # round + saturate to uint8 (values are >= 0), fast
         return Scene(out, label, inst, placed, bg_name, requested)
 
-    def annotations(self, scene: Scene, name: str) -> Dict[str, Any]:
+    def annotations(self, scene: Scene, name: str) -> dict[str, Any]:
         """The ``boxes/NNNNNN.json`` content: visible objects in paste order (later on top)."""
         H, W = scene.label.shape
         objects = []
@@ -505,22 +550,31 @@ class SceneGenerator:
             b = _bbox(vis)
             if b is None:
                 continue
-            objects.append({
-                "class_id": p.cutout.class_id,
-                "class_name": p.cutout.class_name,
-                "bbox": [b[0] + ix0, b[1] + iy0, b[2] - b[0], b[3] - b[1]],
-                "area": int(vis.sum()),
-                "pasted_area": p.area,
-                "z": k,
-                "source": p.cutout.source,
-                "source_photo": p.cutout.photo,
-                "scale": round(p.scale, 4),
-                "rotation": round(p.rotation, 2),
-                "hflip": p.hflip,
-                "vflip": p.vflip,
-            })
-        return {"image": f"{name}.jpg", "label": f"{name}.png", "height": H, "width": W,
-                "split": self.split, "background": scene.background, "objects": objects}
+            objects.append(
+                {
+                    "class_id": p.cutout.class_id,
+                    "class_name": p.cutout.class_name,
+                    "bbox": [b[0] + ix0, b[1] + iy0, b[2] - b[0], b[3] - b[1]],
+                    "area": int(vis.sum()),
+                    "pasted_area": p.area,
+                    "z": k,
+                    "source": p.cutout.source,
+                    "source_photo": p.cutout.photo,
+                    "scale": round(p.scale, 4),
+                    "rotation": round(p.rotation, 2),
+                    "hflip": p.hflip,
+                    "vflip": p.vflip,
+                }
+            )
+        return {
+            "image": f"{name}.jpg",
+            "label": f"{name}.png",
+            "height": H,
+            "width": W,
+            "split": self.split,
+            "background": scene.background,
+            "objects": objects,
+        }
 
 
 def preview_image(image: np.ndarray, label: np.ndarray, annotations: Mapping[str, Any]) -> np.ndarray:
@@ -534,31 +588,34 @@ def preview_image(image: np.ndarray, label: np.ndarray, annotations: Mapping[str
         x, y, w, h = o["bbox"]
         c = tuple(int(v) for v in palette[o["class_id"]])
         cv2.rectangle(over, (x, y), (x + w - 1, y + h - 1), c, 1)
-        cv2.putText(over, o["class_name"], (x, max(y - 3, 10)), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
-                    (255, 255, 255), 2, cv2.LINE_AA)
+        cv2.putText(
+            over, o["class_name"], (x, max(y - 3, 10)), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 2, cv2.LINE_AA
+        )
         cv2.putText(over, o["class_name"], (x, max(y - 3, 10)), cv2.FONT_HERSHEY_SIMPLEX, 0.4, c, 1, cv2.LINE_AA)
     return np.concatenate([image, over], axis=1)
 
 
-def _write(out: Path, index: int, gen: SceneGenerator, preview: bool) -> Dict[str, Any]:
+def _write(out: Path, index: int, gen: SceneGenerator, preview: bool) -> dict[str, Any]:
     name = f"{index:06d}"
     scene = gen.render(index)
     ann = gen.annotations(scene, name)
     bgr = cv2.cvtColor(scene.image, cv2.COLOR_RGB2BGR)
     if not cv2.imwrite(str(out / "images" / f"{name}.jpg"), bgr, [cv2.IMWRITE_JPEG_QUALITY, gen.cfg.jpeg_quality]):
-        raise IOError(f"cannot write {out / 'images' / name}.jpg")
+        raise OSError(f"cannot write {out / 'images' / name}.jpg")
     if not cv2.imwrite(str(out / "labels" / f"{name}.png"), scene.label):
-        raise IOError(f"cannot write {out / 'labels' / name}.png")
+        raise OSError(f"cannot write {out / 'labels' / name}.png")
     with open(out / "boxes" / f"{name}.json", "w", encoding="utf-8") as f:
         json.dump(ann, f, indent=1)
     if preview:
-        cv2.imwrite(str(out / "preview" / f"{name}.png"),
-                    cv2.cvtColor(preview_image(scene.image, scene.label, ann), cv2.COLOR_RGB2BGR),
-                    [cv2.IMWRITE_PNG_COMPRESSION, 1])  # previews: speed over size
+        cv2.imwrite(
+            str(out / "preview" / f"{name}.png"),
+            cv2.cvtColor(preview_image(scene.image, scene.label, ann), cv2.COLOR_RGB2BGR),
+            [cv2.IMWRITE_PNG_COMPRESSION, 1],
+        )  # previews: speed over size
     return {"requested": scene.requested, "classes": [o["class_id"] for o in ann["objects"]]}
 
 
-_WORKER: Dict[str, Any] = {}
+_WORKER: dict[str, Any] = {}
 
 
 def _init_worker(gen: SceneGenerator, out: Path, preview: bool) -> None:
@@ -566,7 +623,7 @@ def _init_worker(gen: SceneGenerator, out: Path, preview: bool) -> None:
     _WORKER.update(gen=gen, out=out, preview=preview)
 
 
-def _work(indices: Sequence[int]) -> List[Dict[str, Any]]:
+def _work(indices: Sequence[int]) -> list[dict[str, Any]]:
     return [_write(_WORKER["out"], i, _WORKER["gen"], _WORKER["preview"]) for i in indices]
 
 
@@ -584,9 +641,19 @@ Made by `python -m training.data.synth` from the atWork photos (licence unknown:
 """
 
 
-def generate(config: SynthConfig, root: PathLike, out: PathLike, num_images: int, split: str, seed: int,
-             preview: bool = False, workers: int = 1, start_index: int = 0,
-             samples: Optional[Sequence[Sample]] = None, progress: bool = True) -> Dict[str, Any]:
+def generate(
+    config: SynthConfig,
+    root: PathLike,
+    out: PathLike,
+    num_images: int,
+    split: str,
+    seed: int,
+    preview: bool = False,
+    workers: int = 1,
+    start_index: int = 0,
+    samples: Sequence[Sample] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Write ``num_images`` scenes with indices ``start_index..`` to ``out``; returns stats.
 
     Each image depends only on ``(seed, index)`` and the split's photos, so chunks made by
@@ -599,21 +666,35 @@ def generate(config: SynthConfig, root: PathLike, out: PathLike, num_images: int
     full = load_classes("full")
     resolved = {
         "generator_version": GENERATOR_VERSION,
-        "seed": int(seed), "split": split, "num_images": int(num_images), "start_index": int(start_index),
+        "seed": int(seed),
+        "split": split,
+        "num_images": int(num_images),
+        "start_index": int(start_index),
         "root": str(root),
-        "photos": len(gen.samples), "cutouts": len(gen.cutouts),
+        "photos": len(gen.samples),
+        "cutouts": len(gen.cutouts),
         "backgrounds": {k: len(v) for k, v in gen.backgrounds.items()},
         "config": config.to_dict(),
     }
     with open(out / "generator_config.yaml", "w", encoding="utf-8") as f:
         yaml.safe_dump(resolved, f, sort_keys=False)
     with open(out / "meta.json", "w", encoding="utf-8") as f:
-        json.dump({"label_ids": "full", "background_id": 0, "ignore_index": 255,
-                   "class_names": list(full.names), "split": split, "seed": int(seed)}, f, indent=1)
+        json.dump(
+            {
+                "label_ids": "full",
+                "background_id": 0,
+                "ignore_index": 255,
+                "class_names": list(full.names),
+                "split": split,
+                "seed": int(seed),
+            },
+            f,
+            indent=1,
+        )
     (out / "README.md").write_text(_README, encoding="utf-8")
 
     indices = list(range(start_index, start_index + num_images))
-    results: List[Dict[str, Any]] = []
+    results: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     bar = tqdm(total=num_images, desc=f"synth {split}", unit="img", disable=not progress)
     if workers <= 1:
@@ -622,7 +703,7 @@ def generate(config: SynthConfig, root: PathLike, out: PathLike, num_images: int
             bar.update(1)
     else:
         chunk = 8
-        chunks = [indices[i:i + chunk] for i in range(0, len(indices), chunk)]
+        chunks = [indices[i : i + chunk] for i in range(0, len(indices), chunk)]
         # spawn, not fork: forking a parent whose cv2/OpenMP thread pools are live can deadlock
         # (seen intermittently); the generator (pre-cropped cut-outs) is pickled to each worker
         with mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(gen, out, preview)) as pool:
@@ -634,14 +715,22 @@ def generate(config: SynthConfig, root: PathLike, out: PathLike, num_images: int
     per_class = np.bincount([c for r in results for c in r["classes"]], minlength=full.num_classes)
     placed = sum(len(r["classes"]) for r in results)
     stats = {
-        "num_images": num_images, "seconds": round(seconds, 3),
+        "num_images": num_images,
+        "seconds": round(seconds, 3),
         "images_per_s": round(num_images / seconds, 2) if seconds > 0 else float("inf"),
-        "objects_placed": placed, "objects_requested": sum(r["requested"] for r in results),
+        "objects_placed": placed,
+        "objects_requested": sum(r["requested"] for r in results),
         "objects_per_image": round(placed / max(num_images, 1), 3),
         "per_class": {full.names[i]: int(n) for i, n in enumerate(per_class) if i > 0},
     }
-    log.info("generated %d %s scenes in %.1f s (%.1f images/s), %.2f objects/image",
-             num_images, split, seconds, stats["images_per_s"], stats["objects_per_image"])
+    log.info(
+        "generated %d %s scenes in %.1f s (%.1f images/s), %.2f objects/image",
+        num_images,
+        split,
+        seconds,
+        stats["images_per_s"],
+        stats["objects_per_image"],
+    )
     return stats
 
 
@@ -660,11 +749,17 @@ def _add_override_args(p: argparse.ArgumentParser) -> None:
             g.add_argument(flag, dest=f.name, type=type(default), default=None)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m training.data.synth", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--root", default=str(DEFAULT_ROOT),
-                   help="atWork dataset root (default: ../shared/datasets/atwork next to the repository)")
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m training.data.synth",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument(
+        "--root",
+        default=str(DEFAULT_ROOT),
+        help="atWork dataset root (default: ../shared/datasets/atwork next to the repository)",
+    )
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--num-images", type=int, required=True)
     p.add_argument("--split", choices=("train", "val"), required=True)
@@ -678,8 +773,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     names = {f.name for f in dataclasses.fields(SynthConfig)}
     cfg = load_config(args.config, {k: v for k, v in vars(args).items() if k in names})
-    stats = generate(cfg, args.root, args.out, args.num_images, args.split, args.seed,
-                     preview=args.preview, workers=args.workers, start_index=args.start_index)
+    stats = generate(
+        cfg,
+        args.root,
+        args.out,
+        args.num_images,
+        args.split,
+        args.seed,
+        preview=args.preview,
+        workers=args.workers,
+        start_index=args.start_index,
+    )
     print(json.dumps(stats, indent=1))
     return 0
 

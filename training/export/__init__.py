@@ -33,13 +33,35 @@ deleted and not recorded.
 Modules: :mod:`.formats` (settings, graph wrapper, one exporter per format), :mod:`.checks`,
 :mod:`.images` (calibration / validation images), :mod:`.run` (:func:`export_all`), :mod:`.cli`.
 """
+
 from .checks import ExportCheckError, check_exported, open_exported, torch_logits
 from .cli import main
-from .formats import (ALL_FORMATS, EXPORTERS, EXTRA_FORMATS, FLOAT_FORMATS, ExportSettings, NHWCExportWrapper,
-                      parse_entry_names)
+from .formats import (
+    ALL_FORMATS,
+    EXPORTERS,
+    EXTRA_FORMATS,
+    FLOAT_FORMATS,
+    ExportSettings,
+    NHWCExportWrapper,
+    parse_entry_names,
+)
 from .images import real_images, synthetic_scenes
 from .run import export_all
 
-__all__ = ["ALL_FORMATS", "EXPORTERS", "EXTRA_FORMATS", "FLOAT_FORMATS", "ExportCheckError", "ExportSettings",
-           "NHWCExportWrapper", "check_exported", "export_all", "main", "open_exported", "parse_entry_names",
-           "real_images", "synthetic_scenes", "torch_logits"]
+__all__ = [
+    "ALL_FORMATS",
+    "EXPORTERS",
+    "EXTRA_FORMATS",
+    "FLOAT_FORMATS",
+    "ExportCheckError",
+    "ExportSettings",
+    "NHWCExportWrapper",
+    "check_exported",
+    "export_all",
+    "main",
+    "open_exported",
+    "parse_entry_names",
+    "real_images",
+    "synthetic_scenes",
+    "torch_logits",
+]

@@ -5,10 +5,12 @@ will be recorded for it (sha256, input shape and class axis checked as the node 
 run through :class:`seg_perception.pipeline.Segmenter` (the node's preprocessing: resize, cast or
 int8 quantisation of the pixels; the node's argmax). What passes here is what the node runs.
 """
+
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -51,8 +53,9 @@ def open_exported(entry: ModelEntry, path: os.PathLike, num_threads: int = 2) ->
         raise ExportCheckError(f"{entry.file}: {e}") from e
 
 
-def check_exported(seg: Segmenter, images: np.ndarray, labels: Optional[np.ndarray],
-                   ref_logits: np.ndarray) -> Dict[str, Any]:
+def check_exported(
+    seg: Segmenter, images: np.ndarray, labels: np.ndarray | None, ref_logits: np.ndarray
+) -> dict[str, Any]:
     """Argmax agreement, max |logit difference| and mIoU (with its delta) of the file vs PyTorch.
 
     ``images`` are uint8 NHWC at the model's input size; ``ref_logits`` the PyTorch logits of the
@@ -64,7 +67,7 @@ def check_exported(seg: Segmenter, images: np.ndarray, labels: Optional[np.ndarr
     quant = seg.backend.output_quant
     name = seg.backend.path.name
     preds, frame_preds, ref_frame_preds, max_diff = [], [], [], 0.0
-    for img, ref in zip(images, ref_logits):
+    for img, ref in zip(images, ref_logits, strict=False):
         scores = seg.scores(img)
         if scores.shape != ref.shape:
             raise ExportCheckError(f"{name}: output shape {scores.shape} != PyTorch {ref.shape}")
@@ -75,7 +78,7 @@ def check_exported(seg: Segmenter, images: np.ndarray, labels: Optional[np.ndarr
             ref_frame_preds.append(seg.frame_labels(ref, img.shape[:2], quantised=False))
     pred = np.stack(preds)
     ref_pred = np.argmax(ref_logits, -1)
-    metrics: Dict[str, Any] = {
+    metrics: dict[str, Any] = {
         "num_images": int(len(images)),
         "argmax_agreement": float((pred == ref_pred).mean()),
         "max_abs_diff": max_diff,
@@ -90,8 +93,9 @@ def check_exported(seg: Segmenter, images: np.ndarray, labels: Optional[np.ndarr
     return metrics
 
 
-def enforce_tolerances(fmt: str, m: Mapping[str, Any], max_abs_diff_fp32: float, min_agreement_float: float,
-                       min_agreement_quant: float) -> None:
+def enforce_tolerances(
+    fmt: str, m: Mapping[str, Any], max_abs_diff_fp32: float, min_agreement_float: float, min_agreement_quant: float
+) -> None:
     """Refuse files that disagree with PyTorch beyond what their number format explains: fp32 files
     within ``max_abs_diff_fp32`` of the logits (relative to their range when it exceeds 1), float
     formats on ``min_agreement_float`` of the pixels, quantised ones on ``min_agreement_quant``."""

@@ -1,5 +1,6 @@
 """How each deployment format is made: the export settings, the NHWC graph wrapper, the fp32
 exporters, and :data:`EXPORTERS`, the table from format name to the function that writes it."""
+
 from __future__ import annotations
 
 import logging
@@ -7,9 +8,10 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,17 +27,28 @@ DEFAULT_HW = (256, 320)
 PIXEL_MEAN = 127.5
 PIXEL_STD = 127.5
 
-__all__ = ["ALL_FORMATS", "DEFAULT_HW", "EXPORTERS", "EXTRA_FORMATS", "FLOAT_FORMATS", "ExportContext",
-           "ExportSettings", "NHWCExportWrapper", "export_onnx_fp32", "export_tflite_fp32", "parse_entry_names"]
+__all__ = [
+    "ALL_FORMATS",
+    "DEFAULT_HW",
+    "EXPORTERS",
+    "EXTRA_FORMATS",
+    "FLOAT_FORMATS",
+    "ExportContext",
+    "ExportSettings",
+    "NHWCExportWrapper",
+    "export_onnx_fp32",
+    "export_tflite_fp32",
+    "parse_entry_names",
+]
 
 
 @dataclass
 class ExportSettings:
-    formats: List[str]
+    formats: list[str]
     height: int
     width: int
     name_prefix: str
-    entry_names: Dict[str, str] = field(default_factory=dict)
+    entry_names: dict[str, str] = field(default_factory=dict)
     opset: int = 18  # the dynamo exporter's own; 17 needs a down-conversion that may drop node metadata
     onnx_exporter: str = "dynamo"
     onnx_calibrate_method: str = "minmax"
@@ -43,7 +56,7 @@ class ExportSettings:
     onnx_reduce_range: bool = True  # 7-bit weights: avoids int16 saturation on AVX2-only CPUs
     onnx_weight_type: str = "qint8"  # qint8 (u8s8 kernels) | quint8 (u8u8: no saturation, full 8 bit)
     tflite_int8_method: str = "aeq"  # aeq (ai-edge-quantizer static, int8 I/O) | pt2e
-    tflite_float_regex: Optional[str] = None
+    tflite_float_regex: str | None = None
     tflite_range_update: str = "minmax"  # minmax (global) | ema (ai-edge-quantizer default)
     keep_float: str = "auto"  # int8 models: auto (weight-sensitivity probe) | none | conv1,conv2,...
     keep_float_max: int = 6  # at most this many layers kept float by "auto" (each must cost >= 0.2 %)
@@ -69,8 +82,8 @@ class ExportSettings:
         return f"{self.name_prefix}_{fmt}.{ext}"
 
 
-def parse_entry_names(text: Optional[str]) -> Dict[str, str]:
-    out: Dict[str, str] = {}
+def parse_entry_names(text: str | None) -> dict[str, str]:
+    out: dict[str, str] = {}
     for part in filter(None, (text or "").split(",")):
         if "=" not in part:
             raise ValueError(f"--entry-names item {part!r} is not fmt=name")
@@ -82,6 +95,7 @@ def parse_entry_names(text: Optional[str]) -> Dict[str, str]:
 # --------------------------------------------------------------------------------------
 # Graph wrapper and fp32 exporters
 # --------------------------------------------------------------------------------------
+
 
 class NHWCExportWrapper(nn.Module):
     """NHWC float RGB pixels 0..255 in -> normalise -> model (NCHW) -> NHWC logits out."""
@@ -97,12 +111,13 @@ class NHWCExportWrapper(nn.Module):
         return self.model(x).permute(0, 2, 3, 1)
 
 
-def export_onnx_fp32(wrapper: nn.Module, sample: torch.Tensor, path: os.PathLike, opset: int = 18,
-                     exporter: str = "dynamo") -> str:
+def export_onnx_fp32(
+    wrapper: nn.Module, sample: torch.Tensor, path: os.PathLike, opset: int = 18, exporter: str = "dynamo"
+) -> str:
     """fp32 ONNX with static shapes; returns the exporter actually used."""
     kwargs = dict(input_names=["image"], output_names=["logits"], opset_version=opset)
     order = ["dynamo", "legacy"] if exporter == "dynamo" else ["legacy", "dynamo"]
-    err: Optional[Exception] = None
+    err: Exception | None = None
     for which in order:
         try:
             torch.onnx.export(wrapper.eval(), (sample,), str(path), dynamo=(which == "dynamo"), **kwargs)
@@ -134,13 +149,20 @@ def export_tflite_fp32(wrapper: nn.Module, sample: torch.Tensor, path: os.PathLi
 # One function per format
 # --------------------------------------------------------------------------------------
 
+
 class ExportContext:
     """What the per-format exporters share, each piece made once: the model's NHWC wrapper, the
     calibration batches, the fp32 file of each runtime the quantisers start from, and the layers
     int8 models keep in float. Use as a context manager: its scratch folder goes at the end."""
 
-    def __init__(self, model: nn.Module, settings: ExportSettings, out: os.PathLike, calib_images: np.ndarray,
-                 sample: torch.Tensor):
+    def __init__(
+        self,
+        model: nn.Module,
+        settings: ExportSettings,
+        out: os.PathLike,
+        calib_images: np.ndarray,
+        sample: torch.Tensor,
+    ):
         from training.quantize import calibration_batches
 
         self.model = model
@@ -154,11 +176,11 @@ class ExportContext:
         if hasattr(model, "full_resolution_logits"):
             model.full_resolution_logits = settings.logits_grid == "input"
         self.wrapper = NHWCExportWrapper(model.eval()).eval()
-        self.float_layers: Dict[str, Any] = {}
-        self._fp32: Dict[str, Path] = {}
+        self.float_layers: dict[str, Any] = {}
+        self._fp32: dict[str, Path] = {}
         self._tmp = Path(tempfile.mkdtemp(prefix="export_"))
 
-    def __enter__(self) -> "ExportContext":
+    def __enter__(self) -> ExportContext:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -180,13 +202,13 @@ class ExportContext:
             self._fp32[runtime] = p
         return self._fp32[runtime]
 
-    def keep_float_layers(self) -> List[str]:
+    def keep_float_layers(self) -> list[str]:
         """Sensitive layers int8 models keep in float (chosen once, see :func:`choose_float_layers`)."""
         if "layers" not in self.float_layers:
             self.float_layers.update(choose_float_layers(self.model, self.settings, self.calib_images))
         return self.float_layers["layers"]
 
-    def tflite_float_regex(self, src: Path) -> Optional[str]:
+    def tflite_float_regex(self, src: Path) -> str | None:
         """--tflite-float-regex, else a regex selecting the LiteRT ops of the keep-float layers."""
         from training.quantize import tflite_regex_for
 
@@ -197,7 +219,7 @@ class ExportContext:
         return regex
 
 
-def choose_float_layers(model: nn.Module, settings: ExportSettings, calib_images: np.ndarray) -> Dict[str, Any]:
+def choose_float_layers(model: nn.Module, settings: ExportSettings, calib_images: np.ndarray) -> dict[str, Any]:
     """``{"layers": [...], "sensitivity": [...]}``: convs the int8 models keep in float.
 
     ``auto`` probes each small-fan-in conv's int8 weight rounding in PyTorch and keeps the
@@ -216,32 +238,44 @@ def choose_float_layers(model: nn.Module, settings: ExportSettings, calib_images
     t0 = time.time()
     sens = weight_sensitivity(model, calib_images)
     layers = pick_float_layers(sens, settings.keep_float_max)
-    log.info("int8 weight sensitivity (%.0fs): keeping %s in float; top: %s", time.time() - t0, layers,
-             [(n, round(v, 4)) for n, v in sens[:5]])
+    log.info(
+        "int8 weight sensitivity (%.0fs): keeping %s in float; top: %s",
+        time.time() - t0,
+        layers,
+        [(n, round(v, 4)) for n, v in sens[:5]],
+    )
     return {"layers": layers, "mode": "auto", "sensitivity": [[n, round(v, 5)] for n, v in sens[:10]]}
 
 
-Exporter = Callable[[ExportContext, Path], Dict[str, Any]]  # (context, file to write) -> quantisation info
+Exporter = Callable[[ExportContext, Path], dict[str, Any]]  # (context, file to write) -> quantisation info
 
 
-def _onnx_fp32(ctx: ExportContext, path: Path) -> Dict[str, Any]:
+def _onnx_fp32(ctx: ExportContext, path: Path) -> dict[str, Any]:
     ctx.fp32_file("onnx")
     return {}
 
 
-def _tflite_fp32(ctx: ExportContext, path: Path) -> Dict[str, Any]:
+def _tflite_fp32(ctx: ExportContext, path: Path) -> dict[str, Any]:
     ctx.fp32_file("tflite")
     return {}
 
 
-def _onnx_int8(ctx: ExportContext, path: Path) -> Dict[str, Any]:
+def _onnx_int8(ctx: ExportContext, path: Path) -> dict[str, Any]:
     from training.quantize import compact_onnx, onnx_nodes_for, onnx_static_int8
 
     s = ctx.settings
     src = ctx.fp32_file("onnx")
     excluded = sorted({n for ns in onnx_nodes_for(ctx.model, ctx.keep_float_layers(), src).values() for n in ns})
-    info = onnx_static_int8(src, path, ctx.calib, s.onnx_calibrate_method, activation_type=s.onnx_activation_type,
-                            exclude_nodes=excluded, reduce_range=s.onnx_reduce_range, weight_type=s.onnx_weight_type)
+    info = onnx_static_int8(
+        src,
+        path,
+        ctx.calib,
+        s.onnx_calibrate_method,
+        activation_type=s.onnx_activation_type,
+        exclude_nodes=excluded,
+        reduce_range=s.onnx_reduce_range,
+        weight_type=s.onnx_weight_type,
+    )
     info["float_layers"] = dict(ctx.float_layers)
     compacted = compact_onnx(path)
     renamed = compacted.pop("node_names")
@@ -251,13 +285,13 @@ def _onnx_int8(ctx: ExportContext, path: Path) -> Dict[str, Any]:
     return info
 
 
-def _tflite_fp16(ctx: ExportContext, path: Path) -> Dict[str, Any]:
+def _tflite_fp16(ctx: ExportContext, path: Path) -> dict[str, Any]:
     from training.quantize import tflite_fp16
 
     return tflite_fp16(ctx.fp32_file("tflite"), path)
 
 
-def _tflite_dynamic(ctx: ExportContext, path: Path) -> Dict[str, Any]:
+def _tflite_dynamic(ctx: ExportContext, path: Path) -> dict[str, Any]:
     from training.quantize import tflite_dynamic
 
     src = ctx.fp32_file("tflite")
@@ -266,7 +300,7 @@ def _tflite_dynamic(ctx: ExportContext, path: Path) -> Dict[str, Any]:
     return info
 
 
-def _tflite_int8(ctx: ExportContext, path: Path) -> Dict[str, Any]:
+def _tflite_int8(ctx: ExportContext, path: Path) -> dict[str, Any]:
     """Full int8 with the ai-edge-quantizer (``aeq``, int8 I/O), or PT2E (``--tflite-int8-method pt2e``)."""
     from training.quantize import tflite_static_int8
 
@@ -279,13 +313,13 @@ def _tflite_int8(ctx: ExportContext, path: Path) -> Dict[str, Any]:
     return info
 
 
-def _tflite_int8_pt2e(ctx: ExportContext, path: Path) -> Dict[str, Any]:
+def _tflite_int8_pt2e(ctx: ExportContext, path: Path) -> dict[str, Any]:
     from training.quantize import tflite_pt2e_int8
 
     return tflite_pt2e_int8(ctx.wrapper, ctx.sample, path, ctx.calib)
 
 
-EXPORTERS: Dict[str, Exporter] = {
+EXPORTERS: dict[str, Exporter] = {
     "onnx_fp32": _onnx_fp32,
     "onnx_int8": _onnx_int8,
     "tflite_fp32": _tflite_fp32,

@@ -1,9 +1,11 @@
 """Images at a model's input size for calibrating and checking exported files: real photos resized
 like the node does (``cv2.INTER_AREA``), or synthetic blob scenes that need no dataset."""
+
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping, Optional, Tuple
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -17,8 +19,7 @@ def _class_colours(num_classes: int) -> np.ndarray:
     return np.concatenate([np.zeros((1, 3), np.uint8), cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0]], 0)
 
 
-def synthetic_scenes(n: int, height: int, width: int, num_classes: int,
-                     seed: int = 0) -> Tuple[np.ndarray, np.ndarray]:
+def synthetic_scenes(n: int, height: int, width: int, num_classes: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """``n`` scenes of coloured blobs (class = colour) on grey textured backgrounds.
 
     Returns uint8 images (n, H, W, 3) RGB and uint8 labels (n, H, W). Trivially learnable
@@ -32,16 +33,21 @@ def synthetic_scenes(n: int, height: int, width: int, num_classes: int,
     labels = np.zeros((n, height, width), np.uint8)
     for i in range(n):
         grey = rng.uniform(70, 190)
-        noise = cv2.resize(rng.normal(0, 12, (max(2, height // 8), max(2, width // 8))).astype(np.float32),
-                           (width, height), interpolation=cv2.INTER_LINEAR)
+        noise = cv2.resize(
+            rng.normal(0, 12, (max(2, height // 8), max(2, width // 8))).astype(np.float32),
+            (width, height),
+            interpolation=cv2.INTER_LINEAR,
+        )
         bg = np.clip(grey + noise[..., None] + rng.normal(0, 4, (height, width, 3)), 0, 255)
         img = bg.astype(np.uint8)
         lab = labels[i]
         for _ in range(int(rng.integers(1, 5))):
             k = int(rng.integers(1, num_classes))
             cy, cx = int(rng.integers(0, height)), int(rng.integers(0, width))
-            ay, ax = int(rng.integers(max(2, height // 10), max(3, height // 3))), \
-                int(rng.integers(max(2, width // 10), max(3, width // 3)))
+            ay, ax = (
+                int(rng.integers(max(2, height // 10), max(3, height // 3))),
+                int(rng.integers(max(2, width // 10), max(3, width // 3))),
+            )
             mask = np.zeros((height, width), np.uint8)
             cv2.ellipse(mask, (cx, cy), (ax, ay), float(rng.uniform(0, 180)), 0, 360, 1, -1)
             shade = np.clip(colours[k].astype(np.float32) * rng.uniform(0.85, 1.1), 0, 255)
@@ -51,8 +57,15 @@ def synthetic_scenes(n: int, height: int, width: int, num_classes: int,
     return images, labels
 
 
-def real_images(root: os.PathLike, split: str, variant: str, height: int, width: int,
-                max_images: int = 0, split_rule: Optional[Mapping[str, Any]] = None) -> Tuple[np.ndarray, np.ndarray]:
+def real_images(
+    root: os.PathLike,
+    split: str,
+    variant: str,
+    height: int,
+    width: int,
+    max_images: int = 0,
+    split_rule: Mapping[str, Any] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Real atWork photos of one split (``train``/``val``), resized like the node (INTER_AREA), with labels.
 
     ``max_images`` > 0 takes a class-stratified deterministic subset (every k-th photo); ``split_rule``

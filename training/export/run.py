@@ -1,12 +1,14 @@
 """The export run: every requested format written, checked through the runtime and recorded."""
+
 from __future__ import annotations
 
 import logging
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,9 +22,15 @@ from .formats import ALL_FORMATS, EXPORTERS, EXTRA_FORMATS, ExportContext, Expor
 log = logging.getLogger(__name__)
 
 
-def export_all(model: nn.Module, settings: ExportSettings, out_dir: os.PathLike,
-               calib_images: np.ndarray, val_images: np.ndarray, val_labels: Optional[np.ndarray],
-               provenance: Mapping[str, Any]) -> Dict[str, Dict[str, Any]]:
+def export_all(
+    model: nn.Module,
+    settings: ExportSettings,
+    out_dir: os.PathLike,
+    calib_images: np.ndarray,
+    val_images: np.ndarray,
+    val_labels: np.ndarray | None,
+    provenance: Mapping[str, Any],
+) -> dict[str, dict[str, Any]]:
     """Export, check and record every format of ``settings``; returns ``{fmt: metrics}``.
 
     ``calib_images``/``val_images`` are uint8 NHWC at the export size. A file failing a check is
@@ -33,11 +41,12 @@ def export_all(model: nn.Module, settings: ExportSettings, out_dir: os.PathLike,
     out.mkdir(parents=True, exist_ok=True)
     h, w = settings.height, settings.width
     num_classes = int(model.config["num_classes"])
-    sample = torch.from_numpy(val_images[0].astype(np.float32))[None] if len(val_images) else \
-        torch.full((1, h, w, 3), 127.0)
+    sample = (
+        torch.from_numpy(val_images[0].astype(np.float32))[None] if len(val_images) else torch.full((1, h, w, 3), 127.0)
+    )
     manifest = Manifest.load(out)
-    results: Dict[str, Dict[str, Any]] = {}
-    failures: List[str] = []
+    results: dict[str, dict[str, Any]] = {}
+    failures: list[str] = []
     with ExportContext(model, settings, out, calib_images, sample) as ctx:
         ref = torch_logits(ctx.wrapper, val_images)
         for fmt in settings.formats:
@@ -61,8 +70,9 @@ def export_all(model: nn.Module, settings: ExportSettings, out_dir: os.PathLike,
                     metrics["input_quant"] = list(seg.backend.input_quant)
                 if seg.backend.output_quant is not None:
                     metrics["output_quant"] = list(seg.backend.output_quant)
-                enforce_tolerances(fmt, metrics, settings.max_abs_diff_fp32, settings.min_agreement_float,
-                                   settings.min_agreement_quant)
+                enforce_tolerances(
+                    fmt, metrics, settings.max_abs_diff_fp32, settings.min_agreement_float, settings.min_agreement_quant
+                )
             except Exception as e:  # noqa: BLE001 - report every format, fail at the end
                 log.error("%s: %s", fmt, e)
                 failures.append(f"{fmt}: {e}")
@@ -74,9 +84,16 @@ def export_all(model: nn.Module, settings: ExportSettings, out_dir: os.PathLike,
             manifest.put(entry)
             manifest.save()
             results[fmt] = metrics
-            log.info("%s -> %s (%.1f KB): agreement %.4f max|diff| %.4g mIoU %s (torch %s)", fmt, path.name,
-                     path.stat().st_size / 1024, metrics["argmax_agreement"], metrics["max_abs_diff"],
-                     fmt_score(metrics.get("miou")), fmt_score(metrics.get("miou_torch")))
+            log.info(
+                "%s -> %s (%.1f KB): agreement %.4f max|diff| %.4g mIoU %s (torch %s)",
+                fmt,
+                path.name,
+                path.stat().st_size / 1024,
+                metrics["argmax_agreement"],
+                metrics["max_abs_diff"],
+                fmt_score(metrics.get("miou")),
+                fmt_score(metrics.get("miou_torch")),
+            )
     if failures:
         err = ExportCheckError("; ".join(failures))
         err.results = results  # type: ignore[attr-defined]  # what did pass is recorded
@@ -84,21 +101,26 @@ def export_all(model: nn.Module, settings: ExportSettings, out_dir: os.PathLike,
     return results
 
 
-def fmt_score(v: Optional[float]) -> str:
+def fmt_score(v: float | None) -> str:
     return "n/a" if v is None else f"{v:.4f}"
 
 
-def manifest_entry(settings: ExportSettings, fmt: str, path: Path, num_classes: int, architecture: str,
-                   provenance: Dict[str, Any]) -> ModelEntry:
+def manifest_entry(
+    settings: ExportSettings, fmt: str, path: Path, num_classes: int, architecture: str, provenance: dict[str, Any]
+) -> ModelEntry:
     """The entry the node will use for ``path``: NHWC RGB 0..255 in (the graph normalises), NHWC logits
     out, both at the export size; hash and size of the file as written."""
     h, w = settings.height, settings.width
     return make_entry(
-        settings.entry_name(fmt), path, "onnx" if fmt.startswith("onnx") else "tflite", num_classes,
+        settings.entry_name(fmt),
+        path,
+        "onnx" if fmt.startswith("onnx") else "tflite",
+        num_classes,
         class_variant=settings.class_variant,
         architecture=architecture,
-        input=TensorSpec(layout="NHWC", height=h, width=w, color="RGB", mean=[0.0, 0.0, 0.0],
-                         std=[1.0, 1.0, 1.0], kind="image"),
+        input=TensorSpec(
+            layout="NHWC", height=h, width=w, color="RGB", mean=[0.0, 0.0, 0.0], std=[1.0, 1.0, 1.0], kind="image"
+        ),
         output=TensorSpec(layout="NHWC", height=h, width=w, color="RGB", kind="logits"),
         provenance=provenance,
     )
@@ -115,12 +137,20 @@ def write_sidecar(path: Path, doc: Mapping[str, Any]) -> Path:
     return side
 
 
-def tool_versions() -> Dict[str, str]:
+def tool_versions() -> dict[str, str]:
     from importlib import metadata
 
     out = {}
-    for pkg in ("torch", "onnx", "onnxruntime", "litert-torch", "ai-edge-litert", "ai-edge-quantizer",
-                "torch-pruning", "numpy"):
+    for pkg in (
+        "torch",
+        "onnx",
+        "onnxruntime",
+        "litert-torch",
+        "ai-edge-litert",
+        "ai-edge-quantizer",
+        "torch-pruning",
+        "numpy",
+    ):
         try:
             out[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:

@@ -14,7 +14,8 @@ Shared conventions (relied upon by training, export and the ROS node):
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Tuple
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -30,10 +31,10 @@ from .tflite_import import (
     load_reference_weights,
 )
 
-NORM_MEAN: Tuple[float, float, float] = (127.5, 127.5, 127.5)
-NORM_STD: Tuple[float, float, float] = (127.5, 127.5, 127.5)
+NORM_MEAN: tuple[float, float, float] = (127.5, 127.5, 127.5)
+NORM_STD: tuple[float, float, float] = (127.5, 127.5, 127.5)
 
-_BUILDERS: Dict[str, Callable[..., nn.Module]] = {
+_BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "deeplabv3plus_mobilenetv2": DeepLabV3PlusMobileNetV2,
     "fcn32s": lambda num_classes, **kw: FCN(num_classes, variant="32s", **kw),
     "fcn16s": lambda num_classes, **kw: FCN(num_classes, variant="16s", **kw),
@@ -42,7 +43,7 @@ _BUILDERS: Dict[str, Callable[..., nn.Module]] = {
     "espnet": ESPNet,
 }
 
-MODEL_NAMES: Tuple[str, ...] = tuple(_BUILDERS)
+MODEL_NAMES: tuple[str, ...] = tuple(_BUILDERS)
 
 
 def create_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
@@ -57,7 +58,7 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
-def count_macs(model: nn.Module, input_hw: Tuple[int, int]) -> int:
+def count_macs(model: nn.Module, input_hw: tuple[int, int]) -> int:
     """Multiply-accumulates of one forward pass at batch 1 and ``input_hw`` (H, W).
 
     Counts Conv2d (out elements x in_ch/groups x kh x kw), ConvTranspose2d

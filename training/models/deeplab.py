@@ -8,7 +8,8 @@ exactly: see :mod:`training.models.tflite_import`.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -17,7 +18,7 @@ from torch import Tensor
 from .layers import ConvBNAct, init_weights, make_divisible, resize_to
 
 # MobileNetV2 stages: (expansion t, base channels c, repeats n, first stride s).
-_MBV2_STAGES: Tuple[Tuple[int, int, int, int], ...] = (
+_MBV2_STAGES: tuple[tuple[int, int, int, int], ...] = (
     (1, 16, 1, 1),
     (6, 24, 2, 2),
     (6, 32, 3, 2),
@@ -34,9 +35,7 @@ class InvertedResidual(nn.Module):
     def __init__(self, in_ch: int, out_ch: int, stride: int, dilation: int, hidden_ch: int) -> None:
         super().__init__()
         self.use_residual = stride == 1 and in_ch == out_ch
-        self.expand: Optional[ConvBNAct] = (
-            ConvBNAct(in_ch, hidden_ch, 1, act="relu6") if hidden_ch != in_ch else None
-        )
+        self.expand: ConvBNAct | None = ConvBNAct(in_ch, hidden_ch, 1, act="relu6") if hidden_ch != in_ch else None
         self.depthwise = ConvBNAct(
             hidden_ch, hidden_ch, 3, stride=stride, dilation=dilation, groups=hidden_ch, act="relu6"
         )
@@ -60,7 +59,7 @@ class MobileNetV2Encoder(nn.Module):
         self,
         width_mult: float = 0.5,
         output_stride: int = 16,
-        channel_divisor: Optional[int] = None,
+        channel_divisor: int | None = None,
     ) -> None:
         super().__init__()
         if output_stride not in (8, 16, 32):
@@ -74,7 +73,7 @@ class MobileNetV2Encoder(nn.Module):
 
         stem_ch = ch(32)
         self.stem = ConvBNAct(3, stem_ch, 3, stride=2, act="relu6")
-        blocks: List[InvertedResidual] = []
+        blocks: list[InvertedResidual] = []
         current_stride, rate = 2, 1
         in_ch = stem_ch
         self.low_level_index = -1
@@ -100,7 +99,7 @@ class MobileNetV2Encoder(nn.Module):
         self.blocks = nn.ModuleList(blocks)
         self.out_channels = in_ch
 
-    def forward(self, x: Tensor) -> Tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         x = self.stem(x)
         low = x
         for i, block in enumerate(self.blocks):
@@ -146,9 +145,7 @@ class ImagePooling(nn.Module):
 class ASPP(nn.Module):
     """Atrous spatial pyramid pooling; branch order [pool, 1x1, atrous...] matches TF DeepLab."""
 
-    def __init__(
-        self, in_ch: int, out_ch: int, rates: Sequence[int], separable: bool, dropout: float
-    ) -> None:
+    def __init__(self, in_ch: int, out_ch: int, rates: Sequence[int], separable: bool, dropout: float) -> None:
         super().__init__()
         self.pool = ImagePooling(in_ch, out_ch)
         self.conv1x1 = ConvBNAct(in_ch, out_ch, 1, act="relu")
@@ -174,13 +171,13 @@ class DeepLabV3PlusMobileNetV2(nn.Module):
         num_classes: int,
         width_mult: float = 0.5,
         output_stride: int = 16,
-        aspp_rates: Optional[Sequence[int]] = None,
+        aspp_rates: Sequence[int] | None = None,
         aspp_channels: int = 128,
-        decoder_channels: Optional[int] = None,
+        decoder_channels: int | None = None,
         low_level_channels: int = 32,
         separable: bool = True,
         dropout: float = 0.1,
-        channel_divisor: Optional[int] = None,
+        channel_divisor: int | None = None,
     ) -> None:
         super().__init__()
         if aspp_rates is None:
@@ -199,7 +196,7 @@ class DeepLabV3PlusMobileNetV2(nn.Module):
         # False: logits at the decoder's stride-4 grid (export: the runtime upsamples only where labels change)
         self.full_resolution_logits = True
         init_weights(self)
-        self.config: Dict[str, Any] = {
+        self.config: dict[str, Any] = {
             "name": "deeplabv3plus_mobilenetv2",
             "num_classes": int(num_classes),
             "width_mult": float(width_mult),
@@ -213,7 +210,7 @@ class DeepLabV3PlusMobileNetV2(nn.Module):
             "channel_divisor": int(self.encoder.channel_divisor),
         }
 
-    def classifier_layers(self) -> List[nn.Module]:
+    def classifier_layers(self) -> list[nn.Module]:
         """Layers whose output channels are classes (to be left unpruned)."""
         return [self.classifier]
 

@@ -24,7 +24,7 @@ Differences from the authors' code, none of them in the function:
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -40,9 +40,7 @@ class BNPReLU(nn.Sequential):
     """BatchNorm + PReLU (the paper's 'BR')."""
 
     def __init__(self, channels: int) -> None:
-        super().__init__(
-            OrderedDict(bn=nn.BatchNorm2d(channels, eps=_BN_EPS), act=nn.PReLU(channels))
-        )
+        super().__init__(OrderedDict(bn=nn.BatchNorm2d(channels, eps=_BN_EPS), act=nn.PReLU(channels)))
 
 
 class ConcatBNPReLU(BNPReLU):
@@ -69,14 +67,9 @@ class ESPModule(nn.Module):
         if n < 1:
             raise ValueError(f"ESP module needs at least {k} output channels, got {out_ch}")
         reduce_kernel = 3 if stride == 2 else 1
-        self.reduce = nn.Conv2d(
-            in_ch, n, reduce_kernel, stride=stride, padding=reduce_kernel // 2, bias=False
-        )
+        self.reduce = nn.Conv2d(in_ch, n, reduce_kernel, stride=stride, padding=reduce_kernel // 2, bias=False)
         self.branches = nn.ModuleList(
-            [
-                nn.Conv2d(n, n1 if i == 0 else n, 3, padding=d, dilation=d, bias=False)
-                for i, d in enumerate(_DILATIONS)
-            ]
+            [nn.Conv2d(n, n1 if i == 0 else n, 3, padding=d, dilation=d, bias=False) for i, d in enumerate(_DILATIONS)]
         )
         self.residual = residual and stride == 1 and in_ch == out_ch
         self.post = BNPReLU(out_ch)
@@ -129,9 +122,9 @@ class ESPNetC(nn.Module):
         self.classifier = nn.Conv2d(256, num_classes, 1, bias=False)
         self.p, self.q = p, q
         init_weights(self)
-        self.config: Dict[str, Any] = {"name": "espnet_c", "num_classes": int(num_classes), "p": int(p), "q": int(q)}
+        self.config: dict[str, Any] = {"name": "espnet_c", "num_classes": int(num_classes), "p": int(p), "q": int(q)}
 
-    def encode(self, x: Tensor) -> Dict[str, Tensor]:
+    def encode(self, x: Tensor) -> dict[str, Tensor]:
         """Level-1 features (``f1``, 16 ch) and with the image (``l1``) at 1/2, ``l2`` at 1/4, the 1/8
         class scores (``scores``)."""
         f1 = self.level1(x)
@@ -142,7 +135,7 @@ class ESPNetC(nn.Module):
         l3 = self.b3(down3, self.level3(down3))
         return {"f1": f1, "l1": l1, "l2": l2, "scores": self.classifier(l3)}
 
-    def classifier_layers(self) -> List[nn.Module]:
+    def classifier_layers(self) -> list[nn.Module]:
         return [self.classifier]
 
     def forward(self, x: Tensor) -> Tensor:
@@ -156,7 +149,7 @@ class ESPNet(nn.Module):
     decoder; only the final transposed convolution maps it to ``num_classes``.
     """
 
-    def __init__(self, num_classes: int, p: int = 2, q: int = 8, decoder_channels: Optional[int] = None) -> None:
+    def __init__(self, num_classes: int, p: int = 2, q: int = 8, decoder_channels: int | None = None) -> None:
         super().__init__()
         c = int(decoder_channels or num_classes)
         if c < 5:
@@ -172,13 +165,13 @@ class ESPNet(nn.Module):
         self.fuse_l1 = ConvBNAct(16 + c, c, 3, act="prelu", bn_eps=_BN_EPS)
         self.classifier = nn.ConvTranspose2d(c, num_classes, 2, stride=2, bias=False)
         init_weights(self)
-        self.config: Dict[str, Any] = {"name": "espnet", "num_classes": int(num_classes), "p": int(p), "q": int(q)}
+        self.config: dict[str, Any] = {"name": "espnet", "num_classes": int(num_classes), "p": int(p), "q": int(q)}
         if c != num_classes:
             self.config["decoder_channels"] = c
 
-    def classifier_layers(self) -> List[nn.Module]:
+    def classifier_layers(self) -> list[nn.Module]:
         """Every conv whose output lives in class space (the encoder's and the whole decoder's)."""
-        layers: List[nn.Module] = [self.encoder.classifier, self.level2_classifier, self.up_l3]
+        layers: list[nn.Module] = [self.encoder.classifier, self.level2_classifier, self.up_l3]
         layers += [m for m in self.combine.modules() if isinstance(m, nn.Conv2d)]
         layers += [self.up_l2, self.fuse_l1.conv, self.classifier]
         return layers

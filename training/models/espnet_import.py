@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Dict, List, Mapping, Tuple
 
 import numpy as np
 import torch
@@ -37,13 +37,13 @@ RELEASED_STD_BGR = (45.3192215, 46.15289307, 44.91483307)
 _BRANCH = {"1": 0, "2": 1, "4": 2, "8": 3, "16": 4}
 
 # (released pattern, our replacement), applied in order to the name without the "encoder." prefix
-_ENCODER_RULES: Tuple[Tuple[str, str], ...] = (
+_ENCODER_RULES: tuple[tuple[str, str], ...] = (
     (r"^(level[23]_0|level[23]\.\d+)\.c1\.conv\.weight$", r"\1.reduce.weight"),
     (r"^(level[23]_0)\.(bn|act)\.", r"\1.post.\2."),  # strided ESP module: its own BN and PReLU
     (r"^(level[23]\.\d+)\.bn\.(bn|act)\.", r"\1.post.\2."),  # ESP module: a 'BR' named bn
     (r"^classifier\.conv\.weight$", "classifier.weight"),
 )
-_DECODER_RULES: Tuple[Tuple[str, str], ...] = (
+_DECODER_RULES: tuple[tuple[str, str], ...] = (
     (r"^level3_C\.conv\.weight$", "level2_classifier.weight"),
     (r"^br\.", "scores_bn."),
     (r"^conv\.(conv|bn|act)\.", r"fuse_l1.\1."),
@@ -65,7 +65,7 @@ def released_to_ours(name: str) -> str:
     """Our state-dict key for a released key (of the whole ESPNet, or of ESPNet-C with ``encoder.``
     prepended). Raises KeyError for a name no rule knows."""
     if name.startswith("encoder."):
-        rest = _branch(name[len("encoder."):])
+        rest = _branch(name[len("encoder.") :])
         for pattern, repl in _ENCODER_RULES:
             rest = re.sub(pattern, repl, rest)
         return "encoder." + rest
@@ -78,19 +78,19 @@ def released_to_ours(name: str) -> str:
     raise KeyError(f"no rule maps released tensor {name!r}")
 
 
-def load_released(path: Path | str = DEFAULT_RELEASED_ESPNET) -> Dict[str, torch.Tensor]:
+def load_released(path: Path | str = DEFAULT_RELEASED_ESPNET) -> dict[str, torch.Tensor]:
     """The released state dict (``weights_only``: the file is data, never code), keys of the whole
     ESPNet (an ESPNet-C file gets ``encoder.`` prepended)."""
     state = torch.load(str(path), map_location="cpu", weights_only=True)
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{path}: not a state dict of tensors")
-    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+    state = {k[len("module.") :] if k.startswith("module.") else k: v for k, v in state.items()}
     if not any(k.startswith("encoder.") for k in state):
         state = {f"encoder.{k}": v for k, v in state.items()}
     return dict(state)
 
 
-def fold_input_normalisation(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+def fold_input_normalisation(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Released tensors rewritten for RGB input in [-1, 1] (see the module docstring).
 
     Their input channel ``c`` (BGR) is ``x_c = a_c * ours_(2-c) + b_c`` with ``a_c = 0.5 / std_c``
@@ -122,16 +122,19 @@ def fold_input_normalisation(state: Dict[str, torch.Tensor]) -> Dict[str, torch.
             t[idx] = state[key][idx].flip(0)
             out[key] = t
     # the convolutions that read those concatenations read the image channels in RGB order now
-    for key, first in (("encoder.level2_0.c1.conv.weight", 16), ("encoder.level3_0.c1.conv.weight", 128),
-                       ("level3_C.conv.weight", 128)):
+    for key, first in (
+        ("encoder.level2_0.c1.conv.weight", 16),
+        ("encoder.level3_0.c1.conv.weight", 128),
+        ("level3_C.conv.weight", 128),
+    ):
         if key in state:
             t = state[key].clone()
-            t[:, first:first + 3] = state[key][:, first:first + 3].flip(1)
+            t[:, first : first + 3] = state[key][:, first : first + 3].flip(1)
             out[key] = t
     return out
 
 
-def load_released_espnet(model: nn.Module, path: Path | str = DEFAULT_RELEASED_ESPNET) -> List[str]:
+def load_released_espnet(model: nn.Module, path: Path | str = DEFAULT_RELEASED_ESPNET) -> list[str]:
     """Copy every released tensor into ``model`` (an ESPNet with ``decoder_channels`` equal to the
     file's classes, or an ESPNet-C for an encoder file); returns our keys that were loaded.
 
@@ -142,19 +145,23 @@ def load_released_espnet(model: nn.Module, path: Path | str = DEFAULT_RELEASED_E
     released = fold_input_normalisation(load_released(path))
     own = model.state_dict()
     prefix = "" if any(k.startswith("encoder.") for k in own) else None
-    new_state: Dict[str, torch.Tensor] = {}
+    new_state: dict[str, torch.Tensor] = {}
     for name, tensor in released.items():
         key = released_to_ours(name)
         if prefix is None:  # an ESPNet-C model takes only the encoder part
             if not key.startswith("encoder."):
                 continue
-            key = key[len("encoder."):]
+            key = key[len("encoder.") :]
         if key not in own:
             raise ValueError(f"{path}: released tensor {name!r} has no counterpart {key!r} in the model")
         target = own[key]
         if key == "classifier.weight" and tensor.dim() == 4 and tensor.shape[1] >= target.shape[1]:
             tensor = tensor[:, : target.shape[1]]  # transposed conv: (in, out classes, kh, kw)
-        elif key.endswith("classifier.weight") and tensor.shape[0] > target.shape[0] and tensor.shape[1:] == target.shape[1:]:
+        elif (
+            key.endswith("classifier.weight")
+            and tensor.shape[0] > target.shape[0]
+            and tensor.shape[1:] == target.shape[1:]
+        ):
             tensor = tensor[: target.shape[0]]  # ESPNet-C's 1x1 classifier: first classes
         if tuple(tensor.shape) != tuple(target.shape):
             raise ValueError(f"{path}: {name!r} {tuple(tensor.shape)} does not fit {key!r} {tuple(target.shape)}")
@@ -165,6 +172,10 @@ def load_released_espnet(model: nn.Module, path: Path | str = DEFAULT_RELEASED_E
     if missing:
         raise ValueError(f"{path}: the model has tensors the file lacks: {missing[:6]}")
     model.load_state_dict(new_state, strict=False)
-    LOGGER.info("loaded %d released ESPNet tensors (%d numbers) from %s", len(new_state),
-                sum(int(np.prod(t.shape)) for t in new_state.values()), path)
+    LOGGER.info(
+        "loaded %d released ESPNet tensors (%d numbers) from %s",
+        len(new_state),
+        sum(int(np.prod(t.shape)) for t in new_state.values()),
+        path,
+    )
     return sorted(new_state)

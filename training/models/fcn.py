@@ -14,7 +14,7 @@ Design changes from the Caffe original, for export and pruning:
 
 from __future__ import annotations
 
-from typing import Any, Dict, List
+from typing import Any
 
 import torch.nn as nn
 from torch import Tensor
@@ -25,8 +25,8 @@ _VGG16_BLOCKS = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
 _VARIANTS = ("32s", "16s", "8s")
 
 
-def _conv_block(in_ch: int, out_ch: int, kernel: int, batch_norm: bool) -> List[nn.Module]:
-    layers: List[nn.Module] = [nn.Conv2d(in_ch, out_ch, kernel, padding=kernel // 2, bias=not batch_norm)]
+def _conv_block(in_ch: int, out_ch: int, kernel: int, batch_norm: bool) -> list[nn.Module]:
+    layers: list[nn.Module] = [nn.Conv2d(in_ch, out_ch, kernel, padding=kernel // 2, bias=not batch_norm)]
     if batch_norm:
         layers.append(nn.BatchNorm2d(out_ch))
     layers.append(nn.ReLU())
@@ -48,12 +48,12 @@ class FCN(nn.Module):
         if variant not in _VARIANTS:
             raise ValueError(f"variant must be one of {_VARIANTS}, got {variant!r}")
         self.variant = variant
-        stages: List[nn.Sequential] = []
+        stages: list[nn.Sequential] = []
         in_ch = 3
-        stage_channels: List[int] = []
+        stage_channels: list[int] = []
         for base, repeats in _VGG16_BLOCKS:
             out_ch = max(1, int(round(base * width_mult)))
-            layers: List[nn.Module] = []
+            layers: list[nn.Module] = []
             for _ in range(repeats):
                 layers += _conv_block(in_ch, out_ch, 3, batch_norm)
                 in_ch = out_ch
@@ -78,7 +78,7 @@ class FCN(nn.Module):
         for layer in (self.score_pool4, self.score_pool3):
             if layer is not None:
                 nn.init.zeros_(layer.weight)
-        self.config: Dict[str, Any] = {
+        self.config: dict[str, Any] = {
             "name": f"fcn{variant}",
             "num_classes": int(num_classes),
             "width_mult": float(width_mult),
@@ -86,7 +86,7 @@ class FCN(nn.Module):
             "dropout": float(dropout),
         }
 
-    def classifier_layers(self) -> List[nn.Module]:
+    def classifier_layers(self) -> list[nn.Module]:
         """All score layers (score_fr and the skip scorers); there are no deconvs."""
         return [m for m in (self.score_fr, self.score_pool4, self.score_pool3) if m is not None]
 

@@ -9,14 +9,13 @@ torch-pruning's dependency graph.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Optional
 
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
 
-def make_divisible(value: float, divisor: int, min_value: Optional[int] = None) -> int:
+def make_divisible(value: float, divisor: int, min_value: int | None = None) -> int:
     """Round a channel count to a multiple of ``divisor`` (MobileNet convention).
 
     Never goes below ``min_value`` (default ``divisor``) and never rounds down
@@ -30,7 +29,7 @@ def make_divisible(value: float, divisor: int, min_value: Optional[int] = None) 
     return int(rounded)
 
 
-def _activation(kind: Optional[str], channels: int) -> nn.Module:
+def _activation(kind: str | None, channels: int) -> nn.Module:
     if kind is None:
         return nn.Identity()
     if kind == "relu":
@@ -58,7 +57,7 @@ class ConvBNAct(nn.Sequential):
         stride: int = 1,
         dilation: int = 1,
         groups: int = 1,
-        act: Optional[str] = "relu",
+        act: str | None = "relu",
         bn_eps: float = 1e-5,
     ) -> None:
         padding = dilation * (kernel_size - 1) // 2

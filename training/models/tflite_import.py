@@ -17,8 +17,9 @@ then makes it (nearly) an identity in training mode too.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Tuple
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,7 +37,7 @@ _REFERENCE_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "peers"
 DEFAULT_REFERENCE_TFLITE = _REFERENCE_DIR / "deeplabv3_257_mv_gpu.tflite"
 REFERENCE_TFLITE_MNV2_1_0 = _REFERENCE_DIR / "deeplabv3_mnv2_pascal_quant.tflite"
 
-Folded = Tuple[np.ndarray, np.ndarray]  # (weight as stored by TFLite, bias), float32
+Folded = tuple[np.ndarray, np.ndarray]  # (weight as stored by TFLite, bias), float32
 
 
 def _scope_of(name: str, marker: str) -> str:
@@ -45,7 +46,7 @@ def _scope_of(name: str, marker: str) -> str:
     return part[: part.index(marker)]
 
 
-def read_folded_convolutions(tflite_path: Path | str) -> Dict[str, Folded]:
+def read_folded_convolutions(tflite_path: Path | str) -> dict[str, Folded]:
     """``{scope: (weight, bias)}`` for every BN-folded convolution of a float or uint8 reference model.
 
     ``scope`` is the TF-slim name, e.g. ``MobilenetV2/expanded_conv_3/depthwise`` or ``aspp0``; weights
@@ -55,8 +56,8 @@ def read_folded_convolutions(tflite_path: Path | str) -> Dict[str, Folded]:
 
     interpreter = Interpreter(model_path=str(tflite_path))
     interpreter.allocate_tensors()
-    weights: Dict[str, np.ndarray] = {}
-    biases: Dict[str, np.ndarray] = {}
+    weights: dict[str, np.ndarray] = {}
+    biases: dict[str, np.ndarray] = {}
     for d in interpreter.get_tensor_details():
         name, shape = d["name"], tuple(d["shape"])
         try:
@@ -114,7 +115,7 @@ def load_reference_weights(
     model: DeepLabV3PlusMobileNetV2,
     tflite_path: Path | str = DEFAULT_REFERENCE_TFLITE,
     include_aspp: bool = False,
-) -> List[str]:
+) -> list[str]:
     """Initialise the encoder (and optionally the ASPP) from a TFLite DeepLab v3 reference model.
 
     ``include_aspp`` also loads ``aspp0`` / ``image_pooling`` / ``concat_projection``; that needs
@@ -122,7 +123,7 @@ def load_reference_weights(
     when the model's shapes do not match the file (e.g. width 1.0 against the 0.5 model).
     """
     convs = read_folded_convolutions(tflite_path)
-    loaded: List[str] = []
+    loaded: list[str] = []
 
     def take(scope: str) -> Folded:
         if scope not in convs:
@@ -182,9 +183,9 @@ def calibrate_folded_batchnorm(model: nn.Module, batches: Iterable[Tensor]) -> i
     targets = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d) and _is_folded_identity_bn(m)]
     if not targets:
         return 0
-    sums: Dict[int, List[Any]] = {id(bn): [0.0, 0.0, 0] for bn in targets}
+    sums: dict[int, list[Any]] = {id(bn): [0.0, 0.0, 0] for bn in targets}
 
-    def hook(bn: nn.BatchNorm2d, inputs: Tuple[Tensor, ...]) -> None:
+    def hook(bn: nn.BatchNorm2d, inputs: tuple[Tensor, ...]) -> None:
         x = inputs[0].detach().double()
         acc = sums[id(bn)]
         acc[0] = acc[0] + x.sum((0, 2, 3))
@@ -217,4 +218,3 @@ def calibrate_folded_batchnorm(model: nn.Module, batches: Iterable[Tensor]) -> i
             done += 1
     LOGGER.info("calibrated %d folded BatchNorm layers", done)
     return done
-

@@ -8,9 +8,10 @@ All quantisers take *runtime-ready* calibration images (:func:`calibration_batch
 RGB pixels 0..255 at the model's input size, resized like the node does (``cv2.INTER_AREA``),
 because the exported graphs normalise internally (:class:`training.export.NHWCExportWrapper`).
 """
+
 from __future__ import annotations
 
-from typing import Iterable, List
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -18,11 +19,21 @@ from .litert import tflite_dynamic, tflite_fp16, tflite_pt2e_int8, tflite_regex_
 from .onnx_int8 import compact_onnx, onnx_nodes_for, onnx_static_int8
 from .sensitivity import pick_float_layers, weight_sensitivity
 
-__all__ = ["calibration_batches", "compact_onnx", "onnx_nodes_for", "onnx_static_int8", "pick_float_layers",
-           "tflite_dynamic", "tflite_fp16", "tflite_pt2e_int8", "tflite_regex_for", "tflite_static_int8",
-           "weight_sensitivity"]
+__all__ = [
+    "calibration_batches",
+    "compact_onnx",
+    "onnx_nodes_for",
+    "onnx_static_int8",
+    "pick_float_layers",
+    "tflite_dynamic",
+    "tflite_fp16",
+    "tflite_pt2e_int8",
+    "tflite_regex_for",
+    "tflite_static_int8",
+    "weight_sensitivity",
+]
 
 
-def calibration_batches(images: Iterable[np.ndarray], height: int, width: int) -> List[np.ndarray]:
+def calibration_batches(images: Iterable[np.ndarray], height: int, width: int) -> list[np.ndarray]:
     """1xHxWx3 float32 arrays, one per calibration image."""
     return [np.asarray(x, np.float32).reshape(1, height, width, 3) for x in images]

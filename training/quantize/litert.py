@@ -11,6 +11,7 @@ kept in float.
 
 Why each choice, with the measurements: docs/architecture.md.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -19,8 +20,9 @@ import logging
 import os
 import re
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any
 
 import numpy as np
 
@@ -45,14 +47,15 @@ def _export_result(result: Any, out_path: os.PathLike) -> None:
     result.export_model(str(p), overwrite=True)
 
 
-def tflite_fp16(fp32_path: os.PathLike, out_path: os.PathLike) -> Dict[str, Any]:
+def tflite_fp16(fp32_path: os.PathLike, out_path: os.PathLike) -> dict[str, Any]:
     """fp16 weights (float_casting recipe); compute stays fp32 on CPU."""
     from ai_edge_quantizer import qtyping, quantizer
     from ai_edge_quantizer.recipe_manager import RecipeManager
 
     rm = RecipeManager()
     rm.add_quantization_config(
-        ".*", qtyping.TFLOperationName.ALL_SUPPORTED,
+        ".*",
+        qtyping.TFLOperationName.ALL_SUPPORTED,
         qtyping.OpQuantizationConfig(
             weight_tensor_config=qtyping.TensorQuantizationConfig(num_bits=16, dtype=qtyping.TensorDataType.FLOAT),
             compute_precision=qtyping.ComputePrecision.FLOAT,
@@ -65,21 +68,21 @@ def tflite_fp16(fp32_path: os.PathLike, out_path: os.PathLike) -> Dict[str, Any]
     return {"method": "ai_edge_quantizer.float_casting", "weights": "float16"}
 
 
-def tflite_dynamic(fp32_path: os.PathLike, out_path: os.PathLike, float_regex: Optional[str] = None
-                   ) -> Dict[str, Any]:
+def tflite_dynamic(fp32_path: os.PathLike, out_path: os.PathLike, float_regex: str | None = None) -> dict[str, Any]:
     """Dynamic-range int8: per-channel int8 weights, activations quantised at run time
     (``float_regex``: ops left float, as for :func:`tflite_static_int8`)."""
     from ai_edge_quantizer import qtyping, quantizer, recipe
 
     q = quantizer.Quantizer(str(fp32_path), recipe.dynamic_wi8_afp32())
     if float_regex:
-        q.update_quantization_recipe(regex=float_regex, operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
-                                     algorithm_key="no_quantize")
+        q.update_quantization_recipe(
+            regex=float_regex, operation_name=qtyping.TFLOperationName.ALL_SUPPORTED, algorithm_key="no_quantize"
+        )
     _export_result(q.quantize(enable_progress_report=False), out_path)
     return {"method": "ai_edge_quantizer.dynamic_wi8_afp32", "float_regex": float_regex}
 
 
-def _global_minmax_update(qsv: Dict[str, Any], new: Dict[str, Any]) -> Dict[str, Any]:
+def _global_minmax_update(qsv: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     """Running min/max over all calibration images (ai-edge-quantizer's default is an EMA with
     factor 0.95, which lets the last images dominate and clips the logits of the others)."""
     if not qsv:
@@ -91,11 +94,11 @@ def tflite_static_int8(
     fp32_path: os.PathLike,
     out_path: os.PathLike,
     calib_images: Sequence[np.ndarray],
-    float_regex: Optional[str] = None,
+    float_regex: str | None = None,
     num_threads: int = 2,
     range_update: str = "minmax",
-    input_range: Optional[tuple] = (0.0, 255.0),
-) -> Dict[str, Any]:
+    input_range: tuple | None = (0.0, 255.0),
+) -> dict[str, Any]:
     """Full int8 (weights per-channel symmetric, activations asymmetric per-tensor) with int8 I/O.
 
     ``float_regex`` keeps ops whose output tensor name matches it in float (sensitive layers).
@@ -110,8 +113,7 @@ def tflite_static_int8(
     rm = RecipeManager()
     rm.load_quantization_recipe(rcp)
     if float_regex:
-        rm.add_quantization_config(float_regex, qtyping.TFLOperationName.ALL_SUPPORTED,
-                                   algorithm_key="no_quantize")
+        rm.add_quantization_config(float_regex, qtyping.TFLOperationName.ALL_SUPPORTED, algorithm_key="no_quantize")
     key, input_name = _signature_io(fp32_path)
     data = {key: [{input_name: np.ascontiguousarray(x, np.float32)} for x in calib_images]}
     model_bytes = Path(fp32_path).read_bytes()
@@ -125,14 +127,21 @@ def tflite_static_int8(
     if input_range is not None:
         in_tensor = _input_tensor_name(fp32_path)
         if in_tensor in qsvs:
-            qsvs[in_tensor] = {**qsvs[in_tensor], "min": np.array([float(input_range[0])], np.float32),
-                               "max": np.array([float(input_range[1])], np.float32)}
+            qsvs[in_tensor] = {
+                **qsvs[in_tensor],
+                "min": np.array([float(input_range[0])], np.float32),
+                "max": np.array([float(input_range[1])], np.float32),
+            }
     q = quantizer.Quantizer(model_bytes, rm.get_quantization_recipe())
     _export_result(q.quantize(qsvs, enable_progress_report=False), out_path)
-    return {"method": "ai_edge_quantizer.static_wi8_ai8", "weights": "int8 per-channel symmetric",
-            "activations": f"int8 per-tensor asymmetric ({range_update} calibration)",
-            "num_calib_images": len(calib_images), "float_regex": float_regex,
-            "input_range": list(input_range) if input_range else None}
+    return {
+        "method": "ai_edge_quantizer.static_wi8_ai8",
+        "weights": "int8 per-channel symmetric",
+        "activations": f"int8 per-tensor asymmetric ({range_update} calibration)",
+        "num_calib_images": len(calib_images),
+        "float_regex": float_regex,
+        "input_range": list(input_range) if input_range else None,
+    }
 
 
 def _input_tensor_name(tflite_path: os.PathLike) -> str:
@@ -141,8 +150,9 @@ def _input_tensor_name(tflite_path: os.PathLike) -> str:
     return Interpreter(model_path=str(tflite_path)).get_input_details()[0]["name"]
 
 
-def tflite_pt2e_int8(module: Any, sample: Any, out_path: os.PathLike, calib_images: Sequence[np.ndarray],
-                     per_channel: bool = True) -> Dict[str, Any]:
+def tflite_pt2e_int8(
+    module: Any, sample: Any, out_path: os.PathLike, calib_images: Sequence[np.ndarray], per_channel: bool = True
+) -> dict[str, Any]:
     """PT2E static int8 through litert-torch (float graph input/output)."""
     import litert_torch
     import torch
@@ -166,12 +176,16 @@ def tflite_pt2e_int8(module: Any, sample: Any, out_path: os.PathLike, calib_imag
     converted.training = False
     edge = litert_torch.convert(converted, (sample,), quant_config=QuantConfig(pt2e_quantizer=quantizer))
     edge.export(str(out_path))
-    return {"method": "litert_torch PT2E (torchao prepare_pt2e/convert_pt2e)", "per_channel": per_channel,
-            "num_calib_images": len(calib_images)}
+    return {
+        "method": "litert_torch PT2E (torchao prepare_pt2e/convert_pt2e)",
+        "per_channel": per_channel,
+        "num_calib_images": len(calib_images),
+    }
 
 
-def tflite_regex_for(model: Any, conv_names: Sequence[str], tflite_path: os.PathLike,
-                     wrapper_attr: str = "model") -> Tuple[Optional[str], Dict[str, int]]:
+def tflite_regex_for(
+    model: Any, conv_names: Sequence[str], tflite_path: os.PathLike, wrapper_attr: str = "model"
+) -> tuple[str | None, dict[str, int]]:
     """Regex over LiteRT op output names selecting the ops of ``conv_names`` (litert-torch names
     tensors ``...Class_attr/Class_attr/...``), and how many op outputs each matched."""
     from ai_edge_litert.interpreter import Interpreter

@@ -6,14 +6,16 @@ activations (faster QLinearConv kernels on x86), 7-bit weights by default (``red
 ``quantize_dynamic`` is not used (it emits ConvInteger, slow and poorly supported for conv nets).
 Why each choice, with the measurements: docs/architecture.md.
 """
+
 from __future__ import annotations
 
 import ast
 import logging
 import os
 import tempfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -30,7 +32,7 @@ class _NHWCReader:
         self._images = list(images)
         self._it: Iterator[np.ndarray] = iter(self._images)
 
-    def get_next(self) -> Optional[Dict[str, np.ndarray]]:
+    def get_next(self) -> dict[str, np.ndarray] | None:
         x = next(self._it, None)
         return None if x is None else {self.input_name: np.ascontiguousarray(x, dtype=np.float32)}
 
@@ -41,7 +43,7 @@ class _NHWCReader:
         return len(self._images)
 
 
-def compact_onnx(path: os.PathLike) -> Dict[str, Any]:
+def compact_onnx(path: os.PathLike) -> dict[str, Any]:
     """Strip what only helps debugging from an ONNX file, in place: exporter stack traces
     (node doc strings / metadata), ``value_info`` shapes, and long tensor/node names (renamed
     ``t<i>``/``n<i>``; graph inputs and outputs keep theirs). The computation is unchanged; for a
@@ -56,7 +58,7 @@ def compact_onnx(path: os.PathLike) -> Dict[str, Any]:
     if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for nd in g.node for a in nd.attribute):
         return {"bytes_before": before, "bytes_after": before, "node_names": {}}  # subgraphs: leave alone
     keep = {v.name for v in g.input} | {v.name for v in g.output}
-    names: Dict[str, str] = {}
+    names: dict[str, str] = {}
 
     def short(name: str) -> str:
         if not name or name in keep:
@@ -67,7 +69,7 @@ def compact_onnx(path: os.PathLike) -> Dict[str, Any]:
         t.name = short(t.name)
         t.doc_string = ""
         del t.metadata_props[:]
-    node_names: Dict[str, str] = {}
+    node_names: dict[str, str] = {}
     for i, nd in enumerate(g.node):
         if nd.name:
             node_names[nd.name] = f"n{i}"
@@ -93,7 +95,7 @@ def onnx_static_int8(
     preprocess: bool = True,
     reduce_range: bool = True,
     weight_type: str = "qint8",
-) -> Dict[str, Any]:
+) -> dict[str, Any]:
     """Static QDQ int8 ONNX model; returns the settings used (for provenance).
 
     ``reduce_range`` (7-bit weights) is on by default: on x86 CPUs without VNNI (AVX2 only) ORT's
@@ -103,8 +105,11 @@ def onnx_static_int8(
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-               "percentile": CalibrationMethod.Percentile}
+    methods = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }
     types = {"quint8": QuantType.QUInt8, "qint8": QuantType.QInt8}
     act, wt = types[activation_type], types[weight_type]
     src = Path(fp32_path)
@@ -125,7 +130,9 @@ def onnx_static_int8(
         if calibrate_method == "percentile":
             extra["CalibPercentile"] = 99.999
         quantize_static(
-            str(model_in), str(out_path), reader,
+            str(model_in),
+            str(out_path),
+            reader,
             quant_format=QuantFormat.QDQ,
             per_channel=per_channel,
             reduce_range=reduce_range,
@@ -135,20 +142,29 @@ def onnx_static_int8(
             nodes_to_exclude=list(exclude_nodes) or None,
             extra_options=extra,
         )
-    return {"method": "onnxruntime.quantize_static", "quant_format": "QDQ", "per_channel": per_channel,
-            "activation_type": activation_type, "weight_type": weight_type, "calibrate_method": calibrate_method,
-            "num_calib_images": len(calib_images), "exclude_nodes": list(exclude_nodes),
-            "pre_process": preprocess, "reduce_range": reduce_range}
+    return {
+        "method": "onnxruntime.quantize_static",
+        "quant_format": "QDQ",
+        "per_channel": per_channel,
+        "activation_type": activation_type,
+        "weight_type": weight_type,
+        "calibrate_method": calibrate_method,
+        "num_calib_images": len(calib_images),
+        "exclude_nodes": list(exclude_nodes),
+        "pre_process": preprocess,
+        "reduce_range": reduce_range,
+    }
 
 
-def onnx_nodes_for(model: Any, conv_names: Sequence[str], onnx_path: os.PathLike,
-                   wrapper_attr: str = "model") -> Dict[str, List[str]]:
+def onnx_nodes_for(
+    model: Any, conv_names: Sequence[str], onnx_path: os.PathLike, wrapper_attr: str = "model"
+) -> dict[str, list[str]]:
     """ONNX Conv node names of ``conv_names``: from the dynamo exporter's name-scope metadata, else
     from TorchScript-exporter node names (``/model/encoder/blocks.1/expand/conv/Conv``)."""
     import onnx
 
     graph = onnx.load(str(onnx_path), load_external_data=False).graph
-    out: Dict[str, List[str]] = {}
+    out: dict[str, list[str]] = {}
     for conv in conv_names:
         scope = f"{wrapper_attr}.{fused_scope(model, conv)}"
         hits = []

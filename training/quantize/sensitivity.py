@@ -7,9 +7,11 @@ MobileNetV2 (docs/architecture.md has the numbers). :func:`fused_scope` and
 :func:`exporter_path` turn a conv's module name into the scope the exporters record, so the ONNX
 and LiteRT quantisers can find its ops.
 """
+
 from __future__ import annotations
 
-from typing import Any, List, Sequence, Tuple
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -45,8 +47,9 @@ def _fake_quant_folded(conv: Any, bn: Any, bits: int = 8) -> Any:
     return torch.round(wf / scale) * scale / s.view(shape)
 
 
-def weight_sensitivity(model: Any, images: np.ndarray, max_images: int = 8,
-                       bits: int = 8, max_fan_in: int = 64) -> List[Tuple[str, float]]:
+def weight_sensitivity(
+    model: Any, images: np.ndarray, max_images: int = 8, bits: int = 8, max_fan_in: int = 64
+) -> list[tuple[str, float]]:
     """``[(conv name, argmax agreement lost)]``, most sensitive first, from int8-rounding the
     (BN-folded, per-channel) weights of one conv at a time in PyTorch.
 
@@ -61,7 +64,7 @@ def weight_sensitivity(model: Any, images: np.ndarray, max_images: int = 8,
     model.eval()
     with torch.no_grad():
         ref = model(x).argmax(1)
-    out: List[Tuple[str, float]] = []
+    out: list[tuple[str, float]] = []
     for name, conv in model.named_modules():
         if type(conv) is not nn.Conv2d:
             continue
@@ -77,8 +80,9 @@ def weight_sensitivity(model: Any, images: np.ndarray, max_images: int = 8,
     return out
 
 
-def pick_float_layers(sensitivity: Sequence[Tuple[str, float]], max_layers: int = 3,
-                      min_loss: float = 0.002) -> List[str]:
+def pick_float_layers(
+    sensitivity: Sequence[tuple[str, float]], max_layers: int = 3, min_loss: float = 0.002
+) -> list[str]:
     """The ``max_layers`` most sensitive convs that each cost at least ``min_loss`` agreement."""
     return [n for n, loss in sensitivity[:max_layers] if loss >= min_loss]
 
@@ -95,7 +99,7 @@ def fused_scope(model: Any, conv_name: str) -> str:
     return conv_name
 
 
-def exporter_path(model: Any, name: str) -> List[str]:
+def exporter_path(model: Any, name: str) -> list[str]:
     """Path components as the exporters' module stacks show them (ModuleList/Dict levels vanish:
     they are never called, so ``encoder.blocks.1.expand`` appears as ``encoder/1/expand``)."""
     import torch.nn as nn

@@ -7,10 +7,21 @@ drain, pacing), :mod:`.geometry` (depth beside the frames, 3D boxes scored), :mo
 :mod:`.report` (the PNG report).
 ``python -m seg_perception.tools.replay`` and ``seg-replay`` run :func:`main`.
 """
+
 from ..bag_plan import ReplayPlan, plan_replay
 from .cli import build_parser, main, replay, run_checked
 from .live import ReplayFailed
 from .scoring import accuracy_summary, confusion, miou
 
-__all__ = ["ReplayFailed", "ReplayPlan", "accuracy_summary", "build_parser", "confusion", "main", "miou",
-           "plan_replay", "replay", "run_checked"]
+__all__ = [
+    "ReplayFailed",
+    "ReplayPlan",
+    "accuracy_summary",
+    "build_parser",
+    "confusion",
+    "main",
+    "miou",
+    "plan_replay",
+    "replay",
+    "run_checked",
+]

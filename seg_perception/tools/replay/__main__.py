@@ -1,4 +1,5 @@
 """``python -m seg_perception.tools.replay``."""
+
 import sys
 
 from .cli import main

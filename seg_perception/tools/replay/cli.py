@@ -42,15 +42,17 @@ in-process.
 Exit codes: 0 done, 1 the node failed or produced nothing, 2 a bad bag or argument (including a
 backend the node or ``--offline`` cannot load).
 """
+
 from __future__ import annotations
 
 import argparse
 import json
 import logging
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any
 
 from ...plain import to_plain
 from .. import bags
@@ -67,44 +69,67 @@ LOG = logging.getLogger("seg_replay")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="seg-replay", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="seg-replay", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("bag", type=Path, help="rosbag2 folder (sqlite3 or mcap) or a .db3/.mcap file")
     ap.add_argument("--topic", help="camera topic (default: first Image/CompressedImage topic)")
     ap.add_argument("--gt-topic", default=None, help=f"ground-truth labels topic (default {bags.GT_TOPIC}, if present)")
     ap.add_argument("--max-frames", type=int, default=0, help="replay only the first N frames (0 = all)")
     mode = ap.add_mutually_exclusive_group()
     mode.add_argument("--offline", action="store_true", help="run make_segmenter on every frame, no DDS")
-    mode.add_argument("--as-fast-as-node", action="store_true",
-                      help="publish the next frame when the previous frame's labels arrived (or --frame-timeout)")
+    mode.add_argument(
+        "--as-fast-as-node",
+        action="store_true",
+        help="publish the next frame when the previous frame's labels arrived (or --frame-timeout)",
+    )
     ap.add_argument("--rate", type=float, default=1.0, help="playback speed multiplier of the recorded rate")
     ap.add_argument("--frame-timeout", type=float, default=2.0, help="seconds to wait for a frame's output")
-    ap.add_argument("--backend", default="tflite_int8",
-                    help="node backend (with --no-start-node: the running node's, for class names and "
-                         "--compare-offline)")
+    ap.add_argument(
+        "--backend",
+        default="tflite_int8",
+        help="node backend (with --no-start-node: the running node's, for class names and --compare-offline)",
+    )
     ap.add_argument("--model-path", default="", help="model file overriding the backend's shipped model")
-    ap.add_argument("-p", "--param", dest="param_pairs", action="append", default=[], metavar="KEY=VALUE",
-                    help="node parameter (repeatable), e.g. -p min_object_area=50")
+    ap.add_argument(
+        "-p",
+        "--param",
+        dest="param_pairs",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="node parameter (repeatable), e.g. -p min_object_area=50",
+    )
     ap.add_argument("--no-start-node", action="store_true", help="use an already running node")
     ap.add_argument("--node-namespace", default="", help="namespace of a running node's outputs")
     ap.add_argument("--publish-topic", default="", help="topic to publish frames on (default: the bag's topic)")
     ap.add_argument("--node-timeout", type=float, default=60.0, help="seconds to wait for the node to come up")
     ap.add_argument("--node-log", type=Path, default=None, help="log file of the started node")
-    ap.add_argument("--out-bag", type=Path, default=None,
-                    help="bag for the node's outputs (live default: <bag>_seg beside the input; "
-                         "offline: only when given)")
+    ap.add_argument(
+        "--out-bag",
+        type=Path,
+        default=None,
+        help="bag for the node's outputs (live default: <bag>_seg beside the input; offline: only when given)",
+    )
     ap.add_argument("--storage", choices=bags.STORAGES, default=None, help="output storage (default: the input's)")
     ap.add_argument("--overwrite", action="store_true", help="replace an existing output bag")
-    ap.add_argument("--compare-offline", action="store_true",
-                    help="after a live run, rerun the processed frames offline and compare")
+    ap.add_argument(
+        "--compare-offline",
+        action="store_true",
+        help="after a live run, rerun the processed frames offline and compare",
+    )
     ap.add_argument("--report", type=Path, default=None, help="PNG report (IoU bars, latency, overlays)")
     ap.add_argument("--summary", type=Path, default=None, help="also write the JSON summary here")
-    ap.add_argument("--overlays", type=Path, default=None,
-                    help="folder for a few overlay_NN.png (frame with its predicted labels blended)")
+    ap.add_argument(
+        "--overlays",
+        type=Path,
+        default=None,
+        help="folder for a few overlay_NN.png (frame with its predicted labels blended)",
+    )
     return ap
 
 
-def write_overlays(folder: Path, samples: Samples, classes: Any) -> List[Path]:
+def write_overlays(folder: Path, samples: Samples, classes: Any) -> list[Path]:
     """``overlay_NN.png`` for the sampled frames that got a prediction, in stamp order."""
     import cv2
 
@@ -131,7 +156,7 @@ def _validate_args(args: argparse.Namespace) -> None:
         raise UsageError("--offline starts no node; --no-start-node makes no sense with it")
 
 
-def _out_bag_path(args: argparse.Namespace) -> Optional[Path]:
+def _out_bag_path(args: argparse.Namespace) -> Path | None:
     if args.out_bag is not None:
         return args.out_bag
     if args.offline:
@@ -140,14 +165,14 @@ def _out_bag_path(args: argparse.Namespace) -> Optional[Path]:
     return src.parent / f"{src.stem if src.is_file() else src.name}_seg"
 
 
-def _pacing(args: argparse.Namespace) -> Optional[str]:
+def _pacing(args: argparse.Namespace) -> str | None:
     if args.offline:
         return None
     return "as_fast_as_node" if args.as_fast_as_node else f"recorded_rate_x{args.rate:g}"
 
 
 @contextmanager
-def _output_bag(path: Optional[Path], storage: str) -> Iterator[Optional[bags.BagWriter]]:
+def _output_bag(path: Path | None, storage: str) -> Iterator[bags.BagWriter | None]:
     """The output bag, finished on success; on any failure the partial bag is removed."""
     if path is None:
         yield None
@@ -160,7 +185,7 @@ def _output_bag(path: Optional[Path], storage: str) -> Iterator[Optional[bags.Ba
         raise
 
 
-def replay(args: argparse.Namespace) -> Dict[str, Any]:
+def replay(args: argparse.Namespace) -> dict[str, Any]:
     """Everything but argument parsing and printing; raises BagError / ReplayFailed."""
     _validate_args(args)
     gt_topic = args.gt_topic or bags.GT_TOPIC
@@ -170,9 +195,12 @@ def replay(args: argparse.Namespace) -> Dict[str, Any]:
     cfg = node_config(args.backend, args.model_path, args.params, plan.msgtype == bags.COMPRESSED_TYPE)
     classes = class_set_for(cfg)
     # the depth side of the run, handed to the offline / live runner; None without depth
-    args.geometry = (GeometryReplay.for_plan(plan, list(classes.names), cfg.resolve_size_pairs,
-                                             cfg.depth_sync_tolerance_s) if cfg.use_depth else None)
-    warnings: List[str] = []
+    args.geometry = (
+        GeometryReplay.for_plan(plan, list(classes.names), cfg.resolve_size_pairs, cfg.depth_sync_tolerance_s)
+        if cfg.use_depth
+        else None
+    )
+    warnings: list[str] = []
     check_gt_variant(plan, classes, warnings)
     out_path = _out_bag_path(args)
     storage = args.storage or plan.storage
@@ -180,11 +208,17 @@ def replay(args: argparse.Namespace) -> Dict[str, Any]:
         bags.prepare_output(out_path, args.overwrite)
     total = min(plan.frames, args.max_frames) if args.max_frames else plan.frames
     samples = Samples(total)
-    summary: Dict[str, Any] = {
-        "bag": str(plan.bag), "storage": plan.storage, "topic": plan.topic, "msgtype": plan.msgtype,
-        "gt_topic": plan.gt_topic, "mode": "offline" if args.offline else "live",
+    summary: dict[str, Any] = {
+        "bag": str(plan.bag),
+        "storage": plan.storage,
+        "topic": plan.topic,
+        "msgtype": plan.msgtype,
+        "gt_topic": plan.gt_topic,
+        "mode": "offline" if args.offline else "live",
         "pacing": _pacing(args),
-        "backend": cfg.backend, "model_path": cfg.model_path or None, "class_variant": classes.variant,
+        "backend": cfg.backend,
+        "model_path": cfg.model_path or None,
+        "class_variant": classes.variant,
     }
     runner = run_offline if args.offline else run_live
     try:
@@ -209,7 +243,7 @@ def replay(args: argparse.Namespace) -> Dict[str, Any]:
     return to_plain(summary)
 
 
-def run_checked(args: argparse.Namespace) -> Tuple[int, Optional[Dict[str, Any]]]:
+def run_checked(args: argparse.Namespace) -> tuple[int, dict[str, Any] | None]:
     """:func:`replay` with its failures logged: (exit code, summary or None)."""
     try:
         args.params = parse_params(args.param_pairs)
@@ -225,7 +259,7 @@ def run_checked(args: argparse.Namespace) -> Tuple[int, Optional[Dict[str, Any]]
         return 130, None
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     args = build_parser().parse_args(argv)
     rc, summary = run_checked(args)

@@ -9,12 +9,14 @@ measures the same boxes in-process (:class:`~seg_perception.objects3d.ObjectGeom
 segmenter's output). Bags without depth are untouched by this module; :mod:`.cli` creates a
 :class:`GeometryReplay` only for a bag with depth and hands it to :mod:`.offline` or :mod:`.live`.
 """
+
 from __future__ import annotations
 
 import json
 import logging
 import threading
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from collections.abc import Iterator
+from typing import Any
 
 from ...geometry_eval import GeometryScore, box_of, boxes_from_markers, truths_from_json
 from ...stamps import Stamp, stamp_of, stamp_to_ns
@@ -27,14 +29,16 @@ def has_depth(plan: Any) -> bool:
     """The bag has depth and camera info topics of the right types."""
     t = plan.topics
     none = bags.TopicInfo("", 0)
-    return (t.get(bags.DEPTH_TOPIC, none).msgtype == bags.IMAGE_TYPE
-            and t.get(bags.CAMERA_INFO_TOPIC, none).msgtype == bags.CAMERA_INFO_TYPE)
+    return (
+        t.get(bags.DEPTH_TOPIC, none).msgtype == bags.IMAGE_TYPE
+        and t.get(bags.CAMERA_INFO_TOPIC, none).msgtype == bags.CAMERA_INFO_TYPE
+    )
 
 
 class GeometryReplay:
     """The depth side of one replay (one instance per replay; not shared between threads but its own)."""
 
-    def __init__(self, plan: Any, class_names: List[str], resolve_pairs: bool = True, tolerance_s: float = 0.02):
+    def __init__(self, plan: Any, class_names: list[str], resolve_pairs: bool = True, tolerance_s: float = 0.02):
         from ...depth_sync import StampBuffer
 
         self.plan = plan
@@ -44,40 +48,46 @@ class GeometryReplay:
         self.gt_topic = bags.OBJECTS_GT_TOPIC if bags.OBJECTS_GT_TOPIC in plan.topics else None
         self.score = GeometryScore()
         self._reader = None
-        self._iter: Optional[Iterator[Tuple[str, int, bytes]]] = None
-        self._pending: Optional[Tuple[str, int, bytes]] = None
-        self._truth: Dict[Stamp, list] = {}
-        self._preds: Dict[Stamp, list] = {}
+        self._iter: Iterator[tuple[str, int, bytes]] | None = None
+        self._pending: tuple[str, int, bytes] | None = None
+        self._truth: dict[Stamp, list] = {}
+        self._preds: dict[Stamp, list] = {}
         self._lock = threading.Lock()
-        self._pubs: Dict[str, Any] = {}
+        self._pubs: dict[str, Any] = {}
         self._depth: Any = StampBuffer(8)  # offline: depth images by stamp
         self._info: Any = None
         self._geometry: Any = None
-        self.counts = {"depth_frames_published": 0, "marker_arrays": 0, "objects_3d": 0, "size_resolved": 0,
-                       "frames_without_depth": 0}
+        self.counts = {
+            "depth_frames_published": 0,
+            "marker_arrays": 0,
+            "objects_3d": 0,
+            "size_resolved": 0,
+            "frames_without_depth": 0,
+        }
 
     @classmethod
-    def for_plan(cls, plan: Any, class_names: List[str], resolve_pairs: bool = True,
-                 tolerance_s: float = 0.02) -> Optional["GeometryReplay"]:
+    def for_plan(
+        cls, plan: Any, class_names: list[str], resolve_pairs: bool = True, tolerance_s: float = 0.02
+    ) -> GeometryReplay | None:
         return cls(plan, class_names, resolve_pairs, tolerance_s) if has_depth(plan) else None
 
     # --- node side
     @staticmethod
-    def node_params() -> Dict[str, Any]:
+    def node_params() -> dict[str, Any]:
         return {"use_depth": True}
 
     @staticmethod
-    def remaps() -> List[str]:
+    def remaps() -> list[str]:
         return [f"depth:={bags.DEPTH_TOPIC}", f"camera_info:={bags.CAMERA_INFO_TOPIC}"]
 
     # --- the bag, read in step with the camera frames
-    def _messages(self) -> Iterator[Tuple[str, int, bytes]]:
+    def _messages(self) -> Iterator[tuple[str, int, bytes]]:
         self._reader = bags.open_reader(self.plan.bag)
         conns = bags.connections_for(self._reader, [bags.DEPTH_TOPIC, bags.CAMERA_INFO_TOPIC, self.gt_topic])
         for conn, t_ns, raw in self._reader.messages(connections=conns):
             yield conn.topic, int(t_ns), bytes(raw)
 
-    def _advance(self, t_ns: int) -> List[Tuple[str, int, bytes]]:
+    def _advance(self, t_ns: int) -> list[tuple[str, int, bytes]]:
         """Depth / camera info / truth messages logged at or before ``t_ns`` not yet returned."""
         if self._iter is None:
             self._iter = self._messages()
@@ -110,11 +120,16 @@ class GeometryReplay:
         from visualization_msgs.msg import MarkerArray
 
         self._pubs[bags.DEPTH_TOPIC] = node.create_publisher(Image, bags.DEPTH_TOPIC, qos_profile_sensor_data)
-        self._pubs[bags.CAMERA_INFO_TOPIC] = node.create_publisher(CameraInfo, bags.CAMERA_INFO_TOPIC,
-                                                                   qos_profile_sensor_data)
+        self._pubs[bags.CAMERA_INFO_TOPIC] = node.create_publisher(
+            CameraInfo, bags.CAMERA_INFO_TOPIC, qos_profile_sensor_data
+        )
         ns = f"/{namespace.strip('/')}" if namespace else ""
-        node.create_subscription(MarkerArray, f"{ns}{bags.MARKERS_TOPIC}", self._on_markers,
-                                 QoSProfile(depth=20, reliability=ReliabilityPolicy.RELIABLE))
+        node.create_subscription(
+            MarkerArray,
+            f"{ns}{bags.MARKERS_TOPIC}",
+            self._on_markers,
+            QoSProfile(depth=20, reliability=ReliabilityPolicy.RELIABLE),
+        )
 
     def before_frame(self, t_ns: int) -> None:
         """Publish the bag's depth and camera info up to the frame's log time (byte for byte)."""
@@ -153,8 +168,9 @@ class GeometryReplay:
         if self._geometry is None:
             self._geometry = ObjectGeometry(self.class_names)
         try:
-            out = self._geometry.run(depth, self._info, result.labels, result.instances, seg.objects(result),
-                                     self.resolve_pairs)
+            out = self._geometry.run(
+                depth, self._info, result.labels, result.instances, seg.objects(result), self.resolve_pairs
+            )
         except DepthError as e:
             LOG.warning("frame %s: depth not used (%s)", stamp, e)
             return
@@ -172,9 +188,9 @@ class GeometryReplay:
             for stamp in [s for s in self._preds if s in self._truth]:
                 self.score.add(self._preds.pop(stamp), self._truth.pop(stamp))
 
-    def summary(self) -> Dict[str, Any]:
+    def summary(self) -> dict[str, Any]:
         self.drain()
-        out: Dict[str, Any] = dict(self.counts)
+        out: dict[str, Any] = dict(self.counts)
         if self.gt_topic:
             out["accuracy_3d"] = self.score.summary()
         return out

@@ -1,4 +1,5 @@
 """Live replay: the bag's frames published over DDS into a node, its outputs drained, paced and scored."""
+
 from __future__ import annotations
 
 import argparse
@@ -7,7 +8,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
 from ...stamps import Stamp, stamp_of
 from .. import bags
@@ -20,8 +21,10 @@ from .scoring import Samples, StampJoin, accuracy_summary, label_digest, miou, p
 LOG = logging.getLogger("seg_replay")
 
 DIAG_COUNTERS = ("received", "processed", "dropped", "rejected", "inference_errors", "no_backend")
-LATENCY_DEFINITION = ("receipt time of the labels minus publish time of the same frame by seg-replay "
-                      "(the republished header stamps are the bag's original ones, in the past)")
+LATENCY_DEFINITION = (
+    "receipt time of the labels minus publish time of the same frame by seg-replay "
+    "(the republished header stamps are the bag's original ones, in the past)"
+)
 
 
 class ReplayFailed(RuntimeError):
@@ -37,8 +40,8 @@ class SentFrame:
 
 @dataclass
 class LiveState:
-    sent: Dict[Stamp, SentFrame] = field(default_factory=dict)
-    done: Dict[Stamp, Tuple[float, str]] = field(default_factory=dict)  # stamp -> (latency ms, digest)
+    sent: dict[Stamp, SentFrame] = field(default_factory=dict)
+    done: dict[Stamp, tuple[float, str]] = field(default_factory=dict)  # stamp -> (latency ms, digest)
     instances: int = 0
     max_lag_s: float = 0.0  # how far publishing fell behind the recorded schedule
     foreign_outputs: int = 0
@@ -48,8 +51,15 @@ class LiveState:
 class LiveReplay:
     """One replay into a node over DDS: publisher, output drain, pacing."""
 
-    def __init__(self, plan: ReplayPlan, cfg: Any, args: argparse.Namespace, classes: Any,
-                 writer: Optional[bags.BagWriter], samples: Samples):
+    def __init__(
+        self,
+        plan: ReplayPlan,
+        cfg: Any,
+        args: argparse.Namespace,
+        classes: Any,
+        writer: bags.BagWriter | None,
+        samples: Samples,
+    ):
         from ..rosio import NodeProcess, StreamClient
 
         self.plan, self.cfg, self.args, self.writer, self.samples = plan, cfg, args, writer, samples
@@ -63,12 +73,18 @@ class LiveReplay:
         self.log_dir = Path(tempfile.mkdtemp(prefix="seg_replay_"))
         if not args.no_start_node:
             remap = f"{'image/compressed' if self.compressed else 'image'}:={self.topic}"
-            self.node = NodeProcess(ros_param_values(cfg, args.params), args.node_log or self.log_dir / "node.log",
-                                    remap=[remap, *(self.geo.remaps() if self.geo else [])])
+            self.node = NodeProcess(
+                ros_param_values(cfg, args.params),
+                args.node_log or self.log_dir / "node.log",
+                remap=[remap, *(self.geo.remaps() if self.geo else [])],
+            )
         try:
             # StreamClient publishes sensor_msgs/Image; compressed frames need their own publisher.
-            self.client = StreamClient(self.topic if not self.compressed else "/_seg_replay/unused_image",
-                                       namespace=args.node_namespace, name="seg_replay")
+            self.client = StreamClient(
+                self.topic if not self.compressed else "/_seg_replay/unused_image",
+                namespace=args.node_namespace,
+                name="seg_replay",
+            )
             self.pub = self.client.pub if not self.compressed else self._compressed_publisher()
             if self.geo is not None:
                 self.geo.attach(self.client.node, args.node_namespace)
@@ -89,7 +105,7 @@ class LiveReplay:
             return "(node not started by seg-replay)"
         return "\n".join(self.node.log().splitlines()[-lines:])
 
-    def wait_for_node(self, timeout: float) -> Dict[str, str]:
+    def wait_for_node(self, timeout: float) -> dict[str, str]:
         """Block until the node subscribes to our topic and sends diagnostics; its first values."""
         end = time.monotonic() + timeout
         while time.monotonic() < end:
@@ -102,10 +118,12 @@ class LiveReplay:
                     raise UsageError(f"the node reports: {diag['_message']}")
                 return diag
             time.sleep(0.05)
-        raise ReplayFailed(f"no node subscribed to {self.topic} with diagnostics within {timeout:.0f} s; "
-                           f"node log:\n{self.node_log_tail()}")
+        raise ReplayFailed(
+            f"no node subscribed to {self.topic} with diagnostics within {timeout:.0f} s; "
+            f"node log:\n{self.node_log_tail()}"
+        )
 
-    def close(self) -> Optional[int]:
+    def close(self) -> int | None:
         self.client.close()
         return self.node.stop() if self.node is not None else None
 
@@ -143,7 +161,7 @@ class LiveReplay:
         if self.writer is not None:
             self.writer.write(topic, bags.IMAGE_TYPE, sent.log_ns + int(round(latency_s * 1e9)), raw)
 
-    def _idle_until(self, deadline: float, stamp: Optional[Stamp] = None) -> None:
+    def _idle_until(self, deadline: float, stamp: Stamp | None = None) -> None:
         """Drain outputs until ``deadline`` (monotonic), or until ``stamp`` has its labels."""
         while True:
             self.drain()
@@ -153,7 +171,7 @@ class LiveReplay:
             time.sleep(min(0.005, deadline - now))
 
     # -- the replay
-    def play(self) -> Tuple[int, float]:
+    def play(self) -> tuple[int, float]:
         """Publish every camera frame; returns (frames sent, seconds spent publishing)."""
         args = self.args
         t0 = first_log = None
@@ -214,15 +232,22 @@ class LiveReplay:
             time.sleep(0.05)
 
 
-def diag_delta(before: Dict[str, str], after: Dict[str, str]) -> Dict[str, Any]:
+def diag_delta(before: dict[str, str], after: dict[str, str]) -> dict[str, Any]:
     """The node's counters over this replay (a running node may have seen frames before)."""
-    out: Dict[str, Any] = {}
+    out: dict[str, Any] = {}
     for k in DIAG_COUNTERS:
         key = f"frames_{k}"
         if key in after:
             out[key] = int(after[key]) - int(before.get(key, 0))
-    for k in ("backend", "model_file", "model_sha256", "inference_ms_p50", "inference_ms_p95", "pipeline_ms_p50",
-              "pipeline_ms_p95"):
+    for k in (
+        "backend",
+        "model_file",
+        "model_sha256",
+        "inference_ms_p50",
+        "inference_ms_p95",
+        "pipeline_ms_p50",
+        "pipeline_ms_p95",
+    ):
         if k in after:
             out[k] = after[k]
     if int(after.get("_level", "0") or 0) >= 2:  # ERROR; a stall warning after the last frame is expected
@@ -230,10 +255,10 @@ def diag_delta(before: Dict[str, str], after: Dict[str, str]) -> Dict[str, Any]:
     return out
 
 
-def live_summary(live: LiveReplay, sent: int, seconds: float, diag: Dict[str, Any], classes: Any) -> Dict[str, Any]:
+def live_summary(live: LiveReplay, sent: int, seconds: float, diag: dict[str, Any], classes: Any) -> dict[str, Any]:
     st = live.state
     processed = len(st.done)
-    out: Dict[str, Any] = {
+    out: dict[str, Any] = {
         "frames_sent": sent,
         "frames_processed": processed,
         "frames_dropped": sent - processed,
@@ -255,31 +280,44 @@ def live_summary(live: LiveReplay, sent: int, seconds: float, diag: Dict[str, An
     return out
 
 
-def compare_with_offline(plan: ReplayPlan, cfg: Any, classes: Any, live: LiveReplay,
-                         node_sha: Optional[str]) -> Dict[str, Any]:
+def compare_with_offline(
+    plan: ReplayPlan, cfg: Any, classes: Any, live: LiveReplay, node_sha: str | None
+) -> dict[str, Any]:
     """Rerun the processed frames through make_segmenter: same mIoU, same label maps expected."""
     processed = set(live.state.done)
     res = run_segmenter_over_bag(plan, cfg, classes, only=processed, max_frames=live.args.max_frames)
     same = sum(1 for s, d in res.processed.items() if live.state.done.get(s, (0, None))[1] == d)
-    out: Dict[str, Any] = {"frames": len(res.processed), "frames_identical_labels": same}
+    out: dict[str, Any] = {"frames": len(res.processed), "frames_identical_labels": same}
     if node_sha:
         out["model_matches_node"] = node_sha == res.model_sha256
     if plan.gt_topic:
         stamps = sorted(set(live.join.cms) & set(res.join.cms))
         off, on = miou(res.join.total(stamps)), miou(live.join.total(stamps))
-        out.update({"frames_evaluated": len(stamps), "miou": off, "live_miou_same_frames": on,
-                    "miou_abs_diff": (abs(off - on) if off is not None and on is not None else None)})
+        out.update(
+            {
+                "frames_evaluated": len(stamps),
+                "miou": off,
+                "live_miou_same_frames": on,
+                "miou_abs_diff": (abs(off - on) if off is not None and on is not None else None),
+            }
+        )
     return out
 
 
-def run_live(plan: ReplayPlan, cfg: Any, classes: Any, args: argparse.Namespace,
-             writer: Optional[bags.BagWriter], samples: Samples) -> Tuple[Dict[str, Any], List[float]]:
+def run_live(
+    plan: ReplayPlan, cfg: Any, classes: Any, args: argparse.Namespace, writer: bags.BagWriter | None, samples: Samples
+) -> tuple[dict[str, Any], list[float]]:
     """The live mode: its summary part and the per-frame latencies."""
     live = LiveReplay(plan, cfg, args, classes, writer, samples)
     try:
         before = live.wait_for_node(args.node_timeout)
-        LOG.info("node ready (%s %s); replaying %d frames from %s", before.get("backend"),
-                 before.get("model_file"), plan.frames, plan.topic)
+        LOG.info(
+            "node ready (%s %s); replaying %d frames from %s",
+            before.get("backend"),
+            before.get("model_file"),
+            plan.frames,
+            plan.topic,
+        )
         sent, seconds = live.play()
         live.settle()
         diag = diag_delta(before, live.client.diag_values())

@@ -1,9 +1,11 @@
 """The node configuration a replay uses: ``-p KEY=VALUE`` parsing, the NodeConfig both modes share,
 the ROS parameter strings for a started node and the class set it will use."""
+
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, List, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from ..bag_plan import ReplayPlan
 from ..errors import UsageError
@@ -11,12 +13,12 @@ from ..errors import UsageError
 LOG = logging.getLogger("seg_replay")
 
 
-def parse_params(pairs: Sequence[str]) -> Dict[str, Any]:
+def parse_params(pairs: Sequence[str]) -> dict[str, Any]:
     """``key=value`` strings -> typed values following :class:`NodeConfig`'s field types."""
     from ...config import NodeConfig
 
     defaults = NodeConfig().as_dict()
-    out: Dict[str, Any] = {}
+    out: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         key = key.strip()
@@ -35,19 +37,23 @@ def parse_params(pairs: Sequence[str]) -> Dict[str, Any]:
     return out
 
 
-def node_config(backend: str, model_path: str, params: Dict[str, Any], compressed: bool) -> Any:
+def node_config(backend: str, model_path: str, params: dict[str, Any], compressed: bool) -> Any:
     """The NodeConfig both modes use: live passes the same values to the node as ROS parameters."""
     from ...config import ConfigError, NodeConfig
 
-    values = {**params, "backend": backend, "model_path": model_path,
-              "transport": "compressed" if compressed else "raw"}
+    values = {
+        **params,
+        "backend": backend,
+        "model_path": model_path,
+        "transport": "compressed" if compressed else "raw",
+    }
     try:
         return NodeConfig.from_dict(values)
     except ConfigError as e:
         raise UsageError(str(e)) from e
 
 
-def ros_param_values(cfg: Any, given: Dict[str, Any]) -> Dict[str, str]:
+def ros_param_values(cfg: Any, given: dict[str, Any]) -> dict[str, str]:
     """The given -p values plus backend/model/transport, formatted so ROS parses the declared type."""
     keys = set(given) | {"backend", "model_path", "transport"}
     out = {}
@@ -78,9 +84,11 @@ def class_set_for(cfg: Any) -> Any:
     return load_classes(variant)
 
 
-def check_gt_variant(plan: ReplayPlan, classes: Any, warnings: List[str]) -> None:
+def check_gt_variant(plan: ReplayPlan, classes: Any, warnings: list[str]) -> None:
     if plan.gt_topic and plan.gt_variant and plan.gt_variant != classes.variant:
-        msg = (f"ground truth in the bag uses class variant {plan.gt_variant!r}, the model "
-               f"{classes.variant!r}: IoU values compare different class sets")
+        msg = (
+            f"ground truth in the bag uses class variant {plan.gt_variant!r}, the model "
+            f"{classes.variant!r}: IoU values compare different class sets"
+        )
         LOG.warning("%s", msg)
         warnings.append(msg)

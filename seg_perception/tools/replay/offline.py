@@ -1,11 +1,12 @@
 """Offline replay: the node's own pipeline (``make_segmenter``) on every frame of the bag, no DDS."""
+
 from __future__ import annotations
 
 import argparse
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
 from ...stamps import Stamp, stamp_of
 from .. import bags
@@ -19,15 +20,22 @@ LOG = logging.getLogger("seg_replay")
 @dataclass
 class OfflineResult:
     join: StampJoin
-    processed: Dict[Stamp, str]  # stamp -> label digest
+    processed: dict[Stamp, str]  # stamp -> label digest
     rejected: int
-    pipeline_ms: List[float]
+    pipeline_ms: list[float]
     model_sha256: str
 
 
-def run_segmenter_over_bag(plan: ReplayPlan, cfg: Any, classes: Any, only: Optional[set] = None,
-                           max_frames: int = 0, writer: Optional[bags.BagWriter] = None,
-                           samples: Optional[Samples] = None, geo: Any = None) -> OfflineResult:
+def run_segmenter_over_bag(
+    plan: ReplayPlan,
+    cfg: Any,
+    classes: Any,
+    only: set | None = None,
+    max_frames: int = 0,
+    writer: bags.BagWriter | None = None,
+    samples: Samples | None = None,
+    geo: Any = None,
+) -> OfflineResult:
     """``make_segmenter`` on the bag's frames (all, or the stamps in ``only``): the node's code, no DDS.
 
     ``geo`` (a :class:`~.geometry.GeometryReplay`, bags with depth): each frame's 3D boxes, as the node
@@ -74,15 +82,20 @@ def run_segmenter_over_bag(plan: ReplayPlan, cfg: Any, classes: Any, only: Optio
             samples.offer_pred(stamp, out.labels)
         if writer is not None:
             frame_id = str(item.msg.header.frame_id)
-            writer.write(bags.LABELS_TOPIC, bags.IMAGE_TYPE, item.t_ns,
-                         bags.image_message(out.labels, "mono8", stamp, frame_id))
-            writer.write(bags.INSTANCES_TOPIC, bags.IMAGE_TYPE, item.t_ns,
-                         bags.image_message(out.instances.astype("<u2"), "mono16", stamp, frame_id))
+            writer.write(
+                bags.LABELS_TOPIC, bags.IMAGE_TYPE, item.t_ns, bags.image_message(out.labels, "mono8", stamp, frame_id)
+            )
+            writer.write(
+                bags.INSTANCES_TOPIC,
+                bags.IMAGE_TYPE,
+                item.t_ns,
+                bags.image_message(out.instances.astype("<u2"), "mono16", stamp, frame_id),
+            )
     return res
 
 
-def offline_summary(plan: ReplayPlan, res: OfflineResult, classes: Any, sent: int) -> Dict[str, Any]:
-    out: Dict[str, Any] = {
+def offline_summary(plan: ReplayPlan, res: OfflineResult, classes: Any, sent: int) -> dict[str, Any]:
+    out: dict[str, Any] = {
         "frames_sent": sent,
         "frames_processed": len(res.processed),
         "frames_dropped": sent - len(res.processed),
@@ -94,12 +107,14 @@ def offline_summary(plan: ReplayPlan, res: OfflineResult, classes: Any, sent: in
     return out
 
 
-def run_offline(plan: ReplayPlan, cfg: Any, classes: Any, args: argparse.Namespace,
-                writer: Optional[bags.BagWriter], samples: Samples) -> Tuple[Dict[str, Any], List[float]]:
+def run_offline(
+    plan: ReplayPlan, cfg: Any, classes: Any, args: argparse.Namespace, writer: bags.BagWriter | None, samples: Samples
+) -> tuple[dict[str, Any], list[float]]:
     """The offline mode: its summary part and the per-frame pipeline times."""
     t0 = time.monotonic()
-    res = run_segmenter_over_bag(plan, cfg, classes, max_frames=args.max_frames, writer=writer, samples=samples,
-                                 geo=args.geometry)
+    res = run_segmenter_over_bag(
+        plan, cfg, classes, max_frames=args.max_frames, writer=writer, samples=samples, geo=args.geometry
+    )
     sent = len(res.processed) + res.rejected
     out = offline_summary(plan, res, classes, sent)
     out["seconds"] = round(time.monotonic() - t0, 3)

@@ -2,17 +2,19 @@
 
 matplotlib (Agg, no display) is imported here only, so the replay itself runs without it.
 """
+
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any
 
 import numpy as np
 
 LOG = logging.getLogger(__name__)
 
-Sample = Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]  # rgb, predicted labels, ground truth
+Sample = tuple[np.ndarray, np.ndarray, np.ndarray | None]  # rgb, predicted labels, ground truth
 
 
 def overlay_safe(rgb: np.ndarray, labels: np.ndarray, palette: np.ndarray) -> np.ndarray:
@@ -23,7 +25,7 @@ def overlay_safe(rgb: np.ndarray, labels: np.ndarray, palette: np.ndarray) -> np
     return overlay(rgb, safe, palette, 0.55)
 
 
-def _iou_panel(ax: Any, summary: Dict[str, Any], names: Sequence[str], palette: np.ndarray) -> None:
+def _iou_panel(ax: Any, summary: dict[str, Any], names: Sequence[str], palette: np.ndarray) -> None:
     acc = summary.get("accuracy")
     if not acc:
         ax.text(0.5, 0.5, "no ground-truth topic: no IoU", ha="center", va="center", transform=ax.transAxes)
@@ -39,11 +41,12 @@ def _iou_panel(ax: Any, summary: Dict[str, Any], names: Sequence[str], palette: 
     ax.set_xlim(0, 1)
     ax.set_xlabel("IoU")
     m = acc.get("miou")
-    ax.set_title(f"per-class IoU (mIoU {m:.3f}, {acc['frames_evaluated']} frames)" if m is not None
-                 else "per-class IoU")
+    ax.set_title(
+        f"per-class IoU (mIoU {m:.3f}, {acc['frames_evaluated']} frames)" if m is not None else "per-class IoU"
+    )
 
 
-def _latency_panel(ax: Any, latencies_ms: Sequence[float], summary: Dict[str, Any]) -> None:
+def _latency_panel(ax: Any, latencies_ms: Sequence[float], summary: dict[str, Any]) -> None:
     if not latencies_ms:
         ax.text(0.5, 0.5, "no latency samples", ha="center", va="center", transform=ax.transAxes)
         ax.set_axis_off()
@@ -61,8 +64,9 @@ def _latency_panel(ax: Any, latencies_ms: Sequence[float], summary: Dict[str, An
     ax.set_title(f"latency ({done}/{sent} frames processed)")
 
 
-def write_report(path: Path, summary: Dict[str, Any], classes: Any, latencies_ms: Sequence[float],
-                 samples: List[Sample]) -> Path:
+def write_report(
+    path: Path, summary: dict[str, Any], classes: Any, latencies_ms: Sequence[float], samples: list[Sample]
+) -> Path:
     """Write the report PNG; returns its path."""
     import matplotlib
 
@@ -78,18 +82,20 @@ def write_report(path: Path, summary: Dict[str, Any], classes: Any, latencies_ms
     _iou_panel(fig.add_subplot(grid[0, :cols]), summary, classes.names, palette)
     _latency_panel(fig.add_subplot(grid[0, cols:]), latencies_ms, summary)
     for i, (rgb, pred, gt) in enumerate(samples):
-        ax = fig.add_subplot(grid[1, 2 * i:2 * i + 2])
+        ax = fig.add_subplot(grid[1, 2 * i : 2 * i + 2])
         ax.imshow(overlay_safe(rgb, pred, palette))
         ax.set_title("prediction" if summary.get("mode") == "offline" else "node output", fontsize=8)
         ax.set_axis_off()
         if has_gt:
-            ax = fig.add_subplot(grid[2, 2 * i:2 * i + 2])
+            ax = fig.add_subplot(grid[2, 2 * i : 2 * i + 2])
             if gt is not None:
                 ax.imshow(overlay_safe(rgb, gt, palette))
             ax.set_title("ground truth", fontsize=8)
             ax.set_axis_off()
-    fig.suptitle(f"seg-replay {summary.get('mode')}: {Path(str(summary.get('bag'))).name} "
-                 f"[{summary.get('backend')}]", fontsize=10)
+    fig.suptitle(
+        f"seg-replay {summary.get('mode')}: {Path(str(summary.get('bag'))).name} [{summary.get('backend')}]",
+        fontsize=10,
+    )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)

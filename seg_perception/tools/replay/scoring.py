@@ -1,11 +1,13 @@
 """Scoring a replay: one dataset-wide confusion matrix (seg_perception.metrics), predictions joined
 to ground truth by header stamp, latency percentiles, label fingerprints and report samples."""
+
 from __future__ import annotations
 
 import hashlib
 import logging
 import time
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -21,23 +23,27 @@ def confusion(gt: np.ndarray, pred: np.ndarray, num_classes: int) -> np.ndarray:
     return confusion_matrix(pred, gt, num_classes)
 
 
-def miou(cm: np.ndarray) -> Optional[float]:
+def miou(cm: np.ndarray) -> float | None:
     """Mean IoU of the classes present; None when none is."""
     return metrics.accuracy_summary(cm)["miou"]
 
 
-def accuracy_summary(cm: np.ndarray, names: Sequence[str], frames: int) -> Dict[str, Any]:
+def accuracy_summary(cm: np.ndarray, names: Sequence[str], frames: int) -> dict[str, Any]:
     """:func:`seg_perception.metrics.accuracy_summary` (what seg-eval reports too) of ``frames`` frames."""
     return {"frames_evaluated": frames, **metrics.accuracy_summary(cm, names)}
 
 
-def percentiles(values: Sequence[float]) -> Dict[str, Optional[float]]:
+def percentiles(values: Sequence[float]) -> dict[str, float | None]:
     if not values:
         return {"n": 0, "p50": None, "p95": None, "max": None, "mean": None}
     a = np.asarray(values, np.float64)
-    return {"n": int(a.size), "p50": round(float(np.percentile(a, 50)), 3),
-            "p95": round(float(np.percentile(a, 95)), 3), "max": round(float(a.max()), 3),
-            "mean": round(float(a.mean()), 3)}
+    return {
+        "n": int(a.size),
+        "p50": round(float(np.percentile(a, 50)), 3),
+        "p95": round(float(np.percentile(a, 95)), 3),
+        "max": round(float(a.max()), 3),
+        "mean": round(float(a.mean()), 3),
+    }
 
 
 def label_digest(labels: np.ndarray) -> str:
@@ -58,9 +64,9 @@ class StampJoin:
     def __init__(self, num_classes: int, max_age_s: float = 30.0):
         self.n = num_classes
         self.max_age_s = max_age_s
-        self.cms: Dict[Stamp, np.ndarray] = {}
-        self._gt: Dict[Stamp, Tuple[float, np.ndarray]] = {}
-        self._pred: Dict[Stamp, Tuple[float, np.ndarray]] = {}
+        self.cms: dict[Stamp, np.ndarray] = {}
+        self._gt: dict[Stamp, tuple[float, np.ndarray]] = {}
+        self._pred: dict[Stamp, tuple[float, np.ndarray]] = {}
 
     def add_gt(self, stamp: Stamp, gt: np.ndarray) -> None:
         if stamp in self._pred:
@@ -76,8 +82,9 @@ class StampJoin:
 
     def _score(self, stamp: Stamp, gt: np.ndarray, pred: np.ndarray) -> None:
         if gt.shape != pred.shape:
-            LOG.warning("frame %s: ground truth %s and labels %s differ in size; not scored", stamp, gt.shape,
-                        pred.shape)
+            LOG.warning(
+                "frame %s: ground truth %s and labels %s differ in size; not scored", stamp, gt.shape, pred.shape
+            )
             return
         self.cms[stamp] = confusion(gt, pred, self.n)
 
@@ -87,7 +94,7 @@ class StampJoin:
             for s in [s for s, (t, _) in list(store.items()) if t < old]:
                 store.pop(s, None)
 
-    def total(self, stamps: Optional[Sequence[Stamp]] = None) -> np.ndarray:
+    def total(self, stamps: Sequence[Stamp] | None = None) -> np.ndarray:
         keys = self.cms.keys() if stamps is None else [s for s in stamps if s in self.cms]
         cm = np.zeros((self.n, self.n), np.int64)
         for s in keys:
@@ -102,10 +109,10 @@ class Samples:
         step = max(1, total_frames // max(1, 2 * want))
         self.candidates = set(range(0, total_frames, step))
         self.want = want
-        self.rgb: Dict[Stamp, np.ndarray] = {}
-        self.gt: Dict[Stamp, np.ndarray] = {}
-        self.pred: Dict[Stamp, np.ndarray] = {}
-        self._pending_gt: Optional[Tuple[Stamp, np.ndarray]] = None
+        self.rgb: dict[Stamp, np.ndarray] = {}
+        self.gt: dict[Stamp, np.ndarray] = {}
+        self.pred: dict[Stamp, np.ndarray] = {}
+        self._pending_gt: tuple[Stamp, np.ndarray] | None = None
 
     def wants(self, index: int) -> bool:
         return index in self.candidates and len(self.pred) < self.want
@@ -126,5 +133,5 @@ class Samples:
         if stamp in self.rgb and len(self.pred) < self.want:
             self.pred[stamp] = pred
 
-    def frames(self) -> List[Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]]:
+    def frames(self) -> list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
         return [(self.rgb[s], self.pred[s], self.gt.get(s)) for s in sorted(self.pred)]
