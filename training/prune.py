@@ -383,6 +383,14 @@ class _TrainHelperLoop:
         train_ds, val_ds = T.build_datasets(cfg)
         self.train_loader, self.val_loader, _ = T.build_loaders(cfg, train_ds, val_ds, self.info)
         self.loss_fn = T.build_loss(cfg, self.num_classes, class_weights)
+        # fine-tuning learns from the same teacher as the training did (distill.teacher), if any
+        self.teacher = T.build_teacher(cfg, self.info.device)
+        self.train_loss_fn = self.loss_fn
+        if self.teacher is not None:
+            from training.losses import DistillationLoss
+
+            d = cfg.distill
+            self.train_loss_fn = DistillationLoss(self.loss_fn, d.weight, d.temperature, cfg.train.ignore_index)
 
     def finetune(self, model: nn.Module, step: int) -> None:
         t = self.cfg.train
@@ -395,7 +403,7 @@ class _TrainHelperLoop:
             r = self.loops.train_one_epoch(
                 model,
                 self.train_loader,
-                self.loss_fn,
+                self.train_loss_fn,
                 opt,
                 sched,
                 self.info,
@@ -404,6 +412,7 @@ class _TrainHelperLoop:
                 t.grad_clip,
                 None,
                 False,
+                self.teacher,
             )
             log.info(
                 "prune step %d fine-tune epoch %d/%d: loss %.4f (%.1f img/s)",
