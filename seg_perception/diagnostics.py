@@ -36,6 +36,9 @@ class Health:
     processed_rate_hz: float = 0.0
     inference_ms: Mapping[int, float] = field(default_factory=dict)  # percentile -> ms (50, 95, 99)
     pipeline_ms: Mapping[int, float] = field(default_factory=dict)  # 50, 95
+    # the worker's whole work on a frame (decode, pipeline, every publish): with stale frames
+    # dropped, an output is at most ~2 of these old, whatever the camera rate
+    frame_ms: Mapping[int, float] = field(default_factory=dict)  # 50, 95, 99
     output_age_ms: Mapping[int, float] = field(default_factory=dict)  # 50, 95
     last_output_age_ms: float = float("nan")
     depth: DepthHealth | None = None  # None: use_depth off
@@ -66,6 +69,7 @@ def status(h: Health) -> tuple[int, str, dict[str, str]]:
         "processed_rate_hz": f"{h.processed_rate_hz:.2f}",
         **_ms("inference_ms", h.inference_ms, (50, 95, 99)),
         **_ms("pipeline_ms", h.pipeline_ms, (50, 95)),
+        **_ms("frame_ms", h.frame_ms, (50, 95, 99)),
         "output_age_ms_last": f"{h.last_output_age_ms:.2f}",
         **_ms("output_age_ms", h.output_age_ms, (50, 95)),
         "seconds_since_last_frame": (

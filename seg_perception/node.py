@@ -83,6 +83,7 @@ class SegmentationNode(LifecycleNode):
         self.counters = Counters(*_COUNTERS)
         self.in_rate, self.out_rate = RateMeter(), RateMeter()
         self.infer_ms, self.total_ms, self.age_ms = Percentiles(), Percentiles(), Percentiles()
+        self.frame_ms = Percentiles()
         self._last_age_ms = float("nan")
         self._last_frame_t: float | None = None
         self._lifecycle_state = "unconfigured"
@@ -368,6 +369,7 @@ class SegmentationNode(LifecycleNode):
             return None
 
     def _process(self, msg: Any) -> None:
+        t_start = time.perf_counter()
         rgb = self._decode(msg)
         if rgb is None:
             return
@@ -393,9 +395,10 @@ class SegmentationNode(LifecycleNode):
         if depth is not None:  # use_depth: 3D boxes from the paired depth image, after the 2D outputs
             boxes = depth.process(msg.header, res, seg, cfg.depth_sync_tolerance_s, cfg.resolve_size_pairs)
         pubs.publish_detections(seg, res, msg.header, boxes)
-        self._record_timing(msg, res)
+        self._record_timing(msg, res, t_start)
 
-    def _record_timing(self, msg: Any, res: Any) -> None:
+    def _record_timing(self, msg: Any, res: Any, t_start: float) -> None:
+        self.frame_ms.add(1e3 * (time.perf_counter() - t_start))
         age = (self.get_clock().now().nanoseconds - stamp_to_ns(stamp_of(msg))) / 1e6
         self._last_age_ms = age
         self.age_ms.add(age)
@@ -427,6 +430,7 @@ class SegmentationNode(LifecycleNode):
             processed_rate_hz=self.out_rate.rate(now),
             inference_ms=self.infer_ms.get(50, 95, 99),
             pipeline_ms=self.total_ms.get(50, 95),
+            frame_ms=self.frame_ms.get(50, 95, 99),
             output_age_ms=self.age_ms.get(50, 95),
             last_output_age_ms=self._last_age_ms,
             depth=depth.health() if depth is not None else None,

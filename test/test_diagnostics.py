@@ -57,6 +57,7 @@ def test_values_are_formatted_with_two_decimals_and_counters_prefixed():
             processed_rate_hz=15,
             inference_ms={50: 1.234, 95: 2.0, 99: 3.456},
             pipeline_ms={50: 4.0, 95: 5.0},
+            frame_ms={50: 6.0, 95: 6.5, 99: 7.004},
             output_age_ms={50: 8.0, 95: 9.126},
             last_output_age_ms=7.5,
         )
@@ -65,6 +66,7 @@ def test_values_are_formatted_with_two_decimals_and_counters_prefixed():
     assert v["input_rate_hz"] == "30.00" and v["processed_rate_hz"] == "15.00"
     assert (v["inference_ms_p50"], v["inference_ms_p95"], v["inference_ms_p99"]) == ("1.23", "2.00", "3.46")
     assert (v["pipeline_ms_p50"], v["pipeline_ms_p95"]) == ("4.00", "5.00")
+    assert (v["frame_ms_p50"], v["frame_ms_p95"], v["frame_ms_p99"]) == ("6.00", "6.50", "7.00")
     assert (v["output_age_ms_p50"], v["output_age_ms_p95"], v["output_age_ms_last"]) == ("8.00", "9.13", "7.50")
 
 
