@@ -29,7 +29,7 @@ DEFAULT_REFERENCE = (
 
 
 def bench_in_process(
-    backend: str, frame: np.ndarray, runs: int, threads: int, reference: Path | None = None
+    backend: str, frame: np.ndarray, runs: int, threads: int, reference: Path | None = None, model_path: str = ""
 ) -> dict[str, float]:
     """Backend alone and the whole in-process pipeline (640x480 in, labels + instances at 640x480 out).
 
@@ -39,7 +39,7 @@ def bench_in_process(
     from ..config import NodeConfig
     from ..pipeline import make_segmenter
 
-    seg = make_segmenter(NodeConfig(backend=backend, num_threads=threads))
+    seg = make_segmenter(NodeConfig(backend=backend, num_threads=threads, model_path=model_path))
     x = seg.preprocess(frame)
     row: dict[str, float] = {
         "input": f"{seg.backend.input_hw[1]}x{seg.backend.input_hw[0]}",
@@ -101,12 +101,13 @@ def bench_pair(model: Path, peer: Path, runs: int, threads: int) -> dict[str, fl
     }
 
 
-def bench_node(backend: str, frames: list[np.ndarray], runs: int, threads: int, workdir: Path) -> dict[str, float]:
+def bench_node(
+    backend: str, frames: list[np.ndarray], runs: int, threads: int, workdir: Path, model_path: str = ""
+) -> dict[str, float]:
     from .rosio import NodeProcess, StreamClient, image_msg
 
-    node = NodeProcess(
-        {"backend": backend, "num_threads": threads}, workdir / f"node_{backend}.log", remap=["image:=/bench/image_raw"]
-    )
+    params = {"backend": backend, "num_threads": threads, **({"model_path": model_path} if model_path else {})}
+    node = NodeProcess(params, workdir / f"node_{backend}.log", remap=["image:=/bench/image_raw"])
     client = StreamClient("/bench/image_raw", name="seg_bench_camera")
     lat: list[float] = []
     try:
@@ -134,6 +135,12 @@ def bench_node(backend: str, frames: list[np.ndarray], runs: int, threads: int, 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="seg-bench", description=__doc__)
     ap.add_argument("--backends", default="", help="comma-separated (default: every shipped backend)")
+    ap.add_argument(
+        "--model-path",
+        default="",
+        help="time this file instead of the manifest's (one backend; e.g. --backends tflite for an exported "
+        ".tflite with its .config.yaml sidecar)",
+    )
     ap.add_argument("--runs", type=int, default=50)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--peer", default="", help="a .tflite peer model to time in the same run")
@@ -163,16 +170,18 @@ def main(argv: list[str] | None = None) -> int:
 
     man = Manifest.load()
     names = [b for b in args.backends.split(",") if b] or [b for b, s in BACKENDS.items() if s.entry in man.entries]
+    if args.model_path and len(names) != 1:
+        ap.error("--model-path needs exactly one backend in --backends")
     frames = [render_frame(s)[0] for s in range(4)]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows: dict[str, dict[str, float]] = {}
     for name in names:
         rows[name] = bench_in_process(
-            name, frames[0], args.runs, args.threads, Path(args.reference) if args.reference else None
+            name, frames[0], args.runs, args.threads, Path(args.reference) if args.reference else None, args.model_path
         )
         if not args.no_node:
-            rows[name].update(bench_node(name, frames, args.runs, args.threads, out))
+            rows[name].update(bench_node(name, frames, args.runs, args.threads, out, args.model_path))
         if args.depth:
             from .bench_depth import bench_node_depth
 
