@@ -64,14 +64,19 @@ class PruneSettings:
     eval_before_finetune: bool = True  # also log the accuracy right after pruning (the reference study's figure)
     protect_class_width_layers: bool = True  # never prune convs with num_classes output channels
     ignore_layers: list[str] = field(default_factory=list)  # extra module names to leave untouched
+    # epochs of fine-tuning of the final model after the last step (Li et al. retrain once pruned);
+    # with steps 0 only this runs: recovery of an already pruned checkpoint
+    recovery_epochs: int = 0
 
     @property
     def total_ratio(self) -> float:
         return self.steps * self.filters_per_step
 
     def validate(self) -> PruneSettings:
-        if self.steps < 1:
-            raise ValueError("prune.steps must be >= 1")
+        if self.recovery_epochs < 0:
+            raise ValueError(f"prune.recovery_epochs must be >= 0, got {self.recovery_epochs}")
+        if self.steps < 0 or (self.steps == 0 and self.recovery_epochs == 0):
+            raise ValueError("prune.steps must be >= 1 (0 only with prune.recovery_epochs > 0: fine-tune only)")
         if not 0.0 < self.filters_per_step < 1.0 or self.total_ratio >= 1.0:
             raise ValueError(f"need 0 < steps * filters_per_step < 1, got {self.steps} x {self.filters_per_step}")
         if self.importance not in ("l1", "l2"):
@@ -254,7 +259,7 @@ def prune_iteratively(
     out = Path(out_dir) if out_dir is not None else None
     base_params = count_parameters(model)
     model.eval()
-    pruner = build_pruner(model, example_inputs, settings, num_classes)
+    pruner = build_pruner(model, example_inputs, settings, num_classes) if settings.steps else None
     m0 = evaluate(model)
     records = [StepRecord(0, 0.0, base_params, 0.0, m0["miou"], m0["pixel_accuracy"])]
     _log_step(records[-1])
@@ -392,14 +397,16 @@ class _TrainHelperLoop:
             d = cfg.distill
             self.train_loss_fn = DistillationLoss(self.loss_fn, d.weight, d.temperature, cfg.train.ignore_index)
 
-    def finetune(self, model: nn.Module, step: int) -> None:
+    def finetune(self, model: nn.Module, step: int | str, epochs: int | None = None) -> None:
         t = self.cfg.train
+        epochs = t.epochs if epochs is None else epochs
         iters = (
             len(self.train_loader) if t.max_iters_per_epoch <= 0 else min(len(self.train_loader), t.max_iters_per_epoch)
         )
-        opt = self.T.build_optimizer(self.cfg, model)  # fresh: parameter tensors changed shape
-        sched = self.T.build_scheduler(self.cfg, opt, iters)
-        for epoch in range(t.epochs):
+        cfg = self.cfg.updated({"train": {"epochs": epochs}})  # the LR schedule spans these epochs
+        opt = self.T.build_optimizer(cfg, model)  # fresh: parameter tensors changed shape
+        sched = self.T.build_scheduler(cfg, opt, iters)
+        for epoch in range(epochs):
             r = self.loops.train_one_epoch(
                 model,
                 self.train_loader,
@@ -415,10 +422,10 @@ class _TrainHelperLoop:
                 self.teacher,
             )
             log.info(
-                "prune step %d fine-tune epoch %d/%d: loss %.4f (%.1f img/s)",
+                "prune step %s fine-tune epoch %d/%d: loss %.4f (%.1f img/s)",
                 step,
                 epoch + 1,
-                t.epochs,
+                epochs,
                 r["loss"],
                 r["images_per_s"],
             )
@@ -431,6 +438,15 @@ class _TrainHelperLoop:
             model, self.val_loader, None, self.num_classes, self.info, self.cfg.train.ignore_index
         )
         return {"miou": float(mean_iou(cm)), "pixel_accuracy": float(pixel_accuracy(cm))}
+
+
+def recover(model: nn.Module, loop: _TrainHelperLoop, epochs: int) -> dict[str, float]:
+    """Fine-tune the pruned model ``epochs`` more epochs and measure it (recorded in final.pt)."""
+    t0 = time.time()
+    loop.finetune(model, "recovery", epochs)
+    m = loop.evaluate(model)
+    log.info("recovery fine-tune (%d epochs): mIoU %.4f pixacc %.4f", epochs, m["miou"], m["pixel_accuracy"])
+    return {"epochs": epochs, "seconds": round(time.time() - t0, 1), **m}
 
 
 def _int8_budget_note(params: int, budget_mb: float = 10.0) -> str:
@@ -501,13 +517,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         model, torch.zeros(1, 3, h, w), settings, loop.finetune, loop.evaluate, out, num_classes, extra
     )
     last = records[-1]
-    final = save_pruned(model, out / "final.pt", extra={**extra, "prune_step": asdict(last)})
+    final_extra: dict[str, Any] = {**extra, "prune_step": asdict(last)}
+    if settings.steps == 0 and isinstance(doc.get("prune_step"), Mapping):
+        final_extra["prune_step"] = dict(doc["prune_step"])  # recovery only: the pruning it recovers from
+    if settings.recovery_epochs:
+        final_extra["recovery"] = recover(model, loop, settings.recovery_epochs)
+    final = save_pruned(model, out / "final.pt", extra=final_extra)
     print(f"{'step':>4} {'params':>10} {'removed':>8} {'mIoU':>7} {'pixacc':>7} {'mIoU pre-FT':>11}")
     for r in records:
         pre = "" if r.miou_pruned is None else f"{100 * r.miou_pruned:.2f}"
         print(
             f"{r.step:>4} {r.params:>10} {100 * r.params_removed:>7.1f}% {100 * r.miou:>6.2f} "
             f"{100 * r.pixel_accuracy:>6.2f} {pre:>11}"
+        )
+    if "recovery" in final_extra:
+        rec = final_extra["recovery"]
+        print(
+            f"recovery: {rec['epochs']} epochs -> mIoU {100 * rec['miou']:.2f} pixacc {100 * rec['pixel_accuracy']:.2f}"
         )
     print(
         f"final model: {final} ({last.params / 1e6:.2f}M params: {_int8_budget_note(last.params)}); "

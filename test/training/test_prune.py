@@ -274,6 +274,10 @@ def test_prune_config_split_and_validation() -> None:
         split_prune_config({"prune": {"stpes": 2}}, [])
     with pytest.raises(ValueError):
         split_prune_config({"prune": {"steps": 5, "filters_per_step": 0.2}}, [])  # 100 % of the filters
+    with pytest.raises(ValueError, match="0 only with prune.recovery_epochs"):
+        split_prune_config({"prune": {"steps": 0}}, [])  # nothing to do
+    settings, _, _ = split_prune_config({"prune": {"steps": 0, "recovery_epochs": 2}}, [])
+    assert settings.steps == 0 and settings.recovery_epochs == 2
 
 
 def _training_checkpoint(path, root):
@@ -334,3 +338,26 @@ def test_prune_cli_with_the_training_loop(fake_atwork, tmp_path) -> None:
     doc = torch.load(out / "final.pt", weights_only=True)
     assert doc["class_variant"] == "full" and doc["input_size"] == [32, 32]
     assert doc["train_config"]["data"]["root"] == str(root)
+
+
+@pytest.mark.slow
+def test_recovery_only_fine_tunes_a_pruned_checkpoint_and_keeps_its_pruning_record(fake_atwork, tmp_path) -> None:
+    """prune.steps=0 + prune.recovery_epochs: the pruned model is fine-tuned, not pruned further;
+    final.pt records the recovery and still says how much the original pruning removed."""
+    from training.prune import main
+
+    ck = _training_checkpoint(tmp_path / "best.pt", fake_atwork)
+    common = ["--set", "train.epochs=1", "--set", "train.max_iters_per_epoch=1"]
+    pruned = tmp_path / "prune"
+    assert main(["--checkpoint", str(ck), "--out", str(pruned), "--set", "prune.steps=1",
+                 "--set", "prune.filters_per_step=0.25", *common]) == 0  # fmt: skip
+    recovered = tmp_path / "recovered"
+    assert main(["--checkpoint", str(pruned / "final.pt"), "--out", str(recovered), "--set", "prune.steps=0",
+                 "--set", "prune.recovery_epochs=1", *common]) == 0  # fmt: skip
+    before = torch.load(pruned / "final.pt", weights_only=True)
+    after = torch.load(recovered / "final.pt", weights_only=True)
+    assert count_parameters(load_pruned(recovered / "final.pt")) == count_parameters(load_pruned(pruned / "final.pt"))
+    assert after["prune_step"] == before["prune_step"] and after["prune_step"]["params_removed"] > 0
+    assert after["recovery"]["epochs"] == 1 and 0.0 <= after["recovery"]["miou"] <= 1.0
+    assert after["source_checkpoint"] == str(pruned / "final.pt")
+    assert any(not torch.equal(after["state_dict"][k], before["state_dict"][k]) for k in before["state_dict"])
