@@ -8,7 +8,7 @@ parameters (from the export metrics/provenance), mIoU and pixel accuracy on the 
 resized like the node), argmax agreement with the float model of the same checkpoint (the
 ``*_fp32`` entry with the same checkpoint sha256), median latency of the backend at its input
 size (``--threads`` threads, after warm-up) and the end-to-end latency for a 640x480 frame
-(``Segmenter.labels``: resize in, inference, argmax, nearest resize out). The reference model
+(``Segmenter.labels``: resize in, inference, labels at the frame's size as the node makes them). The reference model
 (the official TFLite DeepLab v3 MobileNetV2, 257x257, 21 VOC classes) is timed in the same run
 (latency only) for a speed ratio. All latencies are timed round-robin in one process, ONNX
 sessions without spin-waiting (why: docs/architecture.md).
@@ -291,8 +291,8 @@ def markdown(rows: Sequence[Row], reference: dict[str, Any] | None, meta: dict[s
     lines += [
         "",
         "Agreement = share of val pixels whose argmax equals the float (fp32) model of the same "
-        "checkpoint. e2e = resize 640x480 -> input (INTER_AREA) + inference + argmax + nearest "
-        "resize back.",
+        "checkpoint. e2e = resize 640x480 -> input (INTER_AREA) + inference + labels at 640x480 as the "
+        "node makes them (bilinear scores of the present classes, or nearest).",
         "",
     ]
     return "\n".join(lines)
@@ -406,7 +406,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "val": (
             "synthetic scenes"
             if args.synthetic or not args.root
-            else f"{args.root} val split ({args.num_val or 'all'} photos)"
+            else f"{args.root} val split of each checkpoint (capture runs by default; {args.num_val or 'all'} photos)"
         ),
     }
     out = Path(args.out)
