@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from colour_model import make_colour_model, render_scene
 
-from seg_perception.backends import BACKENDS, BackendError, create_backend
+from seg_perception.backends import BACKENDS, BackendError, create_backend, open_backend
 from seg_perception.classes import load_classes
 from seg_perception.config import ConfigError, NodeConfig
 from seg_perception.manifest import Manifest, ManifestError
@@ -110,6 +110,17 @@ def test_shipped_backend_refuses_wrong_hash_and_shapes(tmp_path, colour_dir):
     (colour_dir / "manifest.json").write_text(json.dumps(doc))
     with pytest.raises(BackendError, match="input shape"):
         create_backend("espnet", manifest=Manifest.load(colour_dir))
+
+
+def test_backend_refuses_a_manifest_output_grid_the_file_does_not_have(colour_dir):
+    man = Manifest.load(colour_dir)
+    be = create_backend("onnx", str(colour_dir / "colour.onnx"), manifest=man)
+    doc = json.loads((colour_dir / "manifest.json").read_text())
+    doc["models"]["colour"]["output"]["height"] = be.output_hw[0] // 4  # e.g. a model-grid file recorded wrong
+    (colour_dir / "manifest.json").write_text(json.dumps(doc))
+    entry = Manifest.load(colour_dir).get("colour")
+    with pytest.raises(BackendError, match="output grid"):
+        open_backend(entry, colour_dir / "colour.onnx")
 
 
 def test_missing_model_and_missing_entry(tmp_path):

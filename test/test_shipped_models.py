@@ -57,14 +57,17 @@ def _segmenter(name):
 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_model_maps_a_frame_to_labels_and_instances(name, scenes):
-    """Backend scores at the model's input size, labels and instances at the frame's size."""
+    """Backend scores on the grid the manifest states (the model's grid for files exported with
+    ``--logits-grid model``: the input size over a whole stride), labels and instances at the frame's size."""
     seg = _segmenter(name)
     entry = MANIFEST.get(BACKENDS[name].entry)
     h, w = seg.backend.input_hw
     assert (h, w) == (entry.input.height, entry.input.width)
+    oh, ow = entry.output.height, entry.output.width
+    assert h % oh == 0 and w % ow == 0 and h // oh == w // ow, (h, w, oh, ow)
     frame = scenes[0][0]
     scores = seg.scores(frame)
-    assert scores.shape == (h, w, entry.num_classes)
+    assert scores.shape == (oh, ow, entry.num_classes)
     assert np.isfinite(scores.astype(np.float32)).all()
     res = seg.run(frame)
     assert res.labels.shape == (480, 640) and res.labels.dtype == np.uint8 and res.labels.max() < 19

@@ -135,6 +135,12 @@ class Backend:
                 f"{self.path}: output shape {tuple(out_shape)} has no {e.num_classes}-class axis "
                 f"({e.output.layout}) as manifest entry {e.name!r} says"
             )
+        hw = tuple(out_shape[1:3]) if e.output.layout == "NHWC" else tuple(out_shape[2:4])
+        self.output_hw = tuple(int(v) if str(v).isdigit() else None for v in hw)  # None: symbolic (ONNX)
+        if None not in self.output_hw and e.output.height and self.output_hw != (e.output.height, e.output.width):
+            raise BackendError(
+                f"{self.path}: output grid {self.output_hw} != manifest {(e.output.height, e.output.width)} ({e.name})"
+            )
 
 
 _RUNTIMES: dict[str, Callable[..., Backend]] = {}

@@ -63,6 +63,9 @@ def export_all(
                 # the file decides its tensor types; the entry records them
                 entry.input.dtype = seg.backend.input_dtype.name
                 entry.output.dtype = seg.backend.output_dtype.name
+                # the grid the graph's logits come on (the model's grid with --logits-grid model)
+                if None not in seg.backend.output_hw:
+                    entry.output.height, entry.output.width = seg.backend.output_hw
                 metrics = check_exported(seg, val_images, val_labels, ref)
                 metrics["export_s"] = round(export_s, 2)
                 metrics["num_params"] = int(provenance.get("num_params", 0))
@@ -109,7 +112,8 @@ def manifest_entry(
     settings: ExportSettings, fmt: str, path: Path, num_classes: int, architecture: str, provenance: dict[str, Any]
 ) -> ModelEntry:
     """The entry the node will use for ``path``: NHWC RGB 0..255 in (the graph normalises), NHWC logits
-    out, both at the export size; hash and size of the file as written."""
+    out (at the export size until the written file states its own output grid); hash and size of the
+    file as written."""
     h, w = settings.height, settings.width
     return make_entry(
         settings.entry_name(fmt),
