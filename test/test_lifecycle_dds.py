@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -255,6 +256,8 @@ def test_model_load_does_not_stall_intake_or_diagnostics(client, tmp_path, small
         # frames kept flowing on the old backend and diagnostics kept coming while the new model loaded
         assert labels >= 0.3 * 30 * seconds, (labels, seconds)
         assert diags >= int(seconds / 0.2) // 2, (diags, seconds)
+        # the swap happened before the reply; a status computed just before it may still be in flight
+        assert _wait(lambda: _fresh_diag(client).get("model_file") == "big.onnx", 5), client.diag_values()
         d = _fresh_diag(client)
         assert d["model_file"] == "big.onnx" and ctl.get("model_path")["model_path"] == str(big)
         import hashlib
@@ -272,14 +275,19 @@ def test_ctrl_c_while_frames_flow_is_clean(client, tmp_path, small_model):
     try:
         for i in range(5):
             node = NodeProcess({"backend": "onnx", "model_path": small_model}, tmp_path / f"node{i}.log")
-            n0 = len(client.received.labels)
-            assert _wait(lambda n0=n0: len(client.received.labels) > n0 + 20, 60), node.log()
-            time.sleep(0.05 * i)
-            node.proc.send_signal(signal.SIGINT)
-            rc = node.proc.wait(20)
-            node.stop()
+            rc = None
+            try:  # the node never outlives its check: a survivor would talk into the next tests
+                n0 = len(client.received.labels)
+                assert _wait(lambda n0=n0: len(client.received.labels) > n0 + 20, 60), node.log()
+                time.sleep(0.05 * i)
+                node.proc.send_signal(signal.SIGINT)
+                rc = node.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                pass
+            finally:
+                node.stop()
             log = node.log()
-            assert rc == 0, log
+            assert rc == 0, f"exit code {rc} (None: still running 20 s after SIGINT)\n{log}"
             for bad in ("Traceback", "Failed to publish", "RCLError", "context is invalid"):
                 assert bad not in log, log
     finally:
