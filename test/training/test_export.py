@@ -345,3 +345,20 @@ def make_entry_like(entry: ModelEntry, path: Path) -> ModelEntry:
     return ModelEntry.from_dict(
         {**entry.to_dict(), "file": path.name, "sha256": sha256_file(path), "size_bytes": path.stat().st_size}
     )
+
+
+def test_a_model_grid_export_records_the_grid_its_file_gives(tmp_path) -> None:
+    """DeepLabV3+ exported with --logits-grid model ends at a quarter of its input: the entry says so,
+    and the runtime opens the file under that entry."""
+    torch.manual_seed(0)
+    model = create_model("deeplabv3plus_mobilenetv2", NUM_CLASSES, width_mult=0.35).eval()
+    images, labels = synthetic_scenes(4, 64, 80, NUM_CLASSES, seed=0)
+    settings = ExportSettings(
+        formats=["onnx_fp32"], height=64, width=80, name_prefix="dl", class_variant=VARIANT, threads=1,
+        logits_grid="model", min_agreement_float=0.0,
+    )  # fmt: skip
+    export_all(model, settings, tmp_path, images, images, labels, PROVENANCE)
+    e = Manifest.load(tmp_path).get("dl_onnx_fp32")
+    assert (e.output.height, e.output.width) == (16, 20)
+    seg = open_exported(e, tmp_path / e.file, 1)
+    assert seg.scores(images[0]).shape == (16, 20, NUM_CLASSES)

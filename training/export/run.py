@@ -111,9 +111,9 @@ def fmt_score(v: float | None) -> str:
 def manifest_entry(
     settings: ExportSettings, fmt: str, path: Path, num_classes: int, architecture: str, provenance: dict[str, Any]
 ) -> ModelEntry:
-    """The entry the node will use for ``path``: NHWC RGB 0..255 in (the graph normalises), NHWC logits
-    out (at the export size until the written file states its own output grid); hash and size of the
-    file as written."""
+    """The entry the node will use for ``path``: NHWC RGB 0..255 in (the graph normalises) at the export
+    size, NHWC logits out on a grid left unstated (0) until the written file states its own; hash and
+    size of the file as written."""
     h, w = settings.height, settings.width
     return make_entry(
         settings.entry_name(fmt),
@@ -125,7 +125,7 @@ def manifest_entry(
         input=TensorSpec(
             layout="NHWC", height=h, width=w, color="RGB", mean=[0.0, 0.0, 0.0], std=[1.0, 1.0, 1.0], kind="image"
         ),
-        output=TensorSpec(layout="NHWC", height=h, width=w, color="RGB", kind="logits"),
+        output=TensorSpec(layout="NHWC", color="RGB", kind="logits"),
         provenance=provenance,
     )
 
