@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import threading
 import time
@@ -111,7 +112,7 @@ def check(r: dict[str, object], rss_growth_mb: float, age_slack_ms: float) -> li
     if r.get("rss_mb_end") is not None and r["rss_mb_end"] - r["rss_mb_after_warmup"] > rss_growth_mb:
         bad.append(f"RSS grew {r['rss_mb_end'] - r['rss_mb_after_warmup']:.1f} MB > {rss_growth_mb}")
     bound = 2 * float(r["frame_ms_p99"]) + 20 + age_slack_ms
-    if not bound < float("inf") or r.get("age_ms_p99") is None or r["age_ms_p99"] > bound:
+    if not math.isfinite(bound) or r.get("age_ms_p99") is None or r["age_ms_p99"] > bound:  # nan: no timing
         bad.append(f"output age p99 {r.get('age_ms_p99')} ms > {bound:.1f} ms")
     return bad
 
