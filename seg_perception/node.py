@@ -26,7 +26,7 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, qos_profile_sensor_data
@@ -39,6 +39,7 @@ from .config import PARAMS, ConfigError, NodeConfig, coerce, field_type, startup
 from .encodings import ImageDecodeError, compressed_to_rgb, image_to_rgb
 from .outputs import OutputPublishers, output_qos, reliability_policy
 from .pipeline import Segmenter, make_segmenter
+from .spin import spin_until_signal
 from .stamps import stamp_of, stamp_to_ns
 from .stats import Counters, Percentiles, RateMeter
 
@@ -469,23 +470,19 @@ class SegmentationNode(LifecycleNode):
 
 
 def main(args: list[str] | None = None) -> None:
-    # rclpy's own SIGINT handler would invalidate the context while the worker may be publishing;
-    # here Ctrl-C / SIGTERM end spinning, the worker stops, then the context goes.
+    # No rclpy signal handler: it would invalidate the context while the worker may be publishing.
+    # spin_until_signal stops the worker first, then the executor, then the node and the context go.
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    node = executor = None
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # until spinning: as Ctrl-C
+    node = None
     try:
         node = SegmentationNode()
         executor = MultiThreadedExecutor(num_threads=4)
         executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
+        spin_until_signal(executor, stop_first=node.stop_worker)
+    except KeyboardInterrupt:  # a signal while the model was still loading
         pass
     finally:
-        if node is not None:
-            node.stop_worker()
-        if executor is not None:
-            executor.shutdown(timeout_sec=2.0)
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()

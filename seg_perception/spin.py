@@ -1,0 +1,63 @@
+"""Run a node's executor until Ctrl-C / SIGTERM, then stop things in order (the node process's main).
+
+Why the executor spins on its own thread: Python runs signal handlers only in the main thread,
+and only when that thread is executing Python code. A main thread that spins sits in ``rcl_wait``
+(C code) until some entity of the wait set is ready; when none is (no frames, and rclpy's
+multi-threaded executor has left a timer out of its wait set, as in ros2/rclpy#1223), Ctrl-C is
+never seen and the process hangs. Here the main thread only waits for a signal, so a signal always
+acts at once: the worker stops first (nothing publishes on a dead context), then the executor is
+woken through its own guard condition and shut down, then the node and the context go.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from rclpy.executors import ExternalShutdownException
+
+log = logging.getLogger(__name__)
+
+_POLL_S = 0.2  # how often the main thread looks at the spinning thread between signals
+_SHUTDOWN_TIMEOUT_S = 2.0
+
+
+def spin_until_signal(
+    executor: Any,
+    stop_first: Callable[[], None],
+    signals: Sequence[int] = (signal.SIGINT, signal.SIGTERM),
+) -> None:
+    """Spin ``executor`` on a thread until one of ``signals`` arrives (or spinning ends by itself),
+    then call ``stop_first`` and shut the executor down. An exception that ended spinning is raised
+    after that. Must be called from the main thread."""
+    stop = threading.Event()
+    failure: list[BaseException] = []
+    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in signals}
+    spinner = threading.Thread(target=_spin, args=(executor, failure), name="executor", daemon=True)
+    try:
+        spinner.start()
+        while spinner.is_alive() and not stop.wait(_POLL_S):
+            pass
+    finally:
+        try:
+            stop_first()
+        finally:
+            if not executor.shutdown(timeout_sec=_SHUTDOWN_TIMEOUT_S):
+                log.warning("executor callbacks still running %.1f s after shutdown", _SHUTDOWN_TIMEOUT_S)
+            spinner.join(_SHUTDOWN_TIMEOUT_S)
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+    if failure:  # a callback raised out of spin(): the process fails with it, after the orderly stop
+        raise failure[0]
+
+
+def _spin(executor: Any, failure: list[BaseException]) -> None:
+    try:
+        executor.spin()
+    except ExternalShutdownException:  # the context was shut down from elsewhere: end quietly
+        pass
+    except BaseException as e:  # noqa: BLE001 - handed to the main thread, which re-raises it
+        failure.append(e)
