@@ -41,6 +41,7 @@ class Health:
     frame_ms: Mapping[int, float] = field(default_factory=dict)  # 50, 95, 99
     output_age_ms: Mapping[int, float] = field(default_factory=dict)  # 50, 95
     last_output_age_ms: float = float("nan")
+    executor_recoveries: int = 0  # rclpy destroy races the spinning thread survived (seg_perception.spin)
     depth: DepthHealth | None = None  # None: use_depth off
 
 
@@ -76,6 +77,7 @@ def status(h: Health) -> tuple[int, str, dict[str, str]]:
             f"{h.seconds_since_last_frame:.2f}" if h.seconds_since_last_frame is not None else "inf"
         ),
         **{f"frames_{k}": str(v) for k, v in h.counters.items()},
+        "executor_recoveries": str(h.executor_recoveries),
     }
     if h.depth is not None:
         values.update({k: str(v) for k, v in h.depth.counters.items()})

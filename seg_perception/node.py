@@ -86,6 +86,7 @@ class SegmentationNode(LifecycleNode):
         self.infer_ms, self.total_ms, self.age_ms = Percentiles(), Percentiles(), Percentiles()
         self.frame_ms = Percentiles()
         self._last_age_ms = float("nan")
+        self.executor_recoveries = 0  # destroy races the spinning thread survived (seg_perception.spin)
         self._last_frame_t: float | None = None
         self._lifecycle_state = "unconfigured"
         self._backend_fault = ""  # why configure could not load the model
@@ -434,6 +435,7 @@ class SegmentationNode(LifecycleNode):
             frame_ms=self.frame_ms.get(50, 95, 99),
             output_age_ms=self.age_ms.get(50, 95),
             last_output_age_ms=self._last_age_ms,
+            executor_recoveries=self.executor_recoveries,
             depth=depth.health() if depth is not None else None,
         )
 
@@ -452,6 +454,14 @@ class SegmentationNode(LifecycleNode):
         arr.header.stamp = self.get_clock().now().to_msg()
         arr.status = [self.diagnostics_status()]
         self.pub_diag.publish(arr)
+
+    def executor_recovered(self, error: BaseException) -> None:
+        """spin_until_signal survived rclpy's destroy race (a lifecycle transition mid-wait)."""
+        self.executor_recoveries += 1
+        self.get_logger().warning(
+            f"executor wait interrupted by a destroyed entity ({error}); spinning resumed",
+            throttle_duration_sec=_THROTTLE_S,
+        )
 
     # --- shutdown ------------------------------------------------------------------------------
     def stop_worker(self) -> None:
@@ -479,7 +489,7 @@ def main(args: list[str] | None = None) -> None:
         node = SegmentationNode()
         executor = MultiThreadedExecutor(num_threads=4)
         executor.add_node(node)
-        spin_until_signal(executor, stop_first=node.stop_worker)
+        spin_until_signal(executor, stop_first=node.stop_worker, on_recovered=node.executor_recovered)
     except KeyboardInterrupt:  # a signal while the model was still loading
         pass
     finally:

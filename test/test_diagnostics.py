@@ -100,3 +100,10 @@ def test_a_frame_without_usable_depth_warns_after_the_faults_and_the_stall():
     assert message == (
         "backend fault: y; camera stall: no frame for 5.0 s; frame 3.000000500: depth not used: size 100x100 != 240x320"
     )
+
+
+def test_executor_recoveries_are_reported_and_leave_the_level_alone():
+    """A destroy race the spinning thread survived is counted, not a fault: frames kept flowing."""
+    level, message, values = status(_health(executor_recoveries=3))
+    assert (level, message) == (OK, "ok") and values["executor_recoveries"] == "3"
+    assert status(_health())[2]["executor_recoveries"] == "0"

@@ -269,6 +269,37 @@ def test_model_load_does_not_stall_intake_or_diagnostics(client, tmp_path, small
         node.stop()
 
 
+def test_rapid_deactivate_activate_with_frames_flowing_keeps_the_node_alive(client, tmp_path, small_model):
+    """On-demand perception toggles the node: ~20 deactivate/activate cycles a second for 25 s with a
+    60 Hz camera. Unsubscribing from a service thread while the executor gathers its wait set made
+    rclpy raise InvalidHandle out of spin() (once in ~500 cycles: the node died); now spinning
+    resumes, diagnostics keep coming and count it."""
+    node = NodeProcess(
+        {"backend": "onnx", "model_path": small_model, "diagnostics_period_s": 0.25}, tmp_path / "node.log"
+    )
+    ctl = NodeControl(client)
+    cam = None
+    try:
+        assert client.wait_for_node(60), node.log()
+        cam = Camera(client, rate=60.0)
+        assert _wait(lambda: len(client.received.labels) > 5), node.log()
+        cycles, end = 0, time.monotonic() + 25.0
+        while time.monotonic() < end and node.alive():
+            assert ctl.transition("deactivate") and ctl.transition("activate"), node.log()
+            cycles += 1
+        assert node.alive(), f"node died after {cycles} cycles\n{node.log()}"
+        assert cycles > 50
+        d = _fresh_diag(client)
+        assert d["lifecycle_state"] == "active" and int(d["executor_recoveries"]) >= 0
+        assert _labels_during(client, 2.0) > 5
+    finally:
+        if cam is not None:
+            cam.stop()
+        rc = node.stop()
+    log = node.log()
+    assert rc == 0 and "Traceback" not in log, log
+
+
 def test_ctrl_c_while_frames_flow_is_clean(client, tmp_path, small_model):
     """The worker stops before the context goes: no 'Failed to publish' / traceback on Ctrl-C (was ~1 in 7)."""
     cam = Camera(client, rate=60.0)

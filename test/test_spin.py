@@ -16,6 +16,7 @@ import pytest
 
 pytest.importorskip("rclpy")
 
+from rclpy.exceptions import InvalidHandle  # noqa: E402
 from rclpy.executors import ExternalShutdownException  # noqa: E402
 
 from seg_perception.spin import spin_until_signal  # noqa: E402
@@ -24,15 +25,17 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 class StuckExecutor:
-    """spin() blocks until shutdown(), like an rcl_wait that nothing wakes; records the call order."""
+    """spin() blocks until shutdown(), like an rcl_wait that nothing wakes; records the call order.
+    ``raise_in_spin``: raised by that many first spin() calls (``times``)."""
 
-    def __init__(self, calls: list[str], raise_in_spin: BaseException | None = None):
-        self.calls, self.raise_in_spin = calls, raise_in_spin
+    def __init__(self, calls: list[str], raise_in_spin: BaseException | None = None, times: int = 1):
+        self.calls, self.raise_in_spin, self.times = calls, raise_in_spin, times
         self._woken = threading.Event()
 
     def spin(self) -> None:
         self.calls.append("spin")
-        if self.raise_in_spin is not None:
+        if self.raise_in_spin is not None and self.times > 0:
+            self.times -= 1
             raise self.raise_in_spin
         self._woken.wait()
         self.calls.append("spin returned")
@@ -74,6 +77,29 @@ def test_an_external_shutdown_ends_quietly():
     calls: list[str] = []
     spin_until_signal(StuckExecutor(calls, ExternalShutdownException()), stop_first=lambda: calls.append("stop"))
     assert calls == ["spin", "stop", "shutdown"]
+
+
+def test_spinning_resumes_after_a_destroy_race_and_says_so():
+    """rclpy raises InvalidHandle when another thread destroyed an entity while the wait set was
+    gathered (a lifecycle deactivate): spinning goes on, and each recovery is reported."""
+    calls: list[str] = []
+    recovered: list[BaseException] = []
+    ex = StuckExecutor(calls, InvalidHandle("cannot use Destroyable because destruction was requested"), times=2)
+    _signal_self_later(signal.SIGINT, 0.5)
+    spin_until_signal(ex, stop_first=lambda: calls.append("stop"), on_recovered=recovered.append)
+    assert len(recovered) == 2 and all(isinstance(e, InvalidHandle) for e in recovered)
+    assert calls[:5] == ["spin", "spin", "spin", "stop", "shutdown"]  # the third spin() waited for the signal
+
+
+def test_a_handle_that_stays_broken_ends_spinning_as_a_failure():
+    calls: list[str] = []
+    recovered: list[BaseException] = []
+    ex = StuckExecutor(calls, InvalidHandle("broken for good"), times=10_000)
+    t0 = time.monotonic()
+    with pytest.raises(InvalidHandle, match="broken for good"):
+        spin_until_signal(ex, stop_first=lambda: calls.append("stop"), on_recovered=recovered.append)
+    assert time.monotonic() - t0 < 3.0
+    assert 0 < len(recovered) <= 20 and calls[-2:] == ["stop", "shutdown"]
 
 
 @pytest.mark.dds

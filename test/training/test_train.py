@@ -199,7 +199,18 @@ def test_cli_reports_config_errors(tmp_path: Path) -> None:
     assert main(["--set", "train.nope=1", "--out", str(tmp_path)]) == 2
 
 
-@pytest.mark.parametrize("name", ["deeplab_mnv2", "deeplab_mnv2_1_0", "deeplab_mnv2_real_ft", "fcn8s", "espnet"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "deeplab_mnv2",
+        "deeplab_mnv2_finetune",
+        "deeplab_mnv2_1_0",
+        "deeplab_mnv2_real_ft",
+        "fcn8s",
+        "espnet",
+        "espnet_finetune",
+    ],
+)
 def test_shipped_configs_validate(name: str) -> None:
     cfg = load_config(REPO / "training" / "configs" / f"{name}.yaml")
     assert (cfg.data.height, cfg.data.width) == (256, 320)
@@ -215,7 +226,9 @@ def test_real_ft_config_keeps_apparent_size() -> None:
     assert min(aug["crop_scale"]) >= 0.7 and 0.9 <= min(aug["affine_scale"]) <= max(aug["affine_scale"]) <= 1.1
 
 
-@pytest.mark.parametrize("name", ["deeplab_mnv2_1_0", "fcn8s", "espnet"])
+@pytest.mark.parametrize(
+    "name", ["deeplab_mnv2", "deeplab_mnv2_finetune", "deeplab_mnv2_1_0", "fcn8s", "espnet", "espnet_finetune"]
+)
 def test_shipped_recipes_validate_by_run_and_keep_apparent_size(name: str) -> None:
     """The shipped recipes select on held-out capture runs and never zoom (size is a class cue)."""
     cfg = load_config(REPO / "training" / "configs" / f"{name}.yaml")
