@@ -2,9 +2,11 @@
 
 Why the executor spins on its own thread: Python runs signal handlers only in the main thread,
 and only when that thread is executing Python code. A main thread that spins sits in ``rcl_wait``
-(C code) until some entity of the wait set is ready; when none is (no frames, and rclpy's
-multi-threaded executor has left a timer out of its wait set, as in ros2/rclpy#1223), Ctrl-C is
-never seen and the process hangs. Here the main thread only waits for a signal, so a signal always
+(C code) until some entity of the wait set is ready; while none is, Ctrl-C is not seen. That
+is the normal case of a node with no timer and no frames, and under load we caught the node's
+own wait outlasting its 0.25 s diagnostics timer by over 15 s after a Ctrl-C (thread dump: the
+main thread in ``wait_set.wait``; why the timer did not wake it, inside rclpy's multi-threaded
+executor, we did not find): the process hung. Here the main thread only waits for a signal, so a signal always
 acts at once: the worker stops first (nothing publishes on a dead context), then the executor is
 woken through its own guard condition and shut down, then the node and the context go.
 
