@@ -9,10 +9,11 @@ For each segmented object (:class:`~seg_perception.postprocess.SegObject`):
 3. the table under the object is a plane fitted to the background pixels in a ring around
    the mask: its normal is the object's up direction (a camera tilted over the table needs
    no TF); without a usable ring the smallest principal axis of the object's points is used;
-4. the box: up = table normal, length axis = principal axis of the points projected onto the
-   table (eigen-decomposition of a 3x3 covariance), width axis = up x length; extents from
-   the projected points (plus the eroded and half-pixel border, converted to metres), height
-   = the highest point above the table. Rotationally symmetric classes get yaw 0.
+4. the box: up = table normal; the footprint is the minimum-area rectangle of the points at the
+   mask's border dropped onto the table (``cv2.minAreaRect``), whose longer side is the length
+   axis; width axis = up x length; each extent is the outermost border point plus the eroded and
+   half-pixel border, converted to metres at the object's distance; height = the highest point
+   above the table. Rotationally symmetric classes get yaw 0.
 
 Yaw is measured in the table plane from the projection of the camera's x axis (image right)
 and folded to (-90, 90] degrees, since a box's length axis has no sign. Everything works on
