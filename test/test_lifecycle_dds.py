@@ -8,6 +8,7 @@ import signal
 import subprocess
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -77,6 +78,23 @@ def _wait(cond, timeout: float = 20.0) -> bool:
     return cond()
 
 
+@contextmanager
+def _streaming_node(client: StreamClient, log_path: Path, model: str, diagnostics_period_s: float, rate: float):
+    """A node on ``model`` (autostart) and a camera at ``rate`` Hz, labels already flowing; yields the node
+    and its control; the camera and the node are always stopped (``node.proc.returncode`` after)."""
+    node = NodeProcess({"backend": "onnx", "model_path": model, "diagnostics_period_s": diagnostics_period_s}, log_path)
+    cam = None
+    try:
+        assert client.wait_for_node(60), node.log()
+        cam = Camera(client, rate=rate)
+        assert _wait(lambda: len(client.received.labels) > 5), node.log()
+        yield node, NodeControl(client)
+    finally:
+        if cam is not None:
+            cam.stop()
+        node.stop()
+
+
 def _cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
@@ -89,16 +107,8 @@ def _labels_during(client: StreamClient, seconds: float) -> int:
 
 
 def test_lifecycle_transitions_over_dds(client, tmp_path, small_model):
-    node = NodeProcess(
-        {"backend": "onnx", "model_path": small_model, "diagnostics_period_s": 0.25}, tmp_path / "node.log"
-    )
-    ctl = NodeControl(client)
-    cam = None
-    try:
-        assert client.wait_for_node(60), node.log()
+    with _streaming_node(client, tmp_path / "node.log", small_model, 0.25, rate=20.0) as (node, ctl):
         assert ctl.state() == "active"  # autostart
-        cam = Camera(client)
-        assert _wait(lambda: len(client.received.labels) > 5), node.log()
         cpu0 = _cpu_seconds(node.proc.pid)
         assert _labels_during(client, 3.0) > 10
         cpu_active = _cpu_seconds(node.proc.pid) - cpu0
@@ -132,12 +142,8 @@ def test_lifecycle_transitions_over_dds(client, tmp_path, small_model):
         assert len(ctl.get("class_names")["class_names"]) == 19
         assert _labels_during(client, 2.0) > 5
         assert node.alive()
-    finally:
-        if cam is not None:
-            cam.stop()
-        rc = node.stop()
     log = node.log()
-    assert rc == 0 and "Traceback" not in log, log
+    assert node.proc.returncode == 0 and "Traceback" not in log, log
 
 
 def test_autostart_false_waits_for_transitions(client, tmp_path, small_model):
@@ -237,15 +243,7 @@ def _big_model(directory: Path) -> Path:
 
 def test_model_load_does_not_stall_intake_or_diagnostics(client, tmp_path, small_model):
     big = _big_model(tmp_path / "big")
-    node = NodeProcess(
-        {"backend": "onnx", "model_path": small_model, "diagnostics_period_s": 0.2}, tmp_path / "node.log"
-    )
-    ctl = NodeControl(client)
-    cam = None
-    try:
-        assert client.wait_for_node(60), node.log()
-        cam = Camera(client, rate=30.0)
-        assert _wait(lambda: len(client.received.labels) > 5), node.log()
+    with _streaming_node(client, tmp_path / "node.log", small_model, 0.2, rate=30.0) as (_, ctl):
         labels0, diags0 = len(client.received.labels), len(client.received.diagnostics)
         t0 = time.monotonic()
         r = ctl.set(model_path=str(big))[0]
@@ -263,10 +261,6 @@ def test_model_load_does_not_stall_intake_or_diagnostics(client, tmp_path, small
         import hashlib
 
         assert d["model_sha256"] == hashlib.sha256(big.read_bytes()).hexdigest()
-    finally:
-        if cam is not None:
-            cam.stop()
-        node.stop()
 
 
 def test_rapid_deactivate_activate_with_frames_flowing_keeps_the_node_alive(client, tmp_path, small_model):
@@ -274,15 +268,7 @@ def test_rapid_deactivate_activate_with_frames_flowing_keeps_the_node_alive(clie
     60 Hz camera. Unsubscribing from a service thread while the executor gathers its wait set made
     rclpy raise InvalidHandle out of spin() (once in ~500 cycles: the node died); now spinning
     resumes, diagnostics keep coming and count it."""
-    node = NodeProcess(
-        {"backend": "onnx", "model_path": small_model, "diagnostics_period_s": 0.25}, tmp_path / "node.log"
-    )
-    ctl = NodeControl(client)
-    cam = None
-    try:
-        assert client.wait_for_node(60), node.log()
-        cam = Camera(client, rate=60.0)
-        assert _wait(lambda: len(client.received.labels) > 5), node.log()
+    with _streaming_node(client, tmp_path / "node.log", small_model, 0.25, rate=60.0) as (node, ctl):
         cycles, end = 0, time.monotonic() + 25.0
         while time.monotonic() < end and node.alive():
             assert ctl.transition("deactivate") and ctl.transition("activate"), node.log()
@@ -292,12 +278,8 @@ def test_rapid_deactivate_activate_with_frames_flowing_keeps_the_node_alive(clie
         d = _fresh_diag(client)
         assert d["lifecycle_state"] == "active" and int(d["executor_recoveries"]) >= 0
         assert _labels_during(client, 2.0) > 5
-    finally:
-        if cam is not None:
-            cam.stop()
-        rc = node.stop()
     log = node.log()
-    assert rc == 0 and "Traceback" not in log, log
+    assert node.proc.returncode == 0 and "Traceback" not in log, log
 
 
 def test_ctrl_c_while_frames_flow_is_clean(client, tmp_path, small_model):
