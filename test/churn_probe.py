@@ -21,10 +21,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from colour_model import make_colour_model  # noqa: E402
-from dds_tools import NodeControl  # noqa: E402
+from dds_tools import Camera, NodeControl  # noqa: E402
 
-from seg_perception.demo_frames import render_frame  # noqa: E402
-from seg_perception.tools.rosio import NodeProcess, StreamClient, apply_dds_env, image_msg  # noqa: E402
+from seg_perception.tools.rosio import NodeProcess, StreamClient, apply_dds_env  # noqa: E402
 
 
 def main() -> int:
@@ -40,15 +39,7 @@ def main() -> int:
     )
     ctl = NodeControl(client)
     stop = threading.Event()
-    frame = render_frame(0, (240, 320))[0]
-
-    def camera() -> None:
-        i = 0
-        while not stop.is_set():
-            i += 1
-            client.publish(image_msg(frame, (3000 + i, 0), "camera"))
-            time.sleep(1 / 60)
-
+    cam = None
     worst_gap = 0.0
 
     def watch() -> None:
@@ -65,9 +56,8 @@ def main() -> int:
         if not client.wait_for_node(60):
             print(node.log(), file=sys.stderr)
             return 1
-        threads = [threading.Thread(target=f, daemon=True) for f in (camera, watch)]
-        for th in threads:
-            th.start()
+        cam = Camera(client, rate=60.0)
+        threading.Thread(target=watch, daemon=True).start()
         end = time.monotonic() + args.seconds
         while time.monotonic() < end and node.alive():
             if not (ctl.transition("deactivate") and ctl.transition("activate")):
@@ -85,6 +75,8 @@ def main() -> int:
         }
     finally:
         stop.set()
+        if cam is not None:
+            cam.stop()
         rc = node.stop()
         client.close()
     out["exit_code"] = rc

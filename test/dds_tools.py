@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import array
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -68,6 +69,31 @@ def publish(args: argparse.Namespace) -> int:
     rclpy.shutdown()
     print(f"published {n} frames in {time.monotonic() - t0:.2f} s", flush=True)
     return 0
+
+
+class Camera:
+    """Publishes rendered 320x240 frames at ``rate`` Hz from a thread until stopped."""
+
+    def __init__(self, client, rate: float = 20.0):  # a seg_perception.tools.rosio.StreamClient
+        self.client, self.period = client, 1.0 / rate
+        from seg_perception.demo_frames import render_frame
+        from seg_perception.tools.rosio import image_msg
+
+        self.frame, self._image_msg = render_frame(0, (240, 320))[0], image_msg
+        self.sent = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.sent += 1
+            self.client.publish(self._image_msg(self.frame, (2000 + self.sent, 0), "camera"))
+            time.sleep(self.period)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 class NodeControl:

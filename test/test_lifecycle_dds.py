@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,9 +15,8 @@ import pytest
 
 pytest.importorskip("rclpy")
 
-from dds_tools import NodeControl  # noqa: E402
+from dds_tools import Camera, NodeControl  # noqa: E402
 
-from seg_perception.demo_frames import render_frame  # noqa: E402
 from seg_perception.tools.rosio import NodeProcess, StreamClient, image_msg  # noqa: E402
 
 pytestmark = [pytest.mark.dds, pytest.mark.slow]
@@ -39,28 +37,6 @@ def client():
     c = StreamClient("/image")
     yield c
     c.close()
-
-
-class Camera:
-    """Publishes rendered 320x240 frames at ``rate`` Hz from a thread until stopped."""
-
-    def __init__(self, client: StreamClient, rate: float = 20.0):
-        self.client, self.period = client, 1.0 / rate
-        self.frame = render_frame(0, (240, 320))[0]
-        self.sent = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.sent += 1
-            self.client.publish(image_msg(self.frame, (2000 + self.sent, 0), "camera"))
-            time.sleep(self.period)
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def _fresh_diag(client: StreamClient, timeout: float = 10.0) -> dict:
