@@ -97,6 +97,9 @@ class DataSection:
     split_seed: int = 0  # random split only
     synthetic: list[str] = field(default_factory=list)  # generator output folders mixed into the train split
     real_repeats: int = _positive(1)  # how often the real train photos appear per epoch (balances vs synthetic)
+    # final-model mode: the validation photos join the training photos (recipe and epoch count chosen
+    # beforehand on the split); validation still runs but then measures memory, so take last.pt
+    train_on_val: bool = False
     preresize: bool = False  # resize photos to height x width before augmenting (faster, blurrier crops)
     augment: dict[str, Any] = _free_form()  # options of training.data.augment.build_train_transform
     num_workers: int = _non_negative(2)

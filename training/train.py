@@ -107,6 +107,12 @@ def build_datasets(cfg: TrainingConfig) -> tuple[Dataset, Dataset]:
     val_size = size if (d.preresize or val_tf is None) else None
     samples = list_samples(d.root)
     train_samples, val_samples = split_samples(samples, d.split_spec())
+    if d.train_on_val:
+        log.warning(
+            "data.train_on_val: the %d validation photos are trained on; val mIoU measures memory, use last.pt",
+            len(val_samples),
+        )
+        train_samples = train_samples + val_samples
     train_ds: Dataset = AtWorkSegmentation(train_samples, d.variant, train_tf, train_size)
     if d.synthetic:
         synth = SyntheticSegmentation(d.synthetic, d.variant, train_tf, train_size)

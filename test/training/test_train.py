@@ -583,3 +583,15 @@ def test_frozen_modules_keep_weights_and_batch_norm_statistics() -> None:
     )
     with pytest.raises(ValueError, match="no module 'encoder.nope'"):
         freeze_modules(model, ["encoder.nope"])
+
+
+def test_train_on_val_adds_the_held_out_photos_to_training_only(fake_atwork: Path) -> None:
+    needs_stack()
+    from training.train import build_datasets
+
+    common = [f"data.root={fake_atwork}", "data.height=32", "data.width=40", "data.num_workers=0"]
+    split_train, split_val = build_datasets(build_config(None, common))
+    final_train, final_val = build_datasets(build_config(None, [*common, "data.train_on_val=true"]))
+    assert len(split_val) > 0 and len(final_val) == len(split_val)  # validation still runs (as memory)
+    assert len(final_train) == len(split_train) + len(split_val)
+    assert not build_config(None, common).data.train_on_val  # the default holds the runs out
