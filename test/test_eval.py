@@ -66,3 +66,27 @@ def test_seg_eval_with_no_pixel_to_evaluate_prints_null_and_fails(tmp_path, caps
     assert out["miou"] is None and out["pixel_accuracy"] is None and out["pixels_evaluated"] == 0
     assert "no pixel was evaluated" in cap.err
     assert "NaN" not in cap.out
+
+
+def test_seg_eval_says_when_the_model_was_trained_on_the_photos_it_scores(tmp_path, capsys, caplog):
+    """A final model (manifest split record ``train_on_val``) scored on val: memory, flagged and logged."""
+    import dataclasses
+
+    pal = load_classes("full").palette()
+    root = tmp_path / "atwork"
+    _write(root, "motor", 1, np.broadcast_to(pal[13], (480, 640, 3)).copy(), np.full((480, 640), 13, np.uint8))
+    args = ["--backend", "onnx", "--model-path", str(tmp_path / "m" / "colour.onnx"), "--root", str(root)]
+
+    man = make_colour_model(tmp_path / "m")
+    assert seg_eval.main(args) == 0
+    assert json.loads(capsys.readouterr().out)["trained_on_val"] is False
+    assert "memory" not in caplog.text
+
+    # a model file with its entry beside it (sidecar), whose split record says it learnt the val photos
+    entry = dataclasses.replace(
+        man.get("colour"), provenance={"split": {"kind": "run", "folds": 5, "val_fold": 4, "train_on_val": True}}
+    )
+    (tmp_path / "m" / "colour.onnx.json").write_text(json.dumps(entry.to_dict()))
+    assert seg_eval.main(args) == 0
+    assert json.loads(capsys.readouterr().out)["trained_on_val"] is True
+    assert "this mIoU is memory" in caplog.text

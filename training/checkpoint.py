@@ -381,6 +381,8 @@ def checkpoint_info(doc: Mapping[str, Any], model: nn.Module) -> dict[str, Any]:
     tcfg = next((doc[k] for k in ("train_config", "config") if isinstance(doc.get(k), Mapping)), {})
     data = tcfg.get("data") if isinstance(tcfg.get("data"), Mapping) else {}
     info["split"] = SplitSpec.from_mapping(data).describe()
+    if data.get("train_on_val"):  # final model: its val numbers are memory, the estimate is its held-out twin's
+        info["split"]["train_on_val"] = True
     if size:
         info["input_size"] = [int(size[0]), int(size[1])]
     elif data.get("height") and data.get("width"):

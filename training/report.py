@@ -71,6 +71,7 @@ class Row:
     e2e_ms: float | None = None
     reference_ratio: float | None = None  # reference latency / this latency (>1 = faster than the reference)
     export_metrics: dict[str, Any] = field(default_factory=dict)
+    trained_on_val: bool = False  # a final model (data.train_on_val): its val mIoU is memory
     error: str = ""
 
 
@@ -196,6 +197,7 @@ def benchmark(
         try:
             seg = open_segmenter(e, path, threads)
             split = e.provenance.get("split") if isinstance(e.provenance.get("split"), dict) else None
+            row.trained_on_val = bool((split or {}).get("train_on_val"))
             vi, vl = images.get(e.input.height, e.input.width, e.class_variant, e.num_classes, split)
             pred = np.stack([seg.labels(img) for img in vi])
             preds[name] = pred
@@ -252,6 +254,9 @@ def _f(v: float | None, fmt: str, scale: float = 1.0) -> str:
     return "–" if v is None else format(v * scale, fmt)
 
 
+MEMORY_MARK = " (m)"
+
+
 def markdown(rows: Sequence[Row], reference: dict[str, Any] | None, meta: dict[str, Any]) -> str:
     lines = [
         "# Model results",
@@ -274,7 +279,8 @@ def markdown(rows: Sequence[Row], reference: dict[str, Any] | None, meta: dict[s
         lines.append(
             f"| {r.name} | {r.architecture} | {r.format} {r.variant} | {r.size_mb:.2f} | "
             f"{_f(r.params, '.2f', 1e-6)} | {r.input_hw[0]}x{r.input_hw[1]} {r.input_dtype} | "
-            f"{_f(r.miou, '.2f', 100)} | {_f(r.pixel_accuracy, '.2f', 100)} | {_f(r.agreement_float, '.2f', 100)} | "
+            f"{_f(r.miou, '.2f', 100)}{MEMORY_MARK if r.trained_on_val else ''} | {_f(r.pixel_accuracy, '.2f', 100)} | "
+            f"{_f(r.agreement_float, '.2f', 100)} | "
             f"{_f(r.latency_ms, '.1f')} | {_f(r.e2e_ms, '.1f')} | {_f(r.reference_ratio, '.2f')}x |"
         )
     if reference:
@@ -285,6 +291,12 @@ def markdown(rows: Sequence[Row], reference: dict[str, Any] | None, meta: dict[s
             f"{r['input_hw'][0]}x{r['input_hw'][1]} float, {r['num_classes']} VOC classes): "
             f"**{r['latency_ms']:.1f} ms** median (spread {r['latency_spread_ms']:.1f} ms). "
             "'vs reference' = reference latency / model latency (>1: faster than the reference).",
+        ]
+    if any(r.trained_on_val for r in rows):
+        lines += [
+            "",
+            f"{MEMORY_MARK} trained on its validation photos too (a final model, `data.train_on_val`): this mIoU "
+            "is memory, not accuracy on new runs; its estimate is the held-out twin's (same recipe on the split).",
         ]
     lines += ["", "## Per architecture (as in the reference study): mIoU % / size MB / latency ms", ""]
     lines += _pivot(rows)
@@ -315,7 +327,10 @@ def _pivot(rows: Sequence[Row]) -> list[str]:
         for _, keys in cols:
             r = next((by[k] for k in keys if k in by), None)
             cells.append(
-                "–" if r is None else f"{_f(r.miou, '.1f', 100)} / {r.size_mb:.2f} / {_f(r.latency_ms, '.1f')}"
+                "–"
+                if r is None
+                else f"{_f(r.miou, '.1f', 100)}{MEMORY_MARK if r.trained_on_val else ''} / {r.size_mb:.2f} / "
+                f"{_f(r.latency_ms, '.1f')}"
             )
         out.append(f"| {arch} ({ck}) | {fmt} | " + " | ".join(cells) + " |")
     return out

@@ -25,6 +25,8 @@ from ..metrics import ConfusionMatrix, accuracy_summary
 from ..pipeline import make_segmenter
 from ..plain import to_plain
 
+log = logging.getLogger("seg-eval")
+
 
 def evaluate(
     backend: str,
@@ -55,12 +57,22 @@ def evaluate(
         times.append((time.perf_counter() - t) * 1e3)
         cm.update(res.labels, gt)
     acc = accuracy_summary(cm.matrix, seg.classes.names)
+    record = seg.backend.entry.provenance.get("split")
+    # a final model (trained on the validation photos too): its val numbers are memory
+    trained_on_val = isinstance(record, dict) and bool(record.get("train_on_val"))
+    if trained_on_val and split != "train":
+        log.warning(
+            "%s was trained on the validation photos too (manifest split record): this mIoU is memory, "
+            "not accuracy on new capture runs",
+            seg.backend.path.name,
+        )
     return to_plain(
         {
             "backend": backend,
             "model_file": seg.backend.path.name,
             "split": split,
             "split_kind": split_kind,
+            "trained_on_val": trained_on_val,
             "miou": _percent(acc["miou"]),
             "pixel_accuracy": _percent(acc["pixel_accuracy"]),
             "per_class_iou": {name: _percent(v) for name, v in acc["per_class_iou"].items()},

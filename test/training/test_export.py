@@ -312,6 +312,11 @@ def test_report_writes_table_plot_and_json(onnx_dir, tmp_path) -> None:
         },
     )
     assert "tiny_onnx_int8" in md and "Original (fp32)" in md
+    assert "(m)" not in md and "memory" not in md  # held-out numbers carry no mark
+    rows[0].trained_on_val = True  # a final model: its val mIoU is memory, and the table says so
+    meta = {"date": "d", "machine": "m", "threads": 1, "runs": 3, "warmup": 1, "load_before": "0"}
+    md = markdown(rows, None, {**meta, "load_after": "0", "val": "synthetic"})
+    assert md.count(" (m)") == 3 and "is memory, not accuracy" in md  # table, pivot, footnote
     assert plot(rows, None, tmp_path / "p.png").stat().st_size > 1000
     json.dumps([r.__dict__ for r in rows])  # results.json must serialise
 

@@ -595,3 +595,17 @@ def test_train_on_val_adds_the_held_out_photos_to_training_only(fake_atwork: Pat
     assert len(split_val) > 0 and len(final_val) == len(split_val)  # validation still runs (as memory)
     assert len(final_train) == len(split_train) + len(split_val)
     assert not build_config(None, common).data.train_on_val  # the default holds the runs out
+
+
+def test_checkpoint_info_marks_a_model_trained_on_its_validation_photos() -> None:
+    """The manifest's split record says when val numbers are memory (data.train_on_val)."""
+    model = TinyNet(num_classes=19)
+    held_out = {"config": {"data": {"split": "run", "folds": 5, "val_fold": -1}}}
+    final = {"config": {"data": {"split": "run", "folds": 5, "val_fold": -1, "train_on_val": True}}}
+    assert ckpt_mod.checkpoint_info(held_out, model)["split"] == {"kind": "run", "folds": 5, "val_fold": 4}
+    assert ckpt_mod.checkpoint_info(final, model)["split"] == {
+        "kind": "run",
+        "folds": 5,
+        "val_fold": 4,
+        "train_on_val": True,
+    }
