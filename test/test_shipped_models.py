@@ -87,7 +87,13 @@ def test_shipped_model_keeps_the_table_around_objects_background(name, scenes):
     assert np.concatenate(table).mean() > 0.99
 
 
-ACCURATE = [n for n in SHIPPED if MANIFEST.get(BACKENDS[n].entry).metrics["miou"] >= 0.8]
+def _held_out_miou(name: str) -> float:
+    """The manifest mIoU when it was measured on photos the model did not learn (0 for a final model)."""
+    entry = MANIFEST.get(BACKENDS[name].entry)
+    return 0.0 if entry.provenance.get("split", {}).get("train_on_val") else entry.metrics["miou"]
+
+
+ACCURATE = [n for n in SHIPPED if _held_out_miou(n) >= 0.8]
 
 
 @pytest.mark.parametrize("name", ACCURATE)
@@ -127,12 +133,14 @@ def test_shipped_files_of_one_checkpoint_agree_on_rendered_frames(float_name, na
 def test_shipped_model_reaches_its_manifest_miou_on_validation_photos(name, atwork_root):
     """The file does what its manifest claims: seg-eval (the node's code path, full 640x480
     labels) on the validation photos -- whole capture runs held out -- lands within a few points of
-    the export-time mIoU, which was measured on the same split."""
+    the export-time mIoU, which was measured on the same split. (A final model, trained on those
+    photos too, says so in its split record and seg-eval's output; the check is then reproduction.)"""
     from seg_perception.tools.eval import evaluate
 
     entry = MANIFEST.get(BACKENDS[name].entry)
     assert entry.provenance["split"]["kind"] == "run", entry.provenance.get("split")
     res = evaluate(name, str(atwork_root), split="val", threads=1)
     assert res["num_images"] > 20
+    assert res["trained_on_val"] == bool(entry.provenance["split"].get("train_on_val"))
     # manifest metrics are fractions measured at the model input size; seg-eval reports percent
     assert abs(res["miou"] - 100 * entry.metrics["miou"]) <= 3.0, (res["miou"], entry.metrics)
