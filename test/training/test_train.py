@@ -209,6 +209,7 @@ def test_cli_reports_config_errors(tmp_path: Path) -> None:
         "fcn8s",
         "espnet",
         "espnet_finetune",
+        "deeplab_mnv2_final",
     ],
 )
 def test_shipped_configs_validate(name: str) -> None:
@@ -226,15 +227,21 @@ def test_real_ft_config_keeps_apparent_size() -> None:
     assert min(aug["crop_scale"]) >= 0.7 and 0.9 <= min(aug["affine_scale"]) <= max(aug["affine_scale"]) <= 1.1
 
 
+FINAL_CONFIGS = ["deeplab_mnv2_final"]
+
+
 @pytest.mark.parametrize(
-    "name", ["deeplab_mnv2", "deeplab_mnv2_finetune", "deeplab_mnv2_1_0", "fcn8s", "espnet", "espnet_finetune"]
+    "name",
+    ["deeplab_mnv2", "deeplab_mnv2_finetune", "deeplab_mnv2_1_0", "fcn8s", "espnet", "espnet_finetune"] + FINAL_CONFIGS,
 )
 def test_shipped_recipes_validate_by_run_and_keep_apparent_size(name: str) -> None:
-    """The shipped recipes select on held-out capture runs and never zoom (size is a class cue)."""
+    """The shipped recipes select on held-out capture runs and never zoom (size is a class cue); only the
+    final stages (``*_final``, each the twin of a held-out run of the same recipe) train on the val photos."""
     cfg = load_config(REPO / "training" / "configs" / f"{name}.yaml")
     aug = cfg.data.augment
     assert cfg.data.split == "run"
     assert min(aug["crop_scale"]) >= 0.9 and tuple(aug["affine_scale"]) == (1.0, 1.0)
+    assert cfg.data.train_on_val == (name in FINAL_CONFIGS)
 
 
 def test_benchmark_times_training_steps_without_data(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
