@@ -89,6 +89,13 @@ class ModelEntry:
         self.input.validate(f"{self.name}.input")
         self.output.validate(f"{self.name}.output")
 
+    @property
+    def trained_on_val(self) -> bool:
+        """A final model (split record ``train_on_val``): it learnt the validation photos of its split too,
+        so its numbers on them are memory; its held-out twin gives the estimate."""
+        split = self.provenance.get("split")
+        return isinstance(split, dict) and bool(split.get("train_on_val"))
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

@@ -61,3 +61,25 @@ def test_rendered_depth_adds_one_line_on_the_3d_boxes():
     text = plain_summary({**SUMMARY, "geometry": {"accuracy_3d": none}}, Path("o"), rendered=True)
     assert "0 of 5 rendered objects found, centre error median n/a, size error median n/a" in text
     assert "3D boxes" not in plain_summary({**SUMMARY, "geometry": {"marker_arrays": 3}}, Path("o"), rendered=True)
+
+
+def test_dataset_summary_of_a_final_model_says_its_number_is_memory():
+    acc = {**SUMMARY, "accuracy": {"miou": 0.66, "frames_evaluated": 106}}
+    final = plain_summary(acc, Path("o"), rendered=False, final_model=True)
+    assert "mIoU 66.0 % on 106 frames" in final and "trained on too: memory" in final
+    assert "the model's accuracy on a real stream" not in final
+    unknown = plain_summary(acc, Path("o"), rendered=False, final_model=None)
+    assert "held out only if it did not train on them" in unknown and "accuracy on a real stream" not in unknown
+
+
+def test_demo_reads_whether_the_backend_model_learnt_the_validation_photos():
+    from argparse import Namespace
+
+    from seg_perception.backends.base import BACKENDS
+    from seg_perception.manifest import Manifest
+    from seg_perception.tools.demo import _final_model
+
+    shipped = Manifest.load().get(BACKENDS["tflite_int8"].entry).trained_on_val
+    assert _final_model(Namespace(backend="tflite_int8", model_path="")) is shipped
+    assert _final_model(Namespace(backend="tflite_int8", model_path="x.tflite")) is None  # a file of unknown training
+    assert _final_model(Namespace(backend="onnx", model_path="")) is None

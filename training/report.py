@@ -197,7 +197,7 @@ def benchmark(
         try:
             seg = open_segmenter(e, path, threads)
             split = e.provenance.get("split") if isinstance(e.provenance.get("split"), dict) else None
-            row.trained_on_val = bool((split or {}).get("train_on_val"))
+            row.trained_on_val = e.trained_on_val
             vi, vl = images.get(e.input.height, e.input.width, e.class_variant, e.num_classes, split)
             pred = np.stack([seg.labels(img) for img in vi])
             preds[name] = pred

@@ -57,9 +57,7 @@ def evaluate(
         times.append((time.perf_counter() - t) * 1e3)
         cm.update(res.labels, gt)
     acc = accuracy_summary(cm.matrix, seg.classes.names)
-    record = seg.backend.entry.provenance.get("split")
-    # a final model (trained on the validation photos too): its val numbers are memory
-    trained_on_val = isinstance(record, dict) and bool(record.get("train_on_val"))
+    trained_on_val = seg.backend.entry.trained_on_val  # a final model: its val numbers are memory
     if trained_on_val and split != "train":
         log.warning(
             "%s was trained on the validation photos too (manifest split record): this mIoU is memory, "
