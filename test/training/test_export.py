@@ -243,11 +243,17 @@ def test_export_cli_from_a_pruned_checkpoint_with_real_images(fake_atwork, tmp_p
                 "onnx_fp32=onnx",
                 "--threads",
                 "1",
+                "--entry-sidecars",
             ]
         )
         == 0
     )
     e = Manifest.load(out).get("onnx")
+    # the sidecar: --model-path runs the file with its manifest entry (here from outside any models folder)
+    from seg_perception.backends.base import create_backend
+
+    backend = create_backend("onnx", model_path=str(out / e.file), num_threads=1)
+    assert backend.entry_source == "sidecar" and backend.entry.to_dict() == e.to_dict()
     assert e.file == "p_onnx_fp32.onnx" and e.class_variant == "full" and e.num_classes == 19
     assert e.provenance["checkpoint_sha256"] == sha256_file(ck) and e.provenance["pruned"] is True
     assert e.provenance["command"].startswith("python -m training.export --checkpoint")

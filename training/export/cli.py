@@ -13,13 +13,13 @@ from typing import Any
 
 import torch
 
-from seg_perception.manifest import sha256_file
+from seg_perception.manifest import Manifest, sha256_file
 from training.checkpoint import checkpoint_info, load_any_model
 
 from .checks import ExportCheckError
 from .formats import ALL_FORMATS, DEFAULT_HW, EXTRA_FORMATS, ExportSettings, parse_entry_names
 from .images import real_images, synthetic_scenes
-from .run import export_all, fmt_score, tool_versions
+from .run import export_all, fmt_score, tool_versions, write_entry_sidecar
 
 
 def _image_sets(
@@ -95,6 +95,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="model: the graph ends at the model's logit grid and the node upsamples (default); "
         "input: logits resized to the input size inside the graph",
     )
+    ap.add_argument(
+        "--entry-sidecars",
+        action="store_true",
+        help="also write each file's manifest entry as <file>.json beside it, so --model-path runs it as the "
+        "manifest would (for files outside models/, such as a held-out twin)",
+    )
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -146,6 +152,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ExportCheckError as e:
         results, rc = getattr(e, "results", {}), 1
         print(f"FAILED (not recorded): {e}", file=sys.stderr)
+    if args.entry_sidecars and results:
+        manifest = Manifest.load(args.out)
+        for fmt in results:
+            write_entry_sidecar(manifest, settings.entry_name(fmt))
     print(f"\n{'format':<18}{'entry':<34}{'KB':>9}{'agree':>8}{'max|d|':>9}{'mIoU':>8}{'dmIoU':>8}")
     for fmt, m in results.items():
         size = (Path(args.out) / settings.file_name(fmt)).stat().st_size / 1024

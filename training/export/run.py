@@ -141,6 +141,18 @@ def write_sidecar(path: Path, doc: Mapping[str, Any]) -> Path:
     return side
 
 
+def write_entry_sidecar(manifest: Manifest, name: str) -> Path:
+    """``<file>.json``: entry ``name`` of ``manifest`` beside its file, where the generic backends look
+    for one (``seg_perception.backends.base.generic_entry``): ``--model-path FILE`` then runs it as
+    the manifest would (normalisation, layout, classes, split record)."""
+    import json
+
+    entry = manifest.get(name)
+    side = manifest.path_of(entry).with_name(entry.file + ".json")
+    side.write_text(json.dumps(entry.to_dict(), indent=1) + "\n", encoding="utf-8")
+    return side
+
+
 def tool_versions() -> dict[str, str]:
     from importlib import metadata
 
