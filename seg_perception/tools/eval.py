@@ -4,8 +4,10 @@
 
 Runs the node's own pipeline (:func:`seg_perception.pipeline.make_segmenter`) on every photo at
 its full resolution, accumulates one dataset-wide confusion matrix and prints one JSON object.
-``--split val`` uses the training split rule (default: whole capture runs held out, the photos no
-shipped model was trained on; ``--split-kind random`` gives the old random split for comparison).
+``--split val`` uses the training split rule (default: whole capture runs held out;
+``--split-kind random`` gives the old random split for comparison). A final model, trained on
+those photos too (manifest split record ``train_on_val``), is flagged ``"trained_on_val": true``
+with a warning: its val number is memory, its held-out twin's is the estimate.
 """
 
 from __future__ import annotations
