@@ -139,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         "--model-path",
         default="",
         help="time this file instead of the manifest's (one backend; e.g. --backends tflite for an exported "
-        ".tflite with its .config.yaml sidecar)",
+        ".tflite; a <file>.json entry beside it, as training.export --entry-sidecars writes, gives its "
+        "tensor specs and classes, else they are read from the file)",
     )
     ap.add_argument("--runs", type=int, default=50)
     ap.add_argument("--threads", type=int, default=2)
