@@ -257,6 +257,11 @@ def _f(v: float | None, fmt: str, scale: float = 1.0) -> str:
 MEMORY_MARK = " (m)"
 
 
+def _miou_cell(r: Row, fmt: str) -> str:
+    """mIoU in percent, marked when it is memory (a final model scored on photos it learnt)."""
+    return _f(r.miou, fmt, 100) + (MEMORY_MARK if r.trained_on_val else "")
+
+
 def markdown(rows: Sequence[Row], reference: dict[str, Any] | None, meta: dict[str, Any]) -> str:
     lines = [
         "# Model results",
@@ -279,8 +284,7 @@ def markdown(rows: Sequence[Row], reference: dict[str, Any] | None, meta: dict[s
         lines.append(
             f"| {r.name} | {r.architecture} | {r.format} {r.variant} | {r.size_mb:.2f} | "
             f"{_f(r.params, '.2f', 1e-6)} | {r.input_hw[0]}x{r.input_hw[1]} {r.input_dtype} | "
-            f"{_f(r.miou, '.2f', 100)}{MEMORY_MARK if r.trained_on_val else ''} | {_f(r.pixel_accuracy, '.2f', 100)} | "
-            f"{_f(r.agreement_float, '.2f', 100)} | "
+            f"{_miou_cell(r, '.2f')} | {_f(r.pixel_accuracy, '.2f', 100)} | {_f(r.agreement_float, '.2f', 100)} | "
             f"{_f(r.latency_ms, '.1f')} | {_f(r.e2e_ms, '.1f')} | {_f(r.reference_ratio, '.2f')}x |"
         )
     if reference:
@@ -326,12 +330,7 @@ def _pivot(rows: Sequence[Row]) -> list[str]:
         cells = []
         for _, keys in cols:
             r = next((by[k] for k in keys if k in by), None)
-            cells.append(
-                "–"
-                if r is None
-                else f"{_f(r.miou, '.1f', 100)}{MEMORY_MARK if r.trained_on_val else ''} / {r.size_mb:.2f} / "
-                f"{_f(r.latency_ms, '.1f')}"
-            )
+            cells.append("–" if r is None else f"{_miou_cell(r, '.1f')} / {r.size_mb:.2f} / {_f(r.latency_ms, '.1f')}")
         out.append(f"| {arch} ({ck}) | {fmt} | " + " | ".join(cells) + " |")
     return out
 

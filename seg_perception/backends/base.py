@@ -174,12 +174,18 @@ def read_model_bytes(path: Path, what: str = "model file", limit: int = MAX_MODE
     return data
 
 
+def entry_sidecar_path(path: Path) -> Path:
+    """Where a model file's own manifest entry lives when it has one: ``<file>.json`` beside it."""
+    return path.with_name(path.name + ".json")
+
+
 def generic_entry(path: Path, runtime: str, digest: str) -> ModelEntry:
     """Manifest entry for a model file without one: shapes are read from the file.
 
-    A ``<file>.json`` beside the file (same schema as a manifest entry) is used when present.
+    A ``<file>.json`` beside the file (:func:`entry_sidecar_path`, same schema as a manifest entry)
+    is used when present.
     """
-    side = path.with_name(path.name + ".json")
+    side = entry_sidecar_path(path)
     if side.is_file():
         import json
 

@@ -147,8 +147,10 @@ def write_entry_sidecar(manifest: Manifest, name: str) -> Path:
     the manifest would (normalisation, layout, classes, split record)."""
     import json
 
+    from seg_perception.backends.base import entry_sidecar_path
+
     entry = manifest.get(name)
-    side = manifest.path_of(entry).with_name(entry.file + ".json")
+    side = entry_sidecar_path(manifest.path_of(entry))
     side.write_text(json.dumps(entry.to_dict(), indent=1) + "\n", encoding="utf-8")
     return side
 
