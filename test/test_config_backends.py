@@ -5,6 +5,7 @@ import pytest
 from colour_model import make_colour_model, render_scene
 
 from seg_perception.backends import BACKENDS, BackendError, create_backend, open_backend
+from seg_perception.backends.base import static_dim
 from seg_perception.classes import load_classes
 from seg_perception.config import ConfigError, NodeConfig
 from seg_perception.manifest import Manifest, ManifestError
@@ -55,6 +56,14 @@ def test_unknown_backend_lists_valid_names():
 def colour_dir(tmp_path):
     make_colour_model(tmp_path)
     return tmp_path
+
+
+@pytest.mark.parametrize(
+    "declared, value",
+    [(1, 1), (np.int32(320), 320), ("64", 64), (-1, -1), ("batch", None), (None, None), ("", None)],
+)
+def test_static_dim_reads_both_runtimes_declared_dimensions(declared, value):
+    assert static_dim(declared) == value
 
 
 def test_generic_onnx_backend_segments_known_scene(colour_dir):

@@ -5,16 +5,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..manifest import ModelEntry
-from .base import BackendError
+from .base import BackendError, static_dim
 
 
 def fill_generic_entry(entry: ModelEntry, in_shape: Sequence, out_shape: Sequence, in_dtype: str) -> None:
     """Only for entries with ``num_classes == 0`` (a model_path without manifest or sidecar)."""
     if entry.num_classes:
         return
-    dims = [int(d) if isinstance(d, (int,)) or str(d).isdigit() else -1 for d in in_shape]
-    odims = [int(d) if isinstance(d, (int,)) or str(d).isdigit() else -1 for d in out_shape]
-    if len(dims) != 4 or len(odims) != 4 or -1 in dims[1:] or -1 in odims[1:]:
+    dims, odims = [static_dim(d) for d in in_shape], [static_dim(d) for d in out_shape]
+    if len(dims) != 4 or len(odims) != 4 or any(d is None or d < 1 for d in dims[1:] + odims[1:]):
         raise BackendError(
             f"{entry.file}: needs static 4-D input/output shapes, got {in_shape} -> {out_shape}; "
             f"add a {entry.file}.json sidecar with the tensor specs"

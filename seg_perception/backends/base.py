@@ -126,7 +126,8 @@ class Backend:
         h, w = e.input.height, e.input.width
         want_in = (1, h, w, 3) if e.input.layout == "NHWC" else (1, 3, h, w)
         # symbolic dims (ONNX 'batch') are wildcards
-        got = tuple(int(v) if str(v).lstrip("-").isdigit() else w_ for v, w_ in zip(in_shape, want_in, strict=False))
+        dims = [static_dim(v) for v in in_shape]
+        got = tuple(w_ if d is None else d for d, w_ in zip(dims, want_in, strict=False))
         if len(in_shape) != 4 or got != want_in:
             raise BackendError(f"{self.path}: input shape {tuple(in_shape)} != manifest {want_in} ({e.name})")
         c_axis = 3 if e.output.layout == "NHWC" else 1
@@ -136,7 +137,7 @@ class Backend:
                 f"({e.output.layout}) as manifest entry {e.name!r} says"
             )
         hw = tuple(out_shape[1:3]) if e.output.layout == "NHWC" else tuple(out_shape[2:4])
-        self.output_hw = tuple(int(v) if str(v).isdigit() else None for v in hw)  # None: symbolic (ONNX)
+        self.output_hw = tuple(static_dim(v) for v in hw)  # None: symbolic (ONNX)
         if None not in self.output_hw and e.output.height and self.output_hw != (e.output.height, e.output.width):
             raise BackendError(
                 f"{self.path}: output grid {self.output_hw} != manifest {(e.output.height, e.output.width)} ({e.name})"
@@ -172,6 +173,15 @@ def read_model_bytes(path: Path, what: str = "model file", limit: int = MAX_MODE
     if len(data) > limit:  # grew after stat
         raise BackendError(too_big)
     return data
+
+
+def static_dim(d: object) -> int | None:
+    """A declared tensor dimension as an int; None when symbolic (ONNX names such as 'batch', or None).
+
+    The one reading of shapes for both runtimes: TFLite gives numpy ints, ONNX Runtime ints or strings.
+    """
+    text = str(d)
+    return int(text) if text.lstrip("-").isdigit() else None
 
 
 def entry_sidecar_path(path: Path) -> Path:
