@@ -72,14 +72,28 @@ def test_dataset_summary_of_a_final_model_says_its_number_is_memory():
     assert "held out only if it did not train on them" in unknown and "accuracy on a real stream" not in unknown
 
 
-def test_demo_reads_whether_the_backend_model_learnt_the_validation_photos():
+def test_demo_reads_whether_the_backend_model_learnt_the_validation_photos(tmp_path):
+    import json
+    import shutil
     from argparse import Namespace
 
     from seg_perception.backends.base import BACKENDS
     from seg_perception.manifest import Manifest
     from seg_perception.tools.demo import _final_model
 
-    shipped = Manifest.load().get(BACKENDS["tflite_int8"].entry).trained_on_val
+    manifest = Manifest.load()
+    entry = manifest.get(BACKENDS["tflite_int8"].entry)
+    shipped = entry.trained_on_val
     assert _final_model(Namespace(backend="tflite_int8", model_path="")) is shipped
-    assert _final_model(Namespace(backend="tflite_int8", model_path="x.tflite")) is None  # a file of unknown training
-    assert _final_model(Namespace(backend="onnx", model_path="")) is None
+    assert _final_model(Namespace(backend="onnx", model_path="")) is None  # needs a file: nothing to read
+    # a model_path: by manifest hash, by its <file>.json sidecar, or unknown
+    copy = tmp_path / "twin.tflite"
+    shutil.copyfile(manifest.path_of(entry), copy)
+    assert _final_model(Namespace(backend="tflite_int8", model_path=str(copy))) is shipped
+    assert _final_model(Namespace(backend="tflite", model_path=str(copy))) is None  # a file of unknown training
+    for final in (True, False):
+        side = entry.to_dict()
+        side["provenance"] = {**side["provenance"], "split": {"kind": "run", "train_on_val": final}}
+        (tmp_path / "twin.tflite.json").write_text(json.dumps(side))
+        assert _final_model(Namespace(backend="tflite", model_path=str(copy))) is final
+    assert _final_model(Namespace(backend="tflite", model_path=str(tmp_path / "missing.tflite"))) is None

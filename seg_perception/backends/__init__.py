@@ -5,8 +5,10 @@ from .base import (
     Backend,
     BackendError,
     BackendSpec,
+    FoundModel,
     backend_names,
     create_backend,
+    find_model,
     generic_entry,
     open_backend,
 )
@@ -18,6 +20,8 @@ __all__ = [
     "BACKENDS",
     "backend_names",
     "create_backend",
+    "FoundModel",
+    "find_model",
     "generic_entry",
     "open_backend",
 ]

@@ -227,15 +227,23 @@ def _manifest_entry_for(spec: BackendSpec, digest: str, manifest: Manifest | Non
     return entry if entry is not None and entry.sha256 == digest else None
 
 
-def create_backend(
-    name: str, model_path: str = "", num_threads: int = 2, manifest: Manifest | None = None, spin_wait: bool = True
-) -> Backend:
-    """Build a backend by registry name.
+@dataclass
+class FoundModel:
+    """A backend's model file, read once, and the entry that describes it."""
 
-    Shipped backends verify their manifest entry (sha256, shapes, classes).
-    ``model_path`` overrides the file: it is then checked against the backend's
-    manifest entry if its hash matches, else it is treated as a generic model and
-    its hash is logged. The file is read once: its bytes are hashed and loaded.
+    entry: ModelEntry
+    path: Path
+    data: bytes
+    digest: str
+    source: str  # "manifest", "sidecar" or "file" (shapes only, read when the runtime opens it)
+
+
+def find_model(name: str, model_path: str = "", manifest: Manifest | None = None) -> FoundModel:
+    """The file a backend would run and its entry, without opening a runtime.
+
+    Shipped backends use their manifest entry (sha256 checked). ``model_path`` overrides the file:
+    its manifest entry when its hash matches, else its ``<file>.json`` sidecar, else a generic
+    entry whose shapes the runtime reads. Raises :class:`BackendError` naming the file and reason.
     """
     if name not in BACKENDS:
         raise BackendError(f"unknown backend {name!r}; valid: {list(BACKENDS)}")
@@ -262,8 +270,25 @@ def create_backend(
             digest = entry.verify_digest(hashlib.sha256(data).hexdigest(), path)
         if entry.format != spec.runtime:
             raise BackendError(f"{path}: manifest format {entry.format!r} but backend {name!r} runs {spec.runtime}")
-        backend = _runtime(spec.runtime)(name, entry, path, data, digest, num_threads, spin_wait)
-        backend.entry_source = source
+        return FoundModel(entry, path, data, digest, source)
+
+
+def create_backend(
+    name: str, model_path: str = "", num_threads: int = 2, manifest: Manifest | None = None, spin_wait: bool = True
+) -> Backend:
+    """Build a backend by registry name (:func:`find_model`, then its runtime on the bytes it read).
+
+    Shipped backends verify their manifest entry (sha256, shapes, classes); a ``model_path`` is
+    checked against the backend's manifest entry if its hash matches, else it is treated as a
+    generic model and its hash is logged. The file is read once: its bytes are hashed and loaded.
+    """
+    found = find_model(name, model_path, manifest)
+    spec = BACKENDS[name]
+    with _as_backend_error(name):
+        backend = _runtime(spec.runtime)(
+            name, found.entry, found.path, found.data, found.digest, num_threads, spin_wait
+        )
+        backend.entry_source = found.source
         return backend
 
 

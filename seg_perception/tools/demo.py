@@ -120,17 +120,17 @@ def _ms(latency: dict[str, Any], key: str) -> str:
 
 
 def _final_model(args: argparse.Namespace) -> bool | None:
-    """Whether the shipped model learnt the validation photos too (manifest); None for a model_path."""
-    from ..backends.base import BACKENDS
-    from ..manifest import Manifest, ManifestError
+    """Whether the node's model learnt the validation photos too, from the entry the backend would use
+    (manifest, or a model_path's manifest hash or ``<file>.json`` sidecar); None when nothing says."""
+    from ..backends import BackendError, find_model
 
-    spec = BACKENDS.get(args.backend)
-    if args.model_path or spec is None or spec.entry is None:
-        return None
     try:
-        return Manifest.load().get(spec.entry).trained_on_val
-    except (OSError, ManifestError):
+        found = find_model(args.backend, args.model_path)
+    except BackendError:
         return None
+    if found.source == "file" or "split" not in found.entry.provenance:
+        return None  # a file of unknown training
+    return found.entry.trained_on_val
 
 
 def plain_summary(summary: dict[str, Any], out: Path, rendered: bool, final_model: bool | None = False) -> str:
