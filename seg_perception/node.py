@@ -7,8 +7,9 @@ With ``use_depth`` (start-up only) the depth side (:mod:`seg_perception.node_dep
 same states: its publishers come at configure, its ``depth`` and ``camera_info`` subscriptions
 at activate, and each frame's 3D boxes are made after its 2D outputs are published.
 
-Threading: the subscription callback only stores the newest frame (a frame that was still
-waiting is dropped and counted); one worker thread decodes, runs the model and publishes.
+Threading: the subscription callback only hands the newest frame to the worker
+(:class:`~seg_perception.frame_worker.NewestFrameWorker`; a frame that was still waiting is
+dropped and counted); that one thread decodes, runs the model and publishes.
 Nothing is queued, so latency stays bounded under load. :func:`main` spins a multi-threaded
 executor: camera intake, depth intake, diagnostics and parameter/lifecycle services have their own
 callback groups, so loading a model (in a parameter change or configure) never stalls frame intake
@@ -18,7 +19,6 @@ or diagnostics; frames keep flowing on the old backend until the new one is read
 from __future__ import annotations
 
 import signal
-import threading
 import time
 from typing import Any
 
@@ -37,6 +37,7 @@ from . import diagnostics
 from .backends import BackendError
 from .config import PARAMS, ConfigError, NodeConfig, coerce, field_type, startup_config
 from .encodings import ImageDecodeError, compressed_to_rgb, image_to_rgb
+from .frame_worker import NewestFrameWorker
 from .outputs import OutputPublishers, output_qos, reliability_policy
 from .pipeline import Segmenter, make_segmenter
 from .spin import spin_until_signal
@@ -139,13 +140,7 @@ class SegmentationNode(LifecycleNode):
         )
 
     def _start_worker(self) -> None:
-        self._cond = threading.Condition()
-        self._busy = threading.Lock()  # held while a frame is processed
-        self._pending: Any | None = None
-        self._stop = False
-        self._active = False
-        self._worker = threading.Thread(target=self._work, name="seg_worker", daemon=True)
-        self._worker.start()
+        self.frames = NewestFrameWorker(self._process, self._on_worker_error)
 
     def _autostart(self) -> None:
         if self.trigger_configure() == _SUCCESS:
@@ -171,7 +166,7 @@ class SegmentationNode(LifecycleNode):
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         result = super().on_activate(state)  # enables the lifecycle publishers
-        self._active = True
+        self.frames.resume()
         self._subscribe()
         if self.pubs is not None and self._segmenter is not None:
             self.pubs.publish_label_info(self._segmenter, self.get_clock().now().to_msg())
@@ -216,14 +211,10 @@ class SegmentationNode(LifecycleNode):
 
     def _stop_intake(self) -> None:
         """Unsubscribe, forget a waiting frame and wait for the frame in flight: no inference after this."""
-        self._active = False
         if self.sub is not None:
             self.destroy_subscription(self.sub)
             self.sub = None
-        with self._cond:
-            self._pending = None
-        with self._busy:
-            pass
+        self.frames.pause()
         if self.depth_side is not None:  # after the frame in flight: it may still be pairing its depth
             self.depth_side.unsubscribe()
 
@@ -333,31 +324,15 @@ class SegmentationNode(LifecycleNode):
         now = time.monotonic()
         self.counters.inc("received")
         self.in_rate.tick(now)
-        with self._cond:
-            if self._pending is not None:
-                self.counters.inc("dropped")
-            self._pending = msg
-            self._last_frame_t = now
-            self._cond.notify()
+        self._last_frame_t = now
+        if self.frames.offer(msg):
+            self.counters.inc("dropped")
 
-    def _work(self) -> None:
-        while True:
-            with self._cond:
-                while self._pending is None and not self._stop:
-                    self._cond.wait()
-                if self._stop:
-                    return
-                msg, self._pending = self._pending, None
-            with self._busy:
-                if not self._active:
-                    continue
-                try:
-                    self._process(msg)
-                except Exception as e:  # noqa: BLE001 - the worker must survive anything
-                    self.counters.inc("publish_errors")
-                    self.get_logger().error(
-                        f"unexpected error on a frame: {type(e).__name__}: {e}", throttle_duration_sec=_THROTTLE_S
-                    )
+    def _on_worker_error(self, e: Exception) -> None:
+        self.counters.inc("publish_errors")
+        self.get_logger().error(
+            f"unexpected error on a frame: {type(e).__name__}: {e}", throttle_duration_sec=_THROTTLE_S
+        )
 
     def _decode(self, msg: Any) -> Any | None:
         try:
@@ -467,12 +442,7 @@ class SegmentationNode(LifecycleNode):
     def stop_worker(self) -> None:
         """Finish the frame in flight and end the worker: called before the context goes, so nothing
         publishes on a dead context."""
-        self._active = False
-        with self._cond:
-            self._stop = True
-            self._cond.notify()
-        if self._worker.is_alive() and threading.current_thread() is not self._worker:
-            self._worker.join(timeout=5.0)
+        self.frames.stop()
 
     def destroy_node(self) -> None:
         self.stop_worker()

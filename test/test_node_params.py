@@ -254,7 +254,7 @@ def test_camera_stall_is_a_warning_and_recovers(ctx, model_a):
 def test_lifecycle_deactivate_stops_inference_and_cleanup_frees_the_backend(ctx, model_a):
     node = _node(ctx, backend="onnx", model_path=model_a)
     try:
-        assert node.sub is not None and node._active
+        assert node.sub is not None and node.frames.active
         node._on_image(_frame())
         assert _spin_until(node, ctx, lambda: node.counters.snapshot()["processed"] == 1)
         node.trigger_deactivate()
@@ -262,7 +262,7 @@ def test_lifecycle_deactivate_stops_inference_and_cleanup_frees_the_backend(ctx,
         # a frame that reached the worker anyway is not inferred while inactive
         node._on_image(_frame())
         time.sleep(0.2)
-        assert node.counters.snapshot()["processed"] == 1 and node._pending is None
+        assert node.counters.snapshot()["processed"] == 1 and not node.frames.waiting
         assert "inactive" in node.diagnostics_status().message
         backend = weakref.ref(node._segmenter.backend)
         node.trigger_cleanup()
