@@ -165,8 +165,8 @@ def test_slow_backend_drops_stale_frames_and_processes_the_newest(seg_node):
         return original(x)
 
     seg.backend.infer = slow
-    orig_process = seg_node._process
-    seg_node._process = lambda msg: (seen.append(msg.header.stamp.sec), orig_process(msg))[1]
+    orig_process = seg_node.frames._process  # what the worker thread calls per frame
+    seg_node.frames._process = lambda msg: (seen.append(msg.header.stamp.sec), orig_process(msg))[1]
     try:
         before = seg_node.counters.snapshot()
         for i in range(1, 21):
@@ -185,7 +185,7 @@ def test_slow_backend_drops_stale_frames_and_processes_the_newest(seg_node):
         after = seg_node.counters.snapshot()
     finally:
         seg.backend.infer = original
-        seg_node._process = orig_process
+        seg_node.frames._process = orig_process
     received = after["received"] - before["received"]
     processed = after["processed"] - before["processed"]
     dropped = after["dropped"] - before["dropped"]
