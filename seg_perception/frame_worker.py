@@ -1,7 +1,7 @@
 """The newest frame, handed to one worker thread; stale frames are dropped, never queued (no rclpy).
 
-The node's image callback only :meth:`NewestFrameWorker.offer` s a message: it takes the single
-slot, and a frame still waiting there is replaced (the caller counts it as dropped). The worker
+The node's image callback only offers a message (:meth:`NewestFrameWorker.offer`): it takes the
+single slot, and a frame still waiting there is replaced (the caller counts it as dropped). The worker
 thread takes the slot's frame and runs ``process`` on it while the worker is active; a frame
 that reaches an inactive worker is discarded. Latency is therefore bounded by one frame in
 flight plus one waiting, however slow ``process`` is.
