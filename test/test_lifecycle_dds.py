@@ -40,11 +40,11 @@ def client():
 
 
 def _fresh_diag(client: StreamClient, timeout: float = 10.0) -> dict:
-    """The first diagnostics the node sends after this call."""
-    n0, end = len(client.received.diagnostics), time.monotonic() + timeout
-    while len(client.received.diagnostics) <= n0 and time.monotonic() < end:
+    """Diagnostics the node stamped after this call (one stamped earlier may still arrive after it)."""
+    since, end = client.node.get_clock().now().nanoseconds, time.monotonic() + timeout
+    while not client.diag_values(since) and time.monotonic() < end:
         time.sleep(0.02)
-    return client.diag_values()
+    return client.diag_values(since)
 
 
 def _wait(cond, timeout: float = 20.0) -> bool:

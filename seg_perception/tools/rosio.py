@@ -173,10 +173,15 @@ class StreamClient:
             time.sleep(0.05)
         return False
 
-    def diag_values(self) -> dict[str, str]:
+    def diag_values(self, since_ns: int = 0) -> dict[str, str]:
+        """The newest segmentation status received; with ``since_ns``, only from an array stamped at or
+        after that time (the node stamps an array before it reads its state, so a stale one that
+        arrives late is not taken for the state after an event)."""
         with self._lock:
             diags = list(self.received.diagnostics)
         for arr in reversed(diags):
+            if since_ns and arr.header.stamp.sec * 1_000_000_000 + arr.header.stamp.nanosec < since_ns:
+                continue
             for st in arr.status:
                 if st.name.endswith("segmentation"):
                     vals = {kv.key: kv.value for kv in st.values}
