@@ -156,6 +156,44 @@ def test_onnx_int8_keeps_the_chosen_layer_float(onnx_dir) -> None:
     assert others and all(made_by.get(n.input[1]) == "DequantizeLinear" for n in others)
 
 
+def _quantised_between_float_ops(path: Path) -> set[str]:
+    """Op types that write an activation of a QDQ graph which goes through QuantizeLinear ->
+    DequantizeLinear although neither its writer nor any reader is a convolution."""
+    import onnx
+
+    g = onnx.load(str(path)).graph
+    weights = {t.name for t in g.initializer}
+    writer = {o: n.op_type for n in g.node for o in n.output}
+    readers: dict[str, list[str]] = {}
+    for n in g.node:
+        for i in n.input:
+            readers.setdefault(i, []).append(n)
+    convs = {"Conv", "ConvTranspose"}
+    out: set[str] = set()
+    for q in (n for n in g.node if n.op_type == "QuantizeLinear" and n.input[0] not in weights):
+        read_by = {r.op_type for dq in readers.get(q.output[0], []) for r in readers.get(dq.output[0], [])}
+        if writer.get(q.input[0]) not in convs and not read_by & convs:
+            out.add(writer.get(q.input[0], "graph input"))
+    return out
+
+
+def test_onnx_int8_quantises_only_the_chosen_op_types(trained, onnx_dir, tmp_path) -> None:
+    # default: onnxruntime also quantises the concatenations and batch norms between convs
+    assert "Concat" in _quantised_between_float_ops(onnx_dir[0] / "tiny_onnx_int8.onnx")
+    results = _export(trained, tmp_path, ["onnx_int8"], keep_float="none", onnx_op_types=["Conv", "ConvTranspose"])
+    # only activations a conv writes or reads are quantised
+    assert _quantised_between_float_ops(tmp_path / "tiny_onnx_int8.onnx") == set()
+    q = Manifest.load(tmp_path).get("tiny_onnx_int8").provenance["export"]["quantization"]
+    assert q["op_types"] == ["Conv", "ConvTranspose"]
+    assert results["onnx_int8"]["argmax_agreement"] > 0.95
+
+
+def test_onnx_int8_refuses_an_op_type_the_graph_lacks(trained, tmp_path) -> None:
+    with pytest.raises(ExportCheckError, match=r"\['Gemm', 'MatMul'\]: none is in the graph; its op types: .*Conv"):
+        _export(trained, tmp_path, ["onnx_int8"], keep_float="none", onnx_op_types=["Gemm", "MatMul"])
+    assert not (tmp_path / "tiny_onnx_int8.onnx").exists()
+
+
 @pytest.mark.parametrize(
     "change, message",
     [

@@ -69,6 +69,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--onnx-activation-type", choices=("quint8", "qint8"), default="quint8")
     ap.add_argument("--onnx-weight-type", choices=("qint8", "quint8"), default="qint8")
     ap.add_argument(
+        "--onnx-op-types",
+        default="",
+        help="comma list of the op types onnx_int8 quantises, e.g. Conv,ConvTranspose (default: every type "
+        "onnxruntime quantises; the others stay float between the int8 convs)",
+    )
+    ap.add_argument(
         "--onnx-full-range",
         action="store_true",
         help="8-bit ONNX weights (default 7-bit reduce_range; full range only on VNNI CPUs)",
@@ -124,6 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         onnx_activation_type=args.onnx_activation_type,
         onnx_reduce_range=not args.onnx_full_range,
         onnx_weight_type=args.onnx_weight_type,
+        onnx_op_types=[t.strip() for t in args.onnx_op_types.split(",") if t.strip()],
         tflite_int8_method=args.tflite_int8_method,
         tflite_float_regex=args.tflite_float_regex,
         tflite_range_update=args.tflite_range_update,

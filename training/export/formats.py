@@ -8,7 +8,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +55,10 @@ class ExportSettings:
     onnx_activation_type: str = "quint8"
     onnx_reduce_range: bool = True  # 7-bit weights: avoids int16 saturation on AVX2-only CPUs
     onnx_weight_type: str = "qint8"  # qint8 (u8s8 kernels) | quint8 (u8u8: no saturation, full 8 bit)
+    # op types onnx_int8 quantises; empty = every type onnxruntime quantises. ["Conv", "ConvTranspose"]
+    # keeps the batch norms, PReLUs, sums and concatenations between convs in float (ESPNet: each
+    # re-quantisation of those costs accuracy and buys no speed, since ORT has no int8 kernel for them)
+    onnx_op_types: list[str] = field(default_factory=list)
     tflite_int8_method: str = "aeq"  # aeq (ai-edge-quantizer static, int8 I/O) | pt2e
     tflite_float_regex: str | None = None
     tflite_range_update: str = "minmax"  # minmax (global) | ema (ai-edge-quantizer default)
@@ -265,6 +269,7 @@ def _onnx_int8(ctx: ExportContext, path: Path) -> dict[str, Any]:
 
     s = ctx.settings
     src = ctx.fp32_file("onnx")
+    check_op_types(src, s.onnx_op_types)
     excluded = sorted({n for ns in onnx_nodes_for(ctx.model, ctx.keep_float_layers(), src).values() for n in ns})
     info = onnx_static_int8(
         src,
@@ -275,6 +280,7 @@ def _onnx_int8(ctx: ExportContext, path: Path) -> dict[str, Any]:
         exclude_nodes=excluded,
         reduce_range=s.onnx_reduce_range,
         weight_type=s.onnx_weight_type,
+        op_types=s.onnx_op_types,
     )
     info["float_layers"] = dict(ctx.float_layers)
     compacted = compact_onnx(path)
@@ -283,6 +289,21 @@ def _onnx_int8(ctx: ExportContext, path: Path) -> dict[str, Any]:
     # float-kept nodes under the names they carry in the written file
     info["exclude_nodes"] = [renamed.get(n, n) for n in info.get("exclude_nodes", [])]
     return info
+
+
+def check_op_types(onnx_path: Path, op_types: Sequence[str]) -> None:
+    """Refuse a list none of whose op types the graph has (onnxruntime would silently quantise
+    nothing); warn about the ones it lacks (a generic list such as Conv,ConvTranspose)."""
+    import onnx
+
+    if not op_types:
+        return
+    present = sorted({n.op_type for n in onnx.load(str(onnx_path), load_external_data=False).graph.node})
+    missing = [t for t in op_types if t not in present]
+    if len(missing) == len(op_types):
+        raise ValueError(f"--onnx-op-types {missing}: none is in the graph; its op types: {', '.join(present)}")
+    if missing:
+        log.warning("--onnx-op-types %s not in the graph (nothing of them to quantise)", missing)
 
 
 def _tflite_fp16(ctx: ExportContext, path: Path) -> dict[str, Any]:

@@ -95,6 +95,7 @@ def onnx_static_int8(
     preprocess: bool = True,
     reduce_range: bool = True,
     weight_type: str = "qint8",
+    op_types: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Static QDQ int8 ONNX model; returns the settings used (for provenance).
 
@@ -140,6 +141,7 @@ def onnx_static_int8(
             weight_type=wt,
             calibrate_method=methods[calibrate_method],
             nodes_to_exclude=list(exclude_nodes) or None,
+            op_types_to_quantize=list(op_types) or None,
             extra_options=extra,
         )
     return {
@@ -151,6 +153,7 @@ def onnx_static_int8(
         "calibrate_method": calibrate_method,
         "num_calib_images": len(calib_images),
         "exclude_nodes": list(exclude_nodes),
+        "op_types": list(op_types) or "all",
         "pre_process": preprocess,
         "reduce_range": reduce_range,
     }
