@@ -252,6 +252,15 @@ class _Crop:
         return pts, (extra[vs, us] if extra is not None else None)
 
 
+def _median(a: np.ndarray) -> float:
+    """np.median of a 1-D array by partition (a third of np.median's time on a few hundred values)."""
+    k = a.size // 2
+    if a.size % 2:
+        return float(np.partition(a, k)[k])
+    p = np.partition(a, (k - 1, k))
+    return 0.5 * (float(p[k - 1]) + float(p[k]))
+
+
 def _metres_per_pixel(p: np.ndarray, axis: np.ndarray, cam: CameraModel) -> float:
     """How far a point at ``p`` moves along ``axis`` (3D) when its image moves one pixel that way."""
     x, y, z = p
@@ -327,8 +336,8 @@ def measure_object(
     inner, _ = crop.points(core, step)
     z = inner[:, 2]
     zs = z[:: max(1, len(z) // 256)]  # median and MAD of a sample: outliers are few, the sample says enough
-    med = float(np.median(zs))
-    mad = float(np.median(np.abs(zs - med)))
+    med = _median(zs)
+    mad = _median(np.abs(zs - med))
     tol = max(cfg.trim_mads * 1.4826 * mad, cfg.trim_min_m)
     inner = inner[np.abs(z - med) <= tol]
     if len(inner) < min(cfg.min_points, n_core):
