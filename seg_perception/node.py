@@ -42,10 +42,19 @@ from .outputs import OutputPublishers, output_qos, reliability_policy
 from .pipeline import Segmenter, make_segmenter
 from .spin import spin_until_signal
 from .stamps import stamp_of, stamp_to_ns
-from .stats import Counters, Percentiles, RateMeter
+from .stats import Counters, Percentiles, RateMeter, SequenceGaps
 
 _THROTTLE_S = 2.0
-_COUNTERS = ("received", "processed", "dropped", "rejected", "inference_errors", "no_backend", "publish_errors")
+_COUNTERS = (
+    "received",
+    "processed",
+    "dropped",
+    "missed",
+    "rejected",
+    "inference_errors",
+    "no_backend",
+    "publish_errors",
+)
 _RCLPY_PARAMS = {"use_sim_time", "start_type_description_service", "class_names"}
 _SUCCESS, _FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
 
@@ -97,6 +106,7 @@ class SegmentationNode(LifecycleNode):
         self.pubs: OutputPublishers | None = None
         self.depth_side: Any = None  # node_depth.DepthSide with use_depth, between configure and cleanup
         self.sub: Any = None
+        self._gaps = SequenceGaps()
         self._internal_set = False
         self._new_class_names: list[str] | None = None
 
@@ -200,8 +210,9 @@ class SegmentationNode(LifecycleNode):
         self._last_frame_t = None
         if self.depth_side is not None:  # depth first: the first colour frame finds its depth partner
             self.depth_side.subscribe(MutuallyExclusiveCallbackGroup())
+        self._gaps = SequenceGaps()  # frames published while the node was not subscribed are not missed
         self.sub = self.create_subscription(
-            msg_type, topic, self._on_image, qos, callback_group=MutuallyExclusiveCallbackGroup()
+            msg_type, topic, self._on_image_with_info, qos, callback_group=MutuallyExclusiveCallbackGroup()
         )
         seg = self._segmenter
         self.get_logger().info(
@@ -320,6 +331,15 @@ class SegmentationNode(LifecycleNode):
             self._autostart()
 
     # --- frames --------------------------------------------------------------------------------
+    def _on_image_with_info(self, msg: Any, info: Any) -> None:
+        """The subscription's callback: frames the camera sent that never got here are counted as
+        ``missed`` (replaced in the DDS input queue before the executor took them, or lost on the way)."""
+        gid = (info.get("publisher_gid") or {}).get("data")
+        missed = self._gaps.missed(bytes(gid) if gid is not None else None, info.get("publication_sequence_number"))
+        if missed:
+            self.counters.inc("missed", missed)
+        self._on_image(msg)
+
     def _on_image(self, msg: Any) -> None:
         now = time.monotonic()
         self.counters.inc("received")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Any
 
@@ -36,6 +36,29 @@ class RateMeter:
             self._trim(now)
             elapsed = min(self.window_s, now - self._start)
             return len(self._t) / elapsed if elapsed > 0 else 0.0
+
+
+class SequenceGaps:
+    """Messages a publisher sent that never reached the callback, from the publication sequence
+    numbers of what did (rclpy's MessageInfo): with a KEEP_LAST 1 input a frame that arrives before the
+    executor took the previous one replaces it inside DDS, and best effort loses frames on the way;
+    the node sees neither, but the numbers it skips say how many. Counting starts at the first
+    message of each publisher; a number that goes back (a new writer) restarts it."""
+
+    def __init__(self, max_publishers: int = 16):
+        self._last: OrderedDict[bytes, int] = OrderedDict()
+        self._max = max_publishers
+
+    def missed(self, publisher: bytes | None, seq: int | None) -> int:
+        """Messages of ``publisher`` skipped since its last one (0 without a publisher id or number)."""
+        if publisher is None or seq is None:
+            return 0
+        last = self._last.get(publisher)
+        self._last[publisher] = seq
+        self._last.move_to_end(publisher)
+        while len(self._last) > self._max:
+            self._last.popitem(last=False)
+        return seq - last - 1 if last is not None and seq > last else 0
 
 
 class Percentiles:

@@ -93,3 +93,48 @@ def test_node_segments_stream_and_survives_malformed_frame(client, tmp_path, shi
 
         entry = Manifest.load().get("tflite_int8")
         assert d["backend"] == "tflite_int8" and d["model_sha256"] == entry.sha256, d
+
+
+def test_every_frame_sent_is_received_or_counted_missed(tmp_path):
+    """Bursts faster than the node's executor takes frames: with the KEEP_LAST 1 input a newer frame
+    replaces an untaken one inside DDS, where the node never sees it; the publication sequence numbers
+    it does see make those count (``frames_missed``), so received + missed = sent."""
+    import time
+
+    from seg_perception.demo_frames import render_frame
+    from seg_perception.tools.rosio import image_msg
+
+    client = StreamClient("/image")
+    node = NodeProcess({}, tmp_path / "node.log")
+    try:
+        assert client.wait_for_node(30), "node sent no diagnostics:\n" + node.log()
+        rgb = render_frame(0)[0]
+        sent = 0
+
+        def send() -> None:
+            nonlocal sent
+            client.publish(image_msg(rgb, client.now_stamp(), FRAME_ID))
+            sent += 1
+
+        send()  # counting starts at the first frame the node gets: wait for it
+        end = time.monotonic() + 20
+        while int(client.diag_values().get("frames_received", 0)) < 1 and time.monotonic() < end:
+            time.sleep(0.1)
+        for _ in range(3):
+            for _ in range(60):
+                send()
+            time.sleep(0.5)
+        send()  # after a pause: the last frame arrives, so every gap before it is known
+        client.wait_quiet(1.0)
+        since = client.node.get_clock().now().nanoseconds
+        end = time.monotonic() + 10
+        while not client.diag_values(since) and time.monotonic() < end:
+            time.sleep(0.1)
+        d = client.diag_values(since)
+    finally:
+        node.stop()
+        client.close()
+    assert d, "no diagnostics after the bursts:\n" + node.log()
+    received, missed = int(d["frames_received"]), int(d["frames_missed"])
+    assert received + missed == sent, (received, missed, sent, d)
+    assert missed > 0 and received > 1, (received, missed)  # the bursts did outrun the executor

@@ -251,6 +251,29 @@ def test_camera_stall_is_a_warning_and_recovers(ctx, model_a):
         node.destroy_node()
 
 
+def test_frames_the_camera_sent_but_the_node_never_got_are_counted_as_missed(ctx, model_a):
+    node = _node(ctx, backend="onnx", model_path=model_a)
+    try:
+
+        def info(gid: bytes, seq: int) -> dict:
+            return {"publication_sequence_number": seq, "publisher_gid": {"data": gid}}
+
+        for seq in (7, 8, 12):  # 9, 10 and 11 were replaced in the input queue or lost
+            node._on_image_with_info(_frame(), info(b"cam", seq))
+        node._on_image_with_info(_frame(), info(b"other", 3))  # a second camera: counted apart
+        node._on_image_with_info(_frame(), {"publication_sequence_number": None, "publisher_gid": None})
+        c = node.counters.snapshot()
+        assert (c["received"], c["missed"]) == (5, 3), c
+        values = {kv.key: kv.value for kv in node.diagnostics_status().values}
+        assert values["frames_missed"] == "3"
+        node.trigger_deactivate()
+        node.trigger_activate()  # a new subscription: frames sent while it was inactive are not missed
+        node._on_image_with_info(_frame(), info(b"cam", 40))
+        assert node.counters.snapshot()["missed"] == 3
+    finally:
+        node.destroy_node()
+
+
 def test_lifecycle_deactivate_stops_inference_and_cleanup_frees_the_backend(ctx, model_a):
     node = _node(ctx, backend="onnx", model_path=model_a)
     try:

@@ -52,3 +52,18 @@ def test_interleaved_ms_median_and_spread_exclude_the_warmup(clock):
 def test_median_ms_times_one_callable(clock):
     assert median_ms(clock.fn("f", [100, 100, 100, 2, 4, 6, 8]), runs=4, warmup=3) == pytest.approx((5.0, 4.8))
     assert clock.calls == ["f"] * 7
+
+
+def test_sequence_gaps_count_what_each_publisher_skipped():
+    gaps = stats.SequenceGaps(max_publishers=2)
+    a, b, c = b"a", b"b", b"c"
+    assert gaps.missed(a, 5) == 0  # first message of a publisher: nothing known before it
+    assert gaps.missed(a, 6) == 0
+    assert gaps.missed(a, 10) == 3  # 7, 8, 9 never arrived
+    assert gaps.missed(b, 100) == 0 and gaps.missed(b, 102) == 1  # publishers counted apart
+    assert gaps.missed(a, 11) == 0
+    assert gaps.missed(a, 3) == 0 and gaps.missed(a, 5) == 1  # numbers went back: a new writer, recount
+    assert gaps.missed(None, 7) == 0 and gaps.missed(a, None) == 0  # an rmw without ids / numbers
+    assert gaps.missed(c, 1) == 0  # a third publisher: the least recent (b) is forgotten ...
+    assert gaps.missed(b, 110) == 0  # ... and starts over
+    assert gaps.missed(a, 6) == 0

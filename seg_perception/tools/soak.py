@@ -84,6 +84,7 @@ def run_rate(
             "node_dropped": int(diag.get("frames_dropped", 0)),
             "node_processed": int(diag.get("frames_processed", 0)),
             "node_received": int(diag.get("frames_received", 0)),
+            "node_missed": int(diag.get("frames_missed", 0)),  # sent, never reached the node (sequence gaps)
             "age_ms_p50": round(float(np.percentile(ages, 50)), 2) if ages.size else None,
             "age_ms_p99": round(float(np.percentile(ages, 99)), 2) if ages.size else None,
             "age_ms_max": round(float(ages.max()), 2) if ages.size else None,
