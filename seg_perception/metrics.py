@@ -92,6 +92,33 @@ def mean_iou(cm: np.ndarray) -> float:
     return _nanmean(iou_per_class(cm))
 
 
+def paired_miou_bootstrap(
+    per_image_a: np.ndarray, per_image_b: np.ndarray, resamples: int = 1000, seed: int = 0
+) -> dict[str, float]:
+    """How sure is a mIoU difference B - A measured on the same images? ``per_image_*``: (N, C, C)
+    confusion matrices, one per image. Each of ``resamples`` draws takes N images with replacement
+    (the same draw for both models) and sums their matrices into one dataset-wide mIoU each, as the
+    score itself is made. Returns the difference on all images, the 2.5 / 97.5 percentiles of the
+    drawn differences (``ci95_low`` / ``ci95_high``) and the share of draws where B is not better
+    (``p_b_not_better``), all mIoU as fractions."""
+    a, b = np.asarray(per_image_a, np.float64), np.asarray(per_image_b, np.float64)
+    if a.shape != b.shape or a.ndim != 3 or len(a) == 0:
+        raise ValueError(f"need two equal (N, C, C) stacks of confusion matrices, got {a.shape} and {b.shape}")
+    n = len(a)
+    rng = np.random.default_rng(seed)
+    diffs = np.empty(resamples)
+    for i in range(resamples):
+        counts = np.bincount(rng.integers(0, n, n), minlength=n).astype(np.float64)
+        diffs[i] = mean_iou(np.tensordot(counts, b, axes=1)) - mean_iou(np.tensordot(counts, a, axes=1))
+    return {
+        "diff": mean_iou(b.sum(axis=0)) - mean_iou(a.sum(axis=0)),
+        "ci95_low": float(np.percentile(diffs, 2.5)),
+        "ci95_high": float(np.percentile(diffs, 97.5)),
+        "p_b_not_better": float(np.mean(diffs <= 0)),
+        "resamples": resamples,
+    }
+
+
 def mean_dice(cm: np.ndarray) -> float:
     """Mean Dice over classes with a nonzero union."""
     return _nanmean(dice_per_class(cm))

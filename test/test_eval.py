@@ -8,6 +8,7 @@ import pytest
 from colour_model import make_colour_model
 
 from seg_perception.classes import load_classes
+from seg_perception.metrics import paired_miou_bootstrap
 from seg_perception.tools import eval as seg_eval
 
 
@@ -90,3 +91,49 @@ def test_seg_eval_says_when_the_model_was_trained_on_the_photos_it_scores(tmp_pa
     assert seg_eval.main(args) == 0
     assert json.loads(capsys.readouterr().out)["trained_on_val"] is True
     assert "this mIoU is memory" in caplog.text
+
+
+def _cm(tp_obj: int, fn_obj: int, tp_bg: int = 10) -> np.ndarray:
+    """2-class confusion matrix (rows truth, cols prediction): object pixels found / missed as background."""
+    return np.array([[tp_bg, 0], [fn_obj, tp_obj]], np.int64)
+
+
+def test_paired_bootstrap_known_answers():
+    a = np.stack([_cm(5, 5)] * 6)
+    same = paired_miou_bootstrap(a, a.copy(), resamples=200)
+    assert same["diff"] == 0 and same["ci95_low"] == same["ci95_high"] == 0 and same["p_b_not_better"] == 1.0
+    # B finds more of the object on every photo: better in every draw
+    better = paired_miou_bootstrap(a, np.stack([_cm(8, 2)] * 6), resamples=200)
+    # summed over the 6 photos: A bg 60/90, object 30/60; B bg 60/72, object 48/60
+    want = (60 / 72 + 48 / 60) / 2 - (60 / 90 + 30 / 60) / 2
+    assert better["diff"] == pytest.approx(want) and better["p_b_not_better"] == 0.0
+    assert better["ci95_low"] == pytest.approx(want) == better["ci95_high"]  # identical photos: no spread
+    # B better on half the photos, worse on the other half by as much: a difference of 0, unsure either way
+    mixed = paired_miou_bootstrap(a, np.stack([_cm(8, 2)] * 3 + [_cm(2, 8)] * 3), resamples=500)
+    assert abs(mixed["diff"]) < 1e-9 and mixed["ci95_low"] < 0 < mixed["ci95_high"]
+    assert 0.25 < mixed["p_b_not_better"] < 0.85  # (ties, draws with as many of each, count as not better)
+    with pytest.raises(ValueError, match="equal"):
+        paired_miou_bootstrap(a, a[:3])
+
+
+def test_seg_eval_compares_two_models_on_the_same_photos(tmp_path, capsys):
+    make_colour_model(tmp_path / "m")
+    make_colour_model(tmp_path / "coarse", down=16)  # a coarser grid: the same colours, rougher edges
+    pal = load_classes("full").palette()
+    root = tmp_path / "atwork"
+    for i, (y, x) in enumerate([(37, 53), (101, 211), (260, 390)], start=1):
+        rgb = np.zeros((480, 640, 3), np.uint8)
+        mask = np.full((480, 640), 19, np.uint8)
+        rgb[y : y + 90, x : x + 130], mask[y : y + 90, x : x + 130] = pal[13], 13
+        _write(root, "motor", i, rgb, mask)
+    fine, coarse = str(tmp_path / "m" / "colour.onnx"), str(tmp_path / "coarse" / "colour.onnx")
+    args = ["--backend", "onnx", "--model-path", fine, "--root", str(root), "--resamples", "200"]
+    assert seg_eval.main([*args, "--compare-model-path", fine]) == 0
+    c = json.loads(capsys.readouterr().out)["comparison"]
+    assert c["miou_diff"] == 0 and c["miou_diff_ci95"] == [0, 0] and c["p_not_better"] == 1.0
+    assert seg_eval.main([*args, "--compare-model-path", coarse]) == 0
+    out = json.loads(capsys.readouterr().out)
+    c = out["comparison"]
+    assert c["model_file"] == "colour.onnx" and c["resamples"] == 200
+    assert c["miou"] < out["miou"] and c["miou_diff"] == pytest.approx(c["miou"] - out["miou"], abs=0.02)
+    assert c["miou_diff_ci95"][0] <= c["miou_diff"] <= c["miou_diff_ci95"][1] < 0 and c["p_not_better"] == 1.0
