@@ -220,6 +220,9 @@ def _big_model(directory: Path) -> Path:
 def test_model_load_does_not_stall_intake_or_diagnostics(client, tmp_path, small_model):
     big = _big_model(tmp_path / "big")
     with _streaming_node(client, tmp_path / "node.log", small_model, 0.2, rate=30.0) as (_, ctl):
+        # the rate this machine gives right now, without a load: the load may cut it, not stop it
+        base_rate = _labels_during(client, 1.5) / 1.5
+        assert base_rate >= 10.0, base_rate  # the tiny model keeps up with most of the 30 Hz camera
         labels0, diags0 = len(client.received.labels), len(client.received.diagnostics)
         t0 = time.monotonic()
         r = ctl.set(model_path=str(big))[0]
@@ -228,7 +231,8 @@ def test_model_load_does_not_stall_intake_or_diagnostics(client, tmp_path, small
         assert r.successful, r.reason
         assert seconds > 0.5, f"the load took {seconds:.2f} s: too short to show anything"
         # frames kept flowing on the old backend and diagnostics kept coming while the new model loaded
-        assert labels >= 0.3 * 30 * seconds, (labels, seconds)
+        # (at least 30 % of the rate before the load: the load takes one of the two cores; a stall gives ~0)
+        assert labels >= 0.3 * base_rate * seconds, (labels, seconds, base_rate)
         assert diags >= int(seconds / 0.2) // 2, (diags, seconds)
         # the swap happened before the reply; a status computed just before it may still be in flight
         assert _wait(lambda: _fresh_diag(client).get("model_file") == "big.onnx", 5), client.diag_values()
