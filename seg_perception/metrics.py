@@ -104,6 +104,8 @@ def paired_miou_bootstrap(
     a, b = np.asarray(per_image_a, np.float64), np.asarray(per_image_b, np.float64)
     if a.shape != b.shape or a.ndim != 3 or len(a) == 0:
         raise ValueError(f"need two equal (N, C, C) stacks of confusion matrices, got {a.shape} and {b.shape}")
+    if resamples < 1:
+        raise ValueError(f"resamples must be >= 1, got {resamples}")
     n = len(a)
     rng = np.random.default_rng(seed)
     diffs = np.empty(resamples)

@@ -114,6 +114,8 @@ def test_paired_bootstrap_known_answers():
     assert 0.25 < mixed["p_b_not_better"] < 0.85  # (ties, draws with as many of each, count as not better)
     with pytest.raises(ValueError, match="equal"):
         paired_miou_bootstrap(a, a[:3])
+    with pytest.raises(ValueError, match="resamples"):
+        paired_miou_bootstrap(a, a, resamples=0)
 
 
 def test_seg_eval_compares_two_models_on_the_same_photos(tmp_path, capsys):
