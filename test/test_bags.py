@@ -331,3 +331,27 @@ def test_replay_params_parse_booleans_by_word():
     assert parse_params(["autostart=True"]) == {"autostart": True}
     with pytest.raises(UsageError, match="autostart needs a bool"):
         parse_params(["autostart=maybe"])
+
+
+def test_replay_waits_for_node_counters_that_count_every_output():
+    """The node counts a frame after publishing it: a status read in between trails the outputs by one."""
+    from types import SimpleNamespace
+
+    from seg_perception.tools.replay.live import LiveReplay
+
+    statuses = iter([{"frames_processed": "4"}, {"frames_processed": "4"}, {"frames_processed": "5"}])
+    latest = {"frames_processed": "0"}
+
+    def diag_values() -> dict:
+        latest.update(next(statuses, latest))
+        return dict(latest)
+
+    live = SimpleNamespace(
+        client=SimpleNamespace(diag_values=diag_values),
+        state=SimpleNamespace(done={i: None for i in range(5)}),
+        cfg=SimpleNamespace(diagnostics_period_s=0.2),
+    )
+    assert LiveReplay.node_counters(live, {"frames_processed": "0"})["frames_processed"] == 5
+    # a node that never catches up: after a few periods the tool reports what it has
+    live.state.done[5] = None
+    assert LiveReplay.node_counters(live, {"frames_processed": "0"})["frames_processed"] == 5

@@ -20,7 +20,7 @@ from .scoring import Samples, StampJoin, accuracy_summary, label_digest, miou, p
 
 LOG = logging.getLogger("seg_replay")
 
-DIAG_COUNTERS = ("received", "processed", "dropped", "rejected", "inference_errors", "no_backend")
+DIAG_COUNTERS = ("received", "processed", "dropped", "missed", "rejected", "inference_errors", "no_backend")
 LATENCY_DEFINITION = (
     "receipt time of the labels minus publish time of the same frame by seg-replay "
     "(the republished header stamps are the bag's original ones, in the past)"
@@ -225,6 +225,17 @@ class LiveReplay:
         self._fresh_diagnostics(timeout=self.cfg.diagnostics_period_s * 2.5 + 0.5)
         self.drain()
 
+    def node_counters(self, before: dict[str, str]) -> dict[str, Any]:
+        """The node's counters over this replay, once they count every output received. The node counts
+        a frame after publishing its outputs, so a status read in between trails by one (a fresh-clone
+        CI run met it); wait for one that caught up, at most a few diagnostics periods."""
+        end = time.monotonic() + self.cfg.diagnostics_period_s * 2.5 + 0.5
+        while True:
+            diag = diag_delta(before, self.client.diag_values())
+            if diag.get("frames_processed", 0) >= len(self.state.done) or time.monotonic() > end:
+                return diag
+            time.sleep(0.05)
+
     def _fresh_diagnostics(self, timeout: float) -> None:
         diags = self.client.received.diagnostics
         n0, end = len(diags), time.monotonic() + timeout
@@ -320,7 +331,7 @@ def run_live(
         )
         sent, seconds = live.play()
         live.settle()
-        diag = diag_delta(before, live.client.diag_values())
+        diag = live.node_counters(before)
     finally:
         rc = live.close()
     if rc not in (None, 0):
