@@ -39,14 +39,6 @@ def client():
     c.close()
 
 
-def _fresh_diag(client: StreamClient, timeout: float = 10.0) -> dict:
-    """Diagnostics the node stamped after this call (one stamped earlier may still arrive after it)."""
-    since, end = client.node.get_clock().now().nanoseconds, time.monotonic() + timeout
-    while not client.diag_values(since) and time.monotonic() < end:
-        time.sleep(0.02)
-    return client.diag_values(since)
-
-
 def _wait(cond, timeout: float = 20.0) -> bool:
     end = time.monotonic() + timeout
     while not cond() and time.monotonic() < end:
@@ -93,11 +85,11 @@ def test_lifecycle_transitions_over_dds(client, tmp_path, small_model):
         assert ctl.transition("deactivate") and ctl.state() == "inactive"
         assert _wait(lambda: client.pub.get_subscription_count() == 0, 10)
         time.sleep(0.5)
-        before = _fresh_diag(client)
+        before = client.fresh_diag_values()
         cpu0 = _cpu_seconds(node.proc.pid)
         assert _labels_during(client, 3.0) == 0
         cpu_inactive = _cpu_seconds(node.proc.pid) - cpu0
-        after = _fresh_diag(client)
+        after = client.fresh_diag_values()
         assert after["lifecycle_state"] == "inactive" and "not subscribed" in after["_message"]
         assert after["frames_received"] == before["frames_received"]
         assert after["frames_processed"] == before["frames_processed"]
@@ -109,7 +101,7 @@ def test_lifecycle_transitions_over_dds(client, tmp_path, small_model):
 
         # cleanup frees the model: nothing loaded, no classes
         assert ctl.transition("deactivate") and ctl.transition("cleanup") and ctl.state() == "unconfigured"
-        d = _fresh_diag(client)
+        d = client.fresh_diag_values()
         assert d["lifecycle_state"] == "unconfigured" and d["model_file"] == "" and d["model_sha256"] == ""
         assert ctl.get("class_names")["class_names"] == []
 
@@ -162,11 +154,11 @@ def test_parameters_say_what_runs(client, tmp_path, small_model):
             "backend": "onnx",
         }, got
         assert isinstance(got["overlay_alpha"], float) and isinstance(got["num_threads"], int)
-        d = _fresh_diag(client)
+        d = client.fresh_diag_values()
         assert d["_level"] == "2" and "qos_depth 1000" in d["_message"], d
         assert ctl.state() == "active"  # the node runs on the valid values
         assert ctl.set(min_object_area=60)[0].successful
-        assert _fresh_diag(client)["_level"] == "2", "an unrelated change must not clear the error"
+        assert client.fresh_diag_values()["_level"] == "2", "an unrelated change must not clear the error"
         r = ctl.set(num_threads=2.5)[0]
         assert not r.successful and "num_threads=2.5 must be of type int" in r.reason
         r = ctl.set(num_threads=65)[0]
@@ -235,8 +227,8 @@ def test_model_load_does_not_stall_intake_or_diagnostics(client, tmp_path, small
         assert labels >= 0.3 * base_rate * seconds, (labels, seconds, base_rate)
         assert diags >= int(seconds / 0.2) // 2, (diags, seconds)
         # the swap happened before the reply; a status computed just before it may still be in flight
-        assert _wait(lambda: _fresh_diag(client).get("model_file") == "big.onnx", 5), client.diag_values()
-        d = _fresh_diag(client)
+        assert _wait(lambda: client.fresh_diag_values().get("model_file") == "big.onnx", 5), client.diag_values()
+        d = client.fresh_diag_values()
         assert d["model_file"] == "big.onnx" and ctl.get("model_path")["model_path"] == str(big)
         import hashlib
 
@@ -255,7 +247,7 @@ def test_rapid_deactivate_activate_with_frames_flowing_keeps_the_node_alive(clie
             cycles += 1
         assert node.alive(), f"node died after {cycles} cycles\n{node.log()}"
         assert cycles > 50
-        d = _fresh_diag(client)
+        d = client.fresh_diag_values()
         assert d["lifecycle_state"] == "active" and int(d["executor_recoveries"]) >= 0
         assert _labels_during(client, 2.0) > 5
     log = node.log()

@@ -190,6 +190,14 @@ class StreamClient:
                     return vals
         return {}
 
+    def fresh_diag_values(self, timeout: float = 10.0) -> dict[str, str]:
+        """The first status the node stamps after this call ({} if none within ``timeout``): one stamped
+        earlier may still arrive after it, and must not be taken for the state now."""
+        since, end = self.node.get_clock().now().nanoseconds, time.monotonic() + timeout
+        while not self.diag_values(since) and time.monotonic() < end:
+            time.sleep(0.02)
+        return self.diag_values(since)
+
     def wait_quiet(self, settle: float = 1.0, timeout: float = 10.0) -> None:
         """Wait until no new label message arrived for ``settle`` seconds."""
         end = time.monotonic() + timeout
