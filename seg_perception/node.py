@@ -10,10 +10,12 @@ at activate, and each frame's 3D boxes are made after its 2D outputs are publish
 Threading: the subscription callback only hands the newest frame to the worker
 (:class:`~seg_perception.frame_worker.NewestFrameWorker`; a frame that was still waiting is
 dropped and counted); that one thread decodes, runs the model and publishes.
-Nothing is queued, so latency stays bounded under load. :func:`main` spins a multi-threaded
-executor: camera intake, depth intake, diagnostics and parameter/lifecycle services have their own
-callback groups, so loading a model (in a parameter change or configure) never stalls frame intake
-or diagnostics; frames keep flowing on the old backend until the new one is ready.
+Nothing is queued, so latency stays bounded under load. :func:`main` spins an
+:class:`~seg_perception.executor.InlineSubscriptionsExecutor`: the (short) subscription callbacks run
+on the spinning thread, the fastest way in for a frame; diagnostics and parameter/lifecycle services
+run in a thread pool, each in its own callback group, so loading a model (in a parameter change or
+configure) never stalls frame intake or diagnostics; frames keep flowing on the old backend until
+the new one is ready.
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, qos_profile_sensor_data
@@ -37,6 +38,7 @@ from . import diagnostics
 from .backends import BackendError
 from .config import PARAMS, ConfigError, NodeConfig, coerce, field_type, startup_config
 from .encodings import ImageDecodeError, compressed_to_rgb, image_to_rgb
+from .executor import InlineSubscriptionsExecutor
 from .frame_worker import NewestFrameWorker
 from .outputs import OutputPublishers, output_qos, reliability_policy
 from .pipeline import Segmenter, make_segmenter
@@ -477,7 +479,7 @@ def main(args: list[str] | None = None) -> None:
     node = None
     try:
         node = SegmentationNode()
-        executor = MultiThreadedExecutor(num_threads=4)
+        executor = InlineSubscriptionsExecutor(num_threads=4)
         executor.add_node(node)
         spin_until_signal(executor, stop_first=node.stop_worker, on_recovered=node.executor_recovered)
     except KeyboardInterrupt:  # a signal while the model was still loading

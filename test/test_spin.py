@@ -109,13 +109,13 @@ def test_ctrl_c_ends_a_real_executor_that_nothing_wakes(tmp_path):
     script = textwrap.dedent(
         """
         import rclpy
-        from rclpy.executors import MultiThreadedExecutor
         from rclpy.signals import SignalHandlerOptions
+        from seg_perception.executor import InlineSubscriptionsExecutor
         from seg_perception.spin import spin_until_signal
 
         rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
         node = rclpy.create_node("spin_probe")
-        ex = MultiThreadedExecutor(num_threads=2)
+        ex = InlineSubscriptionsExecutor(num_threads=2)  # the node's executor
         ex.add_node(node)
         print("spinning", flush=True)
         spin_until_signal(ex, stop_first=lambda: print("worker stopped", flush=True))
