@@ -2,7 +2,9 @@
 
 All at 640x480 frames, in one run, so ratios between backends (and the peer model, when
 given) hold on a noisy machine. Node end-to-end is ping-pong over real DDS: a frame is
-published, the next one only after its labels arrived, so no queueing is measured.
+published, the next one only after its labels arrived, so no queueing is measured; the node's own
+diagnostics for the same frames (pipeline and whole work per frame, p50) come beside it, and the
+difference is transport, intake and the handoff to the worker.
 """
 
 from __future__ import annotations
@@ -122,10 +124,13 @@ def bench_node(
                 time.sleep(0.0005)
             if stamp in client.received.labels and i >= 5:
                 lat.append((time.perf_counter() - t) * 1e3)
+        # the node's own split of the same frames: e2e minus its work per frame is transport and intake
+        diag = client.fresh_diag_values(5.0)
         return {
             "node_e2e_ms_p50": round(float(np.median(lat)), 2) if lat else float("nan"),
             "node_e2e_ms_p95": round(float(np.percentile(lat, 95)), 2) if lat else float("nan"),
             "node_frames_lost": runs - len(lat),
+            **{f"node_{k}": float(diag[k]) for k in ("pipeline_ms_p50", "frame_ms_p50") if k in diag},
         }
     finally:
         client.close()
@@ -190,11 +195,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: depth {json.dumps(rows[name]['depth'])}")
     if args.peer:
         rows["peer:" + Path(args.peer).name] = bench_peer(Path(args.peer), args.runs, args.threads)
-    print(f"{'backend':34s} {'input':>8s} {'MB':>7s} {'backend ms':>11s} {'pipeline ms':>12s} {'node e2e p50':>13s}")
+    print(
+        f"{'backend':34s} {'input':>8s} {'MB':>7s} {'backend ms':>11s} {'pipeline ms':>12s} "
+        f"{'node e2e p50':>13s} {'node work p50':>14s}"
+    )
     for name, r in rows.items():
         print(
             f"{name:34s} {r.get('input', ''):>8s} {r.get('size_mb', 0):7.3f} {r.get('backend_ms', float('nan')):11.2f} "
-            f"{r.get('pipeline_ms', float('nan')):12.2f} {r.get('node_e2e_ms_p50', float('nan')):13.2f}"
+            f"{r.get('pipeline_ms', float('nan')):12.2f} {r.get('node_e2e_ms_p50', float('nan')):13.2f} "
+            f"{r.get('node_frame_ms_p50', float('nan')):14.2f}"
         )
     if args.reference:
         print(
