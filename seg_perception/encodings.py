@@ -185,14 +185,18 @@ def rgb_to_fields(rgb: np.ndarray, encoding: str = "rgb8", pad: int = 0) -> Imag
     return ImageFields(h, w, encoding, 0, raw.shape[1], raw.tobytes())
 
 
-def array_to_fields(arr: np.ndarray, encoding: str) -> ImageFields:
-    """mono8 / mono16 / rgb8 array -> Image fields (little-endian), for the node's outputs."""
+def _little_endian(arr: np.ndarray) -> np.ndarray:
+    """``arr`` C-contiguous and little-endian (what Image data with ``is_bigendian`` 0 holds)."""
     arr = np.ascontiguousarray(arr)
     if arr.dtype.itemsize > 1 and arr.dtype.byteorder == ">":
         arr = arr.astype(arr.dtype.newbyteorder("<"))
-    h, w = arr.shape[:2]
-    step = arr.strides[0]
-    return ImageFields(h, w, encoding, 0, step, arr.tobytes())
+    return arr
+
+
+def array_to_fields(arr: np.ndarray, encoding: str) -> ImageFields:
+    """mono8 / mono16 / rgb8 array -> Image fields (little-endian), for the node's outputs."""
+    arr = _little_endian(arr)
+    return ImageFields(arr.shape[0], arr.shape[1], encoding, 0, arr.strides[0], arr.tobytes())
 
 
 def fill_image(msg: Any, arr: np.ndarray, encoding: str, header: Any = None) -> Any:
@@ -200,11 +204,17 @@ def fill_image(msg: Any, arr: np.ndarray, encoding: str, header: Any = None) -> 
 
     The one builder of Image messages from arrays (the node's outputs, the tools' camera frames).
     """
-    f = array_to_fields(arr, encoding)
+    arr = _little_endian(arr)
     if header is not None:
         msg.header = header
-    msg.height, msg.width, msg.encoding, msg.is_bigendian, msg.step = f.height, f.width, f.encoding, 0, f.step
+    msg.height, msg.width, msg.encoding, msg.is_bigendian, msg.step = (
+        arr.shape[0],
+        arr.shape[1],
+        encoding,
+        0,
+        arr.strides[0],
+    )
     data = array.array("B")
-    data.frombytes(f.data)
+    data.frombytes(memoryview(arr).cast("B"))  # one copy, straight from the array (no bytes in between)
     msg.data = data  # array('B') skips rclpy's per-element check
     return msg

@@ -5,7 +5,9 @@ from seg_perception.encodings import (
     SUPPORTED_ENCODINGS,
     ImageDecodeError,
     ImageFields,
+    array_to_fields,
     compressed_to_rgb,
+    fill_image,
     image_to_rgb,
     rgb_to_fields,
 )
@@ -40,6 +42,28 @@ def test_known_pixel_values_per_encoding():
     # mono16 0x1234: little endian bytes 34 12 -> 0x12; big endian bytes 12 34 -> 0x12
     assert image_to_rgb(ImageFields(1, 1, "mono16", 0, 2, bytes([0x34, 0x12])))[0, 0].tolist() == [0x12] * 3
     assert image_to_rgb(ImageFields(1, 1, "mono16", 1, 2, bytes([0x12, 0x34])))[0, 0].tolist() == [0x12] * 3
+
+
+class _Msg:
+    """The fields of sensor_msgs/Image that fill_image sets (rclpy not needed)."""
+
+
+@pytest.mark.parametrize(
+    "arr, encoding, data",
+    [
+        (np.array([[1, 2], [3, 4]], np.uint8), "mono8", [1, 2, 3, 4]),
+        (np.array([[0x1234, 0x0102]], np.dtype("<u2")), "mono16", [0x34, 0x12, 0x02, 0x01]),
+        (np.array([[0x1234, 0x0102]], np.dtype(">u2")), "mono16", [0x34, 0x12, 0x02, 0x01]),  # swapped to little
+        (np.array([[1, 2, 3, 4]], np.uint8)[:, ::2], "mono8", [1, 3]),  # not contiguous
+        (np.arange(12, dtype=np.uint8).reshape(2, 2, 3), "rgb8", list(range(12))),
+    ],
+)
+def test_fill_image_known_bytes(arr, encoding, data):
+    msg = fill_image(_Msg(), arr, encoding)
+    assert (msg.height, msg.width, msg.encoding, msg.is_bigendian) == (arr.shape[0], arr.shape[1], encoding, 0)
+    assert msg.step * msg.height == len(msg.data) and list(msg.data) == data
+    f = array_to_fields(arr, encoding)  # the rclpy-free twin gives the same fields
+    assert (f.height, f.width, f.step, list(f.data)) == (msg.height, msg.width, msg.step, data)
 
 
 def test_last_row_without_padding_is_accepted():
