@@ -210,6 +210,7 @@ def test_cli_reports_config_errors(tmp_path: Path) -> None:
         "espnet",
         "espnet_finetune",
         "deeplab_mnv2_final",
+        "deeplab_mnv2_s4_final",
     ],
 )
 def test_shipped_configs_validate(name: str) -> None:
@@ -227,7 +228,7 @@ def test_real_ft_config_keeps_apparent_size() -> None:
     assert min(aug["crop_scale"]) >= 0.7 and 0.9 <= min(aug["affine_scale"]) <= max(aug["affine_scale"]) <= 1.1
 
 
-FINAL_CONFIGS = ["deeplab_mnv2_final"]
+FINAL_CONFIGS = ["deeplab_mnv2_final", "deeplab_mnv2_s4_final"]
 
 
 @pytest.mark.parametrize(
