@@ -173,10 +173,11 @@ class StreamClient:
             time.sleep(0.05)
         return False
 
-    def diag_values(self, since_ns: int = 0) -> dict[str, str]:
+    def diag_values(self, since_ns: int = 0, having: str = "") -> dict[str, str]:
         """The newest segmentation status received; with ``since_ns``, only from an array stamped at or
         after that time (the node stamps an array before it reads its state, so a stale one that
-        arrives late is not taken for the state after an event)."""
+        arrives late is not taken for the state after an event); with ``having``, only a status with
+        that key (of several nodes on /diagnostics, e.g. the one with depth)."""
         with self._lock:
             diags = list(self.received.diagnostics)
         for arr in reversed(diags):
@@ -185,18 +186,21 @@ class StreamClient:
             for st in arr.status:
                 if st.name.endswith("segmentation"):
                     vals = {kv.key: kv.value for kv in st.values}
+                    if having and having not in vals:
+                        continue
                     level = st.level[0] if isinstance(st.level, (bytes, bytearray)) else int(st.level)
                     vals["_level"], vals["_message"] = str(level), st.message
                     return vals
         return {}
 
-    def fresh_diag_values(self, timeout: float = 10.0) -> dict[str, str]:
+    def fresh_diag_values(self, timeout: float = 10.0, having: str = "") -> dict[str, str]:
         """The first status the node stamps after this call ({} if none within ``timeout``): one stamped
-        earlier may still arrive after it, and must not be taken for the state now."""
+        earlier may still arrive after it, and must not be taken for the state now. ``having``: as in
+        :meth:`diag_values`."""
         since, end = self.node.get_clock().now().nanoseconds, time.monotonic() + timeout
-        while not self.diag_values(since) and time.monotonic() < end:
+        while not self.diag_values(since, having) and time.monotonic() < end:
             time.sleep(0.02)
-        return self.diag_values(since)
+        return self.diag_values(since, having)
 
     def wait_quiet(self, settle: float = 1.0, timeout: float = 10.0) -> None:
         """Wait until no new label message arrived for ``settle`` seconds."""
