@@ -14,6 +14,7 @@ import rclpy  # noqa: E402
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup  # noqa: E402
 from rclpy.task import Future  # noqa: E402
 from std_msgs.msg import Int32  # noqa: E402
+from waiting import wait_until as _wait  # noqa: E402
 
 from seg_perception.executor import InlineSubscriptionsExecutor  # noqa: E402
 
@@ -40,13 +41,6 @@ def _spin_in_thread(ex: InlineSubscriptionsExecutor) -> threading.Thread:
     t = threading.Thread(target=ex.spin, name="spinner", daemon=True)
     t.start()
     return t
-
-
-def _wait(cond, timeout: float = 5.0) -> bool:
-    end = time.monotonic() + timeout
-    while not cond() and time.monotonic() < end:
-        time.sleep(0.005)
-    return cond()
 
 
 def test_messages_are_handled_on_the_spinning_thread_and_timers_in_the_pool(ros):

@@ -3,14 +3,9 @@
 import threading
 import time
 
+from waiting import wait_until as _wait
+
 from seg_perception.frame_worker import NewestFrameWorker
-
-
-def _wait(cond, timeout=5.0):
-    end = time.monotonic() + timeout
-    while not cond() and time.monotonic() < end:
-        time.sleep(0.005)
-    return cond()
 
 
 class _Gate:

@@ -16,6 +16,7 @@ import pytest
 pytest.importorskip("rclpy")
 
 from dds_tools import Camera, NodeControl  # noqa: E402
+from waiting import wait_until  # noqa: E402
 
 from seg_perception.tools.rosio import NodeProcess, StreamClient, image_msg  # noqa: E402
 
@@ -40,10 +41,7 @@ def client():
 
 
 def _wait(cond, timeout: float = 20.0) -> bool:
-    end = time.monotonic() + timeout
-    while not cond() and time.monotonic() < end:
-        time.sleep(0.05)
-    return cond()
+    return wait_until(cond, timeout, poll=0.05)
 
 
 @contextmanager
