@@ -181,3 +181,38 @@ def test_quaternion_and_yaw_helpers():
     assert fold_yaw(math.radians(100)) == pytest.approx(math.radians(-80))
     assert fold_yaw(-math.pi / 2) == pytest.approx(math.pi / 2)
     assert math.degrees(yaw_error(math.radians(89), math.radians(-89))) == pytest.approx(2.0)
+
+
+def test_plane_fit_drops_flying_points_and_refuses_lines_and_rough_surfaces():
+    from seg_perception.geometry import _fit_plane
+
+    rng = np.random.default_rng(3)
+    normal = np.array([0.0, -math.sin(0.6), -math.cos(0.6)])  # a table tilted 0.6 rad, facing the camera
+    e1 = np.array([1.0, 0.0, 0.0])
+    e2 = np.cross(normal, e1)
+    centre = np.array([0.02, 0.05, 0.55])
+    a, b = rng.uniform(-0.1, 0.1, (2, 400))
+    pts = centre[:, None] + e1[:, None] * a + e2[:, None] * b + normal[:, None] * rng.normal(0, 0.0005, 400)
+    pts[:, :30] += np.array([0.0, 0.0, 0.25])[:, None] * rng.uniform(0.5, 1.0, 30)  # flying pixels far behind
+    n, d = _fit_plane(pts, CFG)
+    assert np.degrees(np.arccos(min(1.0, float(n @ normal)))) < 0.5
+    assert abs(d + float(normal @ centre)) < 0.001
+    assert _fit_plane(pts[:, 30:], CFG) is not None
+    line = centre[:, None] + e1[:, None] * a  # all points on one line: tilt about it unknown
+    assert _fit_plane(line, CFG) is None
+    rough = pts[:, 30:] + normal[:, None] * rng.normal(0, 0.02, 370)  # 2 cm rms: not a table
+    assert _fit_plane(rough, CFG) is None
+    assert _fit_plane(pts[:, : CFG.min_table_points - 1], CFG) is None
+
+
+def test_symmetric_eigen_solver_matches_numpy():
+    from seg_perception.geometry import _eig_sym3
+
+    rng = np.random.default_rng(4)
+    for _ in range(20):
+        q = rng.normal(size=(3, 50)) * rng.uniform(0.001, 1.0, (3, 1))
+        m = q @ q.T / 50
+        w, v = _eig_sym3(m)
+        w_ref, v_ref = np.linalg.eigh(m)
+        assert np.allclose(w, w_ref, rtol=1e-9, atol=1e-15)
+        assert np.allclose(np.abs(np.sum(v * v_ref, axis=0)), 1.0, atol=1e-9)  # same axes up to sign
