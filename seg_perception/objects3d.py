@@ -45,42 +45,47 @@ def instance_boxes(
     output, optional): each object's score is the mean softmax maximum at up to ``samples`` x
     ``samples`` of its pixels, else 1.0. Cost is bounded by the object pixels of the sampled grid."""
     sub = instances[::step, ::step]
-    flat = sub.ravel()
-    nz = np.flatnonzero(flat)
+    nz = np.flatnonzero(sub != 0)  # on a bool array: a tenth of flatnonzero's time on the uint16 map
     if nz.size == 0:
         return []
-    ids = flat[nz]
     ys, xs = np.divmod(nz, sub.shape[1])
+    ids = sub[ys, xs]
     h, w = instances.shape
-    out = []
+    found = []
+    picks_y: list[np.ndarray] = []
+    picks_x: list[np.ndarray] = []
     for k in np.unique(ids):
         sel = ids == k
         yk, xk = ys[sel], xs[sel]
         x0, y0 = max(0, int(xk.min()) * step - step), max(0, int(yk.min()) * step - step)
         x1, y1 = min(w, int(xk.max()) * step + 2 * step), min(h, int(yk.max()) * step + 2 * step)
         cls = int(labels[int(yk[0]) * step, int(xk[0]) * step])
-        score = 1.0
+        found.append((int(k), cls, (x0, y0, x1 - x0, y1 - y0)))
         if scores is not None:
             pick = np.linspace(0, yk.size - 1, min(yk.size, samples * samples)).astype(np.int64)
-            score = _mean_max_softmax(scores, quant, yk[pick] * step, xk[pick] * step, (h, w))
-        out.append(
-            InstanceBox(
-                int(k), cls, class_names[cls] if cls < len(class_names) else str(cls), (x0, y0, x1 - x0, y1 - y0), score
-            )
-        )
-    return out
+            picks_y.append(yk[pick] * step)
+            picks_x.append(xk[pick] * step)
+    obj_scores = [1.0] * len(found)
+    if scores is not None:  # all objects' samples in one softmax
+        starts = np.cumsum([0] + [p.size for p in picks_y[:-1]])
+        probs = _max_softmax(scores, quant, np.concatenate(picks_y), np.concatenate(picks_x), (h, w))
+        obj_scores = (np.add.reduceat(probs, starts) / [p.size for p in picks_y]).tolist()
+    return [
+        InstanceBox(k, cls, class_names[cls] if cls < len(class_names) else str(cls), box, float(score))
+        for (k, cls, box), score in zip(found, obj_scores, strict=True)
+    ]
 
 
-def _mean_max_softmax(
+def _max_softmax(
     scores: np.ndarray, quant: tuple[float, int] | None, ys: np.ndarray, xs: np.ndarray, hw: tuple[int, int]
-) -> float:
-    """Mean of the max class probability at full-resolution pixels (ys, xs) of a (h, w, C) score map."""
+) -> np.ndarray:
+    """The max class probability at full-resolution pixels (ys, xs) of a (h, w, C) score map."""
     sh, sw = scores.shape[:2]
     s = scores[np.minimum(ys * sh // hw[0], sh - 1), np.minimum(xs * sw // hw[1], sw - 1)].astype(np.float32)
     if quant is not None:
         s = (s - quant[1]) * quant[0]
     s -= s.max(axis=1, keepdims=True)
-    return float(np.mean(1.0 / np.exp(s).sum(axis=1)))
+    return 1.0 / np.exp(s).sum(axis=1)
 
 
 @dataclass

@@ -48,6 +48,13 @@ def test_object_scores_sampled_from_the_model_output():
     q = np.clip(np.round(logits / q_scale) + q_zero, -128, 127).astype(np.int8)
     (qbox,) = instance_boxes(big_labels, inst, NAMES, scores=q, quant=(q_scale, q_zero), samples=64)
     assert abs(qbox.score - box.score) < 0.02
+    # several objects: each gets the mean over its own pixels (the samples of all are scored together)
+    inst[28:40, 44:64] = 2  # model rows 7..9, cols 11..15
+    inst[40:48, 0:8] = 3  # model rows 10..11, cols 0..1
+    boxes = instance_boxes(big_labels, inst, NAMES, scores=logits, samples=64)
+    assert [b.instance_id for b in boxes] == [1, 2, 3]
+    want = [conf[2:6, 4:10].mean(), conf[7:10, 11:16].mean(), conf[10:12, 0:2].mean()]
+    assert np.allclose([b.score for b in boxes], want, atol=1e-5)
 
 
 def test_run_finds_objects_itself():
