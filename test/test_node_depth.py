@@ -40,6 +40,7 @@ def node(tmp_path_factory):
     n.published = {"labels": [], "markers": [], "poses": []}
     n.pubs.labels.publish = n.published["labels"].append
     n.depth_side.pub_markers.publish = n.published["markers"].append
+    n.depth_side.pub_markers.get_subscription_count = lambda: 1  # RViz is watching (markers only then)
     n.depth_side.pub_poses.publish = n.published["poses"].append
     yield n
     n.destroy_node()
@@ -116,6 +117,14 @@ def test_boxes_at_the_right_place_size_and_angle(node, scene):
     assert len(poses.poses) == 3 and poses.header.stamp.sec == 10
     text = [m.text for m in markers.markers if m.type == 9]
     assert any(t.startswith("m30 ") for t in text)
+
+
+def test_markers_only_while_someone_subscribes_poses_always(node, scene, monkeypatch):
+    monkeypatch.setattr(node.depth_side.pub_markers, "get_subscription_count", lambda: 0)
+    n_markers, n_poses = len(node.published["markers"]), len(node.published["poses"])
+    got = step(node, scene, 12, depth(scene.depth_mm, 12), info(scene, 12))
+    assert got["frames_3d"] == 1 and got["objects_3d"] == 3
+    assert len(node.published["markers"]) == n_markers and len(node.published["poses"]) == n_poses + 1
 
 
 def test_nearest_depth_within_tolerance_pairs_and_beyond_does_not(node, scene):

@@ -8,12 +8,14 @@ depth (16UC1) and camera info, published just before the colour frame, as a came
 times run from the colour frame's publication for both nodes.
 
 Reported (ms, median / p95 over ``runs`` frames): ``rgb_labels`` and ``rgb_last`` (publish ->
-labels, -> instances, the last output; depth off), ``rgbd_labels`` (depth on) and
-``rgbd_markers`` (publish -> object markers, the last output of a depth frame);
-``added_ms_p50`` = rgbd_markers p50 - rgb_labels p50 (what a planner waiting for boxes waits
-longer than one waiting for labels), ``added_to_last_output_ms_p50`` = rgbd_markers p50 -
-rgb_last p50, the number of 3D objects per frame the depth node measured, and the depth node's own
-``geometry_ms`` p50 from its diagnostics (decoding the depth and measuring the boxes; the marker
+labels, -> instances, the last output; depth off), ``rgbd_labels`` (depth on), ``rgbd_poses``
+(publish -> object poses, what a planner reads) and ``rgbd_markers`` (publish -> object markers,
+the last output of a depth frame; the bench subscribes to them, as RViz would, else the node
+builds none); ``added_ms_p50`` = rgbd_markers p50 - rgb_labels p50 (what a viewer waiting for
+boxes waits longer than one waiting for labels), ``added_to_last_output_ms_p50`` = rgbd_markers
+p50 - rgb_last p50, ``poses_after_last_2d_output_ms_p50`` = rgbd_poses p50 - rgb_last p50 (the same
+for a planner), the number of 3D objects per frame the depth node measured, and the depth node's
+own ``geometry_ms`` p50 from its diagnostics (decoding the depth and measuring the boxes; the
 messages and publishing come on top).
 """
 
@@ -47,6 +49,7 @@ def _stats(values: list[float]) -> dict[str, float]:
 def bench_node_depth(
     backend: str, runs: int, threads: int, workdir: Path, frame_timeout: float = 2.0
 ) -> dict[str, Any]:
+    from geometry_msgs.msg import PoseArray
     from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
     from sensor_msgs.msg import CameraInfo, Image
     from visualization_msgs.msg import MarkerArray
@@ -65,6 +68,7 @@ def bench_node_depth(
     pub_depth = rgbd.node.create_publisher(Image, "/bench_rgbd/depth", qos_profile_sensor_data)
     pub_info = rgbd.node.create_publisher(CameraInfo, "/bench_rgbd/camera_info", qos_profile_sensor_data)
     markers: dict[Any, Any] = {}
+    poses: dict[Any, float] = {}
     lock = threading.Lock()
 
     def on_markers(msg: Any) -> None:
@@ -72,13 +76,20 @@ def bench_node_depth(
         with lock:
             markers[(h.stamp.sec, h.stamp.nanosec)] = (time.time(), sum(1 for m in msg.markers if m.type == 1))
 
-    rgbd.node.create_subscription(
-        MarkerArray,
-        "/bench_rgbd/segmentation/object_markers",
-        on_markers,
-        QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE),
-    )
-    lat: dict[str, list[float]] = {"rgb_labels": [], "rgb_last": [], "rgbd_labels": [], "rgbd_markers": []}
+    def on_poses(msg: Any) -> None:
+        with lock:
+            poses[(msg.header.stamp.sec, msg.header.stamp.nanosec)] = time.time()
+
+    reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+    rgbd.node.create_subscription(MarkerArray, "/bench_rgbd/segmentation/object_markers", on_markers, reliable)
+    rgbd.node.create_subscription(PoseArray, "/bench_rgbd/segmentation/object_poses", on_poses, reliable)
+    lat: dict[str, list[float]] = {
+        "rgb_labels": [],
+        "rgb_last": [],
+        "rgbd_labels": [],
+        "rgbd_poses": [],
+        "rgbd_markers": [],
+    }
     objects: list[int] = []
     lost = 0
     try:
@@ -110,15 +121,20 @@ def bench_node_depth(
             while time.time() < t_d + frame_timeout:
                 with lock:
                     got_m = markers.get(stamp)
-                if got_m is not None and stamp in rgbd.received.labels:
+                    has_poses = stamp in poses
+                if got_m is not None and has_poses and stamp in rgbd.received.labels:
                     break
                 time.sleep(0.0005)
             got_l = rgbd.received.labels.get(stamp)
+            with lock:
+                got_p = poses.get(stamp)
             if i >= 5:
-                if got_rgb is not None and got_last is not None and got_m is not None and got_l is not None:
+                got = (got_rgb, got_last, got_m, got_l, got_p)
+                if all(g is not None for g in got):
                     lat["rgb_labels"].append((got_rgb[0] - t) * 1e3)
                     lat["rgb_last"].append((got_last[0] - t) * 1e3)
                     lat["rgbd_labels"].append((got_l[0] - t_d) * 1e3)
+                    lat["rgbd_poses"].append((got_p - t_d) * 1e3)
                     lat["rgbd_markers"].append((got_m[0] - t_d) * 1e3)
                     objects.append(got_m[1])
                 else:
@@ -129,6 +145,7 @@ def bench_node_depth(
         out: dict[str, Any] = {k: _stats(v) for k, v in lat.items()}
         out["added_ms_p50"] = round(out["rgbd_markers"]["p50"] - out["rgb_labels"]["p50"], 2)
         out["added_to_last_output_ms_p50"] = round(out["rgbd_markers"]["p50"] - out["rgb_last"]["p50"], 2)
+        out["poses_after_last_2d_output_ms_p50"] = round(out["rgbd_poses"]["p50"] - out["rgb_last"]["p50"], 2)
         out["objects_3d_per_frame"] = round(float(np.mean(objects)), 2) if objects else 0.0
         # the depth node's own time for the 3D step's measuring part (depth decode, boxes, size pairs)
         diag = rgbd.fresh_diag_values(5.0, having="geometry_ms_p50")
