@@ -31,7 +31,7 @@ from visualization_msgs.msg import MarkerArray
 from .depth_sync import REASONS, DepthError, StampBuffer, stamp_ns
 from .diagnostics import DepthHealth
 from .geometry import Object3D
-from .object_msgs import detections_3d, object_markers, object_poses
+from .object_msgs import MarkerArrayBuilder, detections_3d, object_poses
 from .objects3d import ObjectGeometry
 from .stats import Counters, Percentiles
 
@@ -68,6 +68,7 @@ class DepthSide:
         self._geometry: ObjectGeometry | None = None
         self.sub_depth: Any = None
         self.sub_info: Any = None
+        self._markers = MarkerArrayBuilder()  # refilled for every frame
         self.pub_markers = node.create_lifecycle_publisher(MarkerArray, "segmentation/object_markers", out_qos)
         self.pub_poses = node.create_lifecycle_publisher(PoseArray, "segmentation/object_poses", out_qos)
         self.pub_det3d = (
@@ -160,7 +161,7 @@ class DepthSide:
         if self.pub_det3d is not None and self.pub_det3d.get_subscription_count() > 0:  # pragma: no cover - distro
             self.pub_det3d.publish(detections_3d(out.objects, header, vision_msgs))
         if self.pub_markers.get_subscription_count() > 0:
-            self.pub_markers.publish(object_markers(out.objects, header, seg.classes.palette()))
+            self.pub_markers.publish(self._markers(out.objects, header, seg.classes.palette()))
         self.counters.inc("frames_3d")
         self.counters.inc("objects_3d", len(out.objects))
         self.counters.inc("objects_no_pose", len(out.no_pose))

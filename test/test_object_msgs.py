@@ -8,7 +8,14 @@ import pytest
 
 from seg_perception.classes import load_classes
 from seg_perception.geometry import Object3D
-from seg_perception.object_msgs import detections_2d, detections_3d, label_text, object_markers, object_poses
+from seg_perception.object_msgs import (
+    MarkerArrayBuilder,
+    detections_2d,
+    detections_3d,
+    label_text,
+    object_markers,
+    object_poses,
+)
 from seg_perception.postprocess import SegObject
 
 pytest.importorskip("visualization_msgs.msg")
@@ -66,6 +73,23 @@ def test_markers_clear_then_cube_and_text_per_object():
     assert text.pose.position.z == pytest.approx(0.5 + 0.02 + 0.015)  # above the box along its up axis (z here)
     assert m[3].ns == "motor" and m[4].text == "motor 0.87"
     assert object_markers([], _header(), CLASSES.palette()).markers[0].action == Marker.DELETEALL
+
+
+def test_reused_markers_equal_fresh_ones_frame_after_frame():
+    build = MarkerArrayBuilder()
+    frames = [
+        [_obj(2, 2, math.pi / 2, "f20_20_B", 1), _obj(5, 13), _obj(7, 4, 0.3)],
+        [_obj(1, 13, -0.4)],  # fewer objects: the spare markers stay out of the array
+        [_obj(3, 2), _obj(4, 4, 1.0, "m20", 9)],
+        [],
+    ]
+    for k, objs in enumerate(frames):
+        h = _header()
+        h.stamp.sec = 100 + k
+        got = build(objs, h, CLASSES.palette())
+        want = object_markers(objs, h, CLASSES.palette())
+        assert len(got.markers) == 1 + 2 * len(objs)
+        assert list(got.markers) == list(want.markers), k  # every field of every marker
 
 
 def test_pose_array_in_instance_order():
