@@ -146,15 +146,17 @@ def class_variant_for(requested: str, entry_variant: str, entry_source: str) -> 
     return entry_variant
 
 
-def make_segmenter(cfg, manifest=None) -> Segmenter:
+def make_segmenter(cfg, manifest=None, spin_wait: bool = True) -> Segmenter:
     """Backend + classes + postprocessing from a :class:`~seg_perception.config.NodeConfig`.
 
-    Raises :class:`~seg_perception.backends.BackendError` with the file and reason.
+    ``spin_wait`` False: the runtime's worker threads sleep between runs (for timing it in turns
+    with another model on the same cores). Raises :class:`~seg_perception.backends.BackendError`
+    with the file and reason.
     """
     from .backends import BackendError, create_backend
     from .classes import load_classes
 
-    backend = create_backend(cfg.backend, cfg.model_path, cfg.num_threads, manifest)
+    backend = create_backend(cfg.backend, cfg.model_path, cfg.num_threads, manifest, spin_wait)
     h, w = backend.input_hw
     if (cfg.input_height and cfg.input_height != h) or (cfg.input_width and cfg.input_width != w):
         raise BackendError(
