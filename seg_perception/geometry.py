@@ -229,7 +229,7 @@ def _fit_plane(pts: np.ndarray, cfg: GeometryConfig) -> tuple[np.ndarray, float]
         n_off = int(np.count_nonzero(off))
         if n_off == 0:
             break
-        dropped, pts = pts[:, off], pts[:, ~off]
+        dropped, pts = pts.compress(off, axis=1), pts.compress(~off, axis=1)
         n_pts -= n_off
         s1, s2 = s1 - dropped.sum(axis=1), s2 - dropped @ dropped.T
     if rms > cfg.max_table_rms_m:
@@ -249,7 +249,9 @@ class _Crop:
         """3D points (3, N) of the selected pixels (every ``step``-th row and column), and ``extra`` there.
 
         Points are columns: reductions over them run along contiguous rows (several times faster than
-        down the columns of an (N, 3) array, which is what these few-hundred-point arrays spend on)."""
+        down the columns of an (N, 3) array, which is what these few-hundred-point arrays spend on).
+        Select columns with ``compress``: ``pts[:, mask]`` returns a Fortran-ordered array (strided
+        rows again) and takes three times as long."""
         sub = sel[::step, ::step] if step > 1 else sel
         idx = np.flatnonzero(sub)  # much faster than np.nonzero on 2D masks
         vs, us = np.divmod(idx, sub.shape[1])
@@ -351,7 +353,7 @@ def measure_object(
     med = _median(zs)
     mad = _median(np.abs(zs - med))
     tol = max(cfg.trim_mads * 1.4826 * mad, cfg.trim_min_m)
-    inner = inner[:, np.abs(z - med) <= tol]
+    inner = inner.compress(np.abs(z - med) <= tol, axis=1)
     if inner.shape[1] < min(cfg.min_points, n_core):
         return None, "too_few_points"
     # the core's outermost pixels, and the band between the core and the mask's outline (one gather)
@@ -359,8 +361,10 @@ def measure_object(
     rim, d_rim = crop.points((dist > lo_d) & (dist <= erosion + 1.5) & valid, extra=dist)
     rim_ok = np.abs(rim[2] - med) <= tol
     in_core = d_rim > erosion + 0.5
-    edge, d_edge = rim[:, rim_ok & in_core], d_rim[rim_ok & in_core]
-    band, d_band = (rim[:, rim_ok & ~in_core], d_rim[rim_ok & ~in_core]) if erosion else (edge[:, :0], d_edge[:0])
+    is_edge = rim_ok & in_core
+    edge, d_edge = rim.compress(is_edge, axis=1), d_rim[is_edge]
+    is_band = rim_ok & ~in_core
+    band, d_band = (rim.compress(is_band, axis=1), d_rim[is_band]) if erosion else (edge[:, :0], d_edge[:0])
     if edge.shape[1] < 3:
         return None, "too_few_points"
 
