@@ -5,7 +5,9 @@ The bounds are checked with margin for a loaded CI machine: RSS growth after war
 + 20 ms + 30 ms slack (a queue would break it within seconds once input outruns the node); every received frame is either processed or
 dropped and counted. Whether 90 Hz outruns the node depends on the machine (here it nearly
 keeps up with tflite_int8), so the drop itself is checked deterministically in
-test_fuzz.py::test_slow_backend_drops_stale_frames_and_processes_the_newest.
+test_fuzz.py::test_slow_backend_drops_stale_frames_and_processes_the_newest. With depth (30 Hz,
+30 s, an RGB-D stream of rendered table scenes) the poses obey the same age bound and the processed
+frames get their 3D boxes.
 """
 
 import pytest
@@ -24,3 +26,12 @@ def test_soak_bounded_memory_and_age(rate, tmp_path):
     assert check(r, rss_growth_mb=30.0, age_slack_ms=30.0) == [], r
     assert r["frames_with_output"] > 0.1 * r["frames_sent"], r
     assert r["node_received"] == r["node_processed"] + r["node_dropped"], r
+
+
+def test_soak_with_depth_gives_3d_boxes_for_every_processed_frame(tmp_path):
+    r = run_rate(30.0, 30.0, "tflite_int8", tmp_path, depth=True)
+    assert "error" not in r, r
+    assert check(r, rss_growth_mb=30.0, age_slack_ms=30.0) == [], r  # poses age and 3D coverage included
+    assert r["frames_with_output"] > 0.1 * r["frames_sent"], r
+    assert r["frames_with_poses"] >= 0.95 * r["node_processed"] and r["frames_with_markers"] > 0, r
+    assert r["objects_3d"] >= 2 * r["frames_3d"], r  # the rendered scenes hold 2-5 objects each

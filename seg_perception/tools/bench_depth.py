@@ -29,17 +29,6 @@ from typing import Any
 import numpy as np
 
 
-def _camera_info(cam: Any, stamp: Any, frame_id: str) -> Any:
-    from sensor_msgs.msg import CameraInfo
-
-    m = CameraInfo()
-    m.header.stamp.sec, m.header.stamp.nanosec = stamp
-    m.header.frame_id = frame_id
-    m.width, m.height = cam.width, cam.height
-    m.k = [float(v) for v in cam.k().reshape(-1)]
-    return m
-
-
 def _stats(values: list[float]) -> dict[str, float]:
     if not values:
         return {"p50": float("nan"), "p95": float("nan")}
@@ -55,7 +44,7 @@ def bench_node_depth(
     from visualization_msgs.msg import MarkerArray
 
     from ..demo_scene3d import render_scene
-    from .rosio import NodeProcess, StreamClient, image_msg
+    from .rosio import NodeProcess, StreamClient, camera_info_msg, image_msg
 
     scenes = [render_scene(s) for s in range(4)]
     params = {"backend": backend, "num_threads": threads}
@@ -114,7 +103,7 @@ def bench_node_depth(
             got_rgb, got_last = rgb.received.labels.get(stamp), rgb.received.instances.get(stamp)
             # depth on: camera info and depth first, then the colour frame
             stamp = rgbd.now_stamp()
-            pub_info.publish(_camera_info(sc.camera, stamp, "bench"))
+            pub_info.publish(camera_info_msg(sc.camera, stamp, "bench"))
             pub_depth.publish(image_msg(sc.depth_mm, stamp, "bench", "16UC1"))
             t_d = time.time()  # the node's time starts with the colour frame, as for the node without depth
             rgbd.publish(image_msg(sc.rgb, stamp, "bench"))

@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -98,6 +99,18 @@ def image_msg(rgb: np.ndarray, stamp: Stamp, frame_id: str, encoding: str = "rgb
     msg.header.stamp.sec, msg.header.stamp.nanosec = stamp
     msg.header.frame_id = frame_id
     return msg
+
+
+def camera_info_msg(cam: Any, stamp: Stamp, frame_id: str):
+    """An rclpy sensor_msgs/CameraInfo of a :class:`~seg_perception.geometry.CameraModel` (K only)."""
+    from sensor_msgs.msg import CameraInfo
+
+    m = CameraInfo()
+    m.header.stamp.sec, m.header.stamp.nanosec = stamp
+    m.header.frame_id = frame_id
+    m.width, m.height = cam.width, cam.height
+    m.k = [float(v) for v in cam.k().reshape(-1)]
+    return m
 
 
 def msg_to_array(msg) -> np.ndarray:

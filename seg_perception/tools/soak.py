@@ -11,6 +11,11 @@ rate and checks the bounds the README states:
   diagnostics) + 20 ms of transport: a new frame waits at most for the one in flight, then
   its own work. A queue breaks it within seconds once input outruns the node
   (``--age-slack-ms`` adds margin for CI).
+
+``--depth``: the node runs with ``use_depth`` and gets each frame's depth image and camera info
+just before the frame (rendered table scenes); then also the object poses' age p99 stays under
+the same bound (the node's work per frame includes the 3D step), and at least 99 % of the
+processed frames get 3D boxes.
 """
 
 from __future__ import annotations
@@ -35,15 +40,56 @@ def rss_mb(pid: int) -> float:
 
 
 def run_rate(
-    rate: float, seconds: float, backend: str, workdir: Path, warmup_s: float = 5.0, model_path: str = ""
+    rate: float,
+    seconds: float,
+    backend: str,
+    workdir: Path,
+    warmup_s: float = 5.0,
+    model_path: str = "",
+    depth: bool = False,
 ) -> dict[str, object]:
-    from ..demo_frames import render_frame
-    from .rosio import NodeProcess, StreamClient, image_msg
+    """One rate. ``depth``: the node runs with ``use_depth`` and every colour frame is preceded by its
+    depth image (16UC1) and camera info, as from an RGB-D driver (rendered table scenes); the object
+    poses and markers are collected too."""
+    from .rosio import NodeProcess, StreamClient, camera_info_msg, image_msg
 
-    frames = [render_frame(s)[0] for s in range(8)]
-    params = {"backend": backend, **({"model_path": model_path} if model_path else {})}
-    node = NodeProcess(params, workdir / f"soak_{int(rate)}hz.log", remap=["image:=/soak/image_raw"])
-    client = StreamClient("/soak/image_raw", name=f"seg_soak_{int(rate)}")
+    params: dict[str, object] = {"backend": backend, **({"model_path": model_path} if model_path else {})}
+    remap = ["image:=/soak/image_raw"]
+    if depth:
+        from ..demo_scene3d import render_scene
+
+        scenes = [render_scene(s) for s in range(8)]
+        frames = [sc.rgb for sc in scenes]
+        params["use_depth"] = True
+        remap += ["depth:=/soak/depth", "camera_info:=/soak/camera_info"]
+    else:
+        from ..demo_frames import render_frame
+
+        frames = [render_frame(s)[0] for s in range(8)]
+    tag = f"{int(rate)}hz" + ("_depth" if depth else "")
+    node = NodeProcess(params, workdir / f"soak_{tag}.log", remap=remap)
+    client = StreamClient("/soak/image_raw", name=f"seg_soak_{tag}")
+    poses: dict[tuple, float] = {}
+    markers: list[int] = [0]
+    if depth:
+        from geometry_msgs.msg import PoseArray
+        from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+        from sensor_msgs.msg import CameraInfo, Image
+        from visualization_msgs.msg import MarkerArray
+
+        pub_depth = client.node.create_publisher(Image, "/soak/depth", qos_profile_sensor_data)
+        pub_info = client.node.create_publisher(CameraInfo, "/soak/camera_info", qos_profile_sensor_data)
+        reliable = QoSProfile(depth=20, reliability=ReliabilityPolicy.RELIABLE)
+
+        def on_poses(msg: object) -> None:
+            poses[(msg.header.stamp.sec, msg.header.stamp.nanosec)] = time.time()
+
+        def on_markers(msg: object) -> None:
+            markers[0] += 1
+
+        client.node.create_subscription(PoseArray, "/segmentation/object_poses", on_poses, reliable)
+        # markers too, as RViz would: the node builds them only while someone subscribes
+        client.node.create_subscription(MarkerArray, "/segmentation/object_markers", on_markers, reliable)
     rss: list[float] = []
     stop = threading.Event()
 
@@ -55,6 +101,12 @@ def run_rate(
     try:
         if not client.wait_for_node(60):
             return {"rate_hz": rate, "error": "node did not come up", "log": node.log()[-400:]}
+        if depth:  # the depth subscriptions match a little after the image one
+            end = time.monotonic() + 10
+            while (
+                pub_depth.get_subscription_count() == 0 or pub_info.get_subscription_count() == 0
+            ) and time.monotonic() < end:
+                time.sleep(0.05)
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
         sent: dict[tuple, float] = {}
@@ -63,20 +115,25 @@ def run_rate(
         while time.monotonic() - t0 < seconds:
             stamp = client.now_stamp()
             sent[stamp] = time.time()
+            if depth:
+                sc = scenes[i % len(scenes)]
+                pub_info.publish(camera_info_msg(sc.camera, stamp, "soak"))
+                pub_depth.publish(image_msg(sc.depth_mm, stamp, "soak", "16UC1"))
             client.publish(image_msg(frames[i % len(frames)], stamp, "soak"))
             i += 1
             time.sleep(max(0.0, t0 + i / rate - time.monotonic()))
         publish_hz = i / (time.monotonic() - t0)
         client.wait_quiet(0.5)
         time.sleep(1.05)
-        diag = client.diag_values()
+        diag = client.diag_values(having="frames_3d" if depth else "")
         stop.set()
         sampler.join(2)
         ages = np.array([1e3 * (t_recv - (s[0] + s[1] * 1e-9)) for s, (t_recv, _) in client.received.labels.items()])
         warm = max(1, int(warmup_s))
         infer_p95 = float(diag.get("inference_ms_p95", "nan"))
-        return {
+        result: dict[str, object] = {
             "rate_hz": rate,
+            "depth": depth,
             "published_hz": round(publish_hz, 1),
             "seconds": seconds,
             "frames_sent": i,
@@ -99,6 +156,18 @@ def run_rate(
             "rss_mb_max": round(max(rss), 1) if rss else None,
             "node_alive": node.alive(),
         }
+        if depth:
+            pose_ages = np.array([1e3 * (t - (s[0] + s[1] * 1e-9)) for s, t in poses.items()])
+            result.update(
+                {
+                    "frames_with_poses": len(poses),
+                    "frames_with_markers": markers[0],
+                    "poses_age_ms_p99": round(float(np.percentile(pose_ages, 99)), 2) if pose_ages.size else None,
+                    **{k: int(diag.get(k, 0)) for k in ("frames_3d", "frames_no_depth", "objects_3d")},
+                    "geometry_ms_p50": float(diag.get("geometry_ms_p50", "nan")),
+                }
+            )
+        return result
     finally:
         stop.set()
         client.close()
@@ -115,6 +184,13 @@ def check(r: dict[str, object], rss_growth_mb: float, age_slack_ms: float) -> li
     bound = 2 * float(r["frame_ms_p99"]) + 20 + age_slack_ms
     if not math.isfinite(bound) or r.get("age_ms_p99") is None or r["age_ms_p99"] > bound:  # nan: no timing
         bad.append(f"output age p99 {r.get('age_ms_p99')} ms > {bound:.1f} ms")
+    if r.get("depth"):
+        # the node's work per frame includes the 3D step: the poses obey the same bound
+        if r.get("poses_age_ms_p99") is None or r["poses_age_ms_p99"] > bound:
+            bad.append(f"poses age p99 {r.get('poses_age_ms_p99')} ms > {bound:.1f} ms")
+        # every depth image is sent before its colour frame: a processed frame without 3D is a fault
+        if int(r["frames_3d"]) < 0.99 * int(r["node_processed"]):
+            bad.append(f"3D boxes for {r['frames_3d']} of {r['node_processed']} processed frames")
     return bad
 
 
@@ -128,13 +204,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--rss-growth-mb", type=float, default=20.0)
     ap.add_argument("--age-slack-ms", type=float, default=0.0)
+    ap.add_argument("--depth", action="store_true", help="use_depth, with a depth image and camera info per frame")
     ap.add_argument("--out", default="out/soak")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     failed = False
     for rate in (float(r) for r in args.rates.split(",")):
-        r = run_rate(rate, args.seconds, args.backend, out, model_path=args.model_path)
+        r = run_rate(rate, args.seconds, args.backend, out, model_path=args.model_path, depth=args.depth)
         r["violations"] = check(r, args.rss_growth_mb, args.age_slack_ms) if "error" not in r else [r["error"]]
         failed |= bool(r["violations"])
         print(json.dumps(r), flush=True)
