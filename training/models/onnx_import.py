@@ -25,6 +25,7 @@ that ``training.prune`` (recovery) and ``training.export`` read.
 from __future__ import annotations
 
 import argparse
+import copy
 import logging
 import sys
 from collections.abc import Mapping, Sequence
@@ -345,9 +346,8 @@ def parity(model: nn.Module, onnx_path: str | Path, images: np.ndarray, threads:
     with torch.no_grad():
         pixels = torch.from_numpy(images.astype(np.float32))
         ours = wrapper.eval()(pixels).numpy()
-        model.train()
-        ours_train = wrapper(pixels).numpy()
-        model.eval()
+        # a copy: a train-mode pass moves the batch norms' running statistics
+        ours_train = NHWCExportWrapper(copy.deepcopy(model)).train()(pixels).numpy()
     if full is not None:
         model.full_resolution_logits = full
     if ours.shape != ref.shape:
