@@ -279,10 +279,17 @@ def apply_width_spec(model: nn.Module, spec: Mapping[str, Mapping[str, Any]]) ->
     return model
 
 
-def save_pruned(model: nn.Module, path: os.PathLike, extra: Mapping[str, Any] | None = None) -> Path:
+def save_pruned(
+    model: nn.Module,
+    path: os.PathLike,
+    extra: Mapping[str, Any] | None = None,
+    resume_state: Mapping[str, Any] | None = None,
+) -> Path:
     """Write ``{format, model_config, width_spec, state_dict, num_params, ...extra}`` with torch.save.
 
     ``model.config`` must hold the constructor kwargs incl. ``name`` (the models registry contract).
+    ``extra`` is plain data; ``resume_state`` (optimiser, scheduler, RNG: tensors allowed) is stored
+    under ``"resume_state"`` for a run that continues from this file.
     """
     from training.models import count_parameters  # deferred, as in _registry_factory
 
@@ -298,6 +305,8 @@ def save_pruned(model: nn.Module, path: os.PathLike, extra: Mapping[str, Any] | 
     }
     if extra:
         doc.update(to_plain(dict(extra)))
+    if resume_state is not None:
+        doc["resume_state"] = to_safe(dict(resume_state))
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_suffix(p.suffix + ".tmp")
@@ -400,4 +409,8 @@ def checkpoint_info(doc: Mapping[str, Any], model: nn.Module) -> dict[str, Any]:
     if info["pruned"]:
         info["prune_step"] = doc.get("prune_step")
         info["source_checkpoint"] = doc.get("source_checkpoint")
+        if isinstance(doc.get("recovery"), Mapping):  # the fine-tune after pruning, without its per-epoch log
+            info["recovery"] = {k: v for k, v in doc["recovery"].items() if k != "log"}
+        if isinstance(doc.get("source_imported_from_onnx"), Mapping):  # the chain went through a shipped file
+            info["source_imported_from_onnx"] = dict(doc["source_imported_from_onnx"])
     return info

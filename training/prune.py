@@ -16,6 +16,10 @@ CLI::
 
     python -m training.prune --checkpoint runs/fcn8s/best.pt \\
         --config training/configs/prune_fcn8s.yaml [--set prune.steps=4] --out runs/prune_fcn8s
+
+A recovery (``prune.recovery_epochs``) measures the validation split after every epoch and
+writes ``recovery_last.pt`` (``--resume`` it with the same command after an interruption),
+``recovery_best.pt`` and ``recovery.csv``; ``final.pt`` is the last epoch.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ log = logging.getLogger(__name__)
 
 EvalFn = Callable[[nn.Module], dict[str, float]]
 FinetuneFn = Callable[[nn.Module, int], None]  # (model, iteration) -> trains in place
+EpochEndFn = Callable[[int, torch.optim.Optimizer, Any, float], None]  # (epochs done, opt, sched, loss)
 
 
 # --------------------------------------------------------------------------------------
@@ -397,7 +402,17 @@ class _TrainHelperLoop:
             d = cfg.distill
             self.train_loss_fn = DistillationLoss(self.loss_fn, d.weight, d.temperature, cfg.train.ignore_index)
 
-    def finetune(self, model: nn.Module, step: int | str, epochs: int | None = None) -> None:
+    def finetune(
+        self,
+        model: nn.Module,
+        step: int | str,
+        epochs: int | None = None,
+        on_epoch_end: EpochEndFn | None = None,
+        resume_state: Mapping[str, Any] | None = None,
+    ) -> None:
+        """``epochs`` of fine-tuning on one LR schedule. ``on_epoch_end(epochs done, optimiser,
+        scheduler, mean loss)`` runs after each; ``resume_state`` (from a recovery checkpoint)
+        restores optimiser, scheduler and RNG and starts after its finished epochs."""
         t = self.cfg.train
         epochs = t.epochs if epochs is None else epochs
         iters = (
@@ -406,7 +421,10 @@ class _TrainHelperLoop:
         cfg = self.cfg.updated({"train": {"epochs": epochs}})  # the LR schedule spans these epochs
         opt = self.T.build_optimizer(cfg, model)  # fresh: parameter tensors changed shape
         sched = self.T.build_scheduler(cfg, opt, iters)
-        for epoch in range(epochs):
+        start = 0
+        if resume_state is not None:
+            start, _, _, _ = self.T.restore_state(resume_state, opt, sched)
+        for epoch in range(start, epochs):
             r = self.loops.train_one_epoch(
                 model,
                 self.train_loader,
@@ -429,6 +447,8 @@ class _TrainHelperLoop:
                 r["loss"],
                 r["images_per_s"],
             )
+            if on_epoch_end is not None:
+                on_epoch_end(epoch + 1, opt, sched, float(r["loss"]))
         model.eval()
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
@@ -440,13 +460,80 @@ class _TrainHelperLoop:
         return {"miou": float(mean_iou(cm)), "pixel_accuracy": float(pixel_accuracy(cm))}
 
 
-def recover(model: nn.Module, loop: _TrainHelperLoop, epochs: int) -> dict[str, float]:
-    """Fine-tune the pruned model ``epochs`` more epochs and measure it (recorded in final.pt)."""
+RECOVERY_LAST = "recovery_last.pt"  # after every recovery epoch: weights + optimiser state (--resume)
+RECOVERY_BEST = "recovery_best.pt"  # the recovery epoch with the best validation mIoU so far
+
+
+def recover(
+    model: nn.Module,
+    loop: _TrainHelperLoop,
+    epochs: int,
+    out: Path | None = None,
+    extra: Mapping[str, Any] | None = None,
+    resume: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Fine-tune the pruned model ``epochs`` more epochs on one LR schedule, measuring it on the
+    validation split after each (recorded in final.pt as ``recovery``).
+
+    With ``out``, every epoch writes ``recovery_last.pt`` (model + ``resume_state``: optimiser,
+    scheduler, RNG, the per-epoch log) and, when it is the best so far, ``recovery_best.pt``;
+    ``recovery.csv`` holds the curve. ``resume`` is a ``recovery_last.pt`` document whose model
+    is already loaded: the schedule continues after its finished epochs.
+    """
     t0 = time.time()
-    loop.finetune(model, "recovery", epochs)
-    m = loop.evaluate(model)
+    state = dict((resume or {}).get("resume_state") or {})
+    rows: list[dict[str, Any]] = [dict(r) for r in state.get("log", [])]
+    if resume is not None and int(state.get("epochs", -1)) != epochs:
+        raise ValueError(
+            f"the resumed recovery ran a {state.get('epochs')}-epoch schedule; prune.recovery_epochs is {epochs} "
+            "(set it to the same number to continue that schedule)"
+        )
+    best = max((float(r["miou"]) for r in rows), default=-1.0)
+    base = dict(extra or {})
+
+    def end_of_epoch(done: int, opt: torch.optim.Optimizer, sched: Any, loss: float) -> None:
+        nonlocal best
+        m = loop.evaluate(model)
+        rows.append({"epoch": done, "loss": round(loss, 6), **m})
+        log.info("recovery epoch %d/%d: loss %.4f val mIoU %.4f", done, epochs, loss, m["miou"])
+        if out is None:
+            return
+        record = {"epochs": done, "of_epochs": epochs, **m}
+        if m["miou"] > best:
+            best = m["miou"]
+            save_pruned(model, out / RECOVERY_BEST, extra={**base, "recovery": record})
+        resume_state = {
+            "epoch": done,
+            "epochs": epochs,
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+            "rng": torch.get_rng_state(),
+            "log": rows,
+        }
+        save_pruned(model, out / RECOVERY_LAST, extra={**base, "recovery": record}, resume_state=resume_state)
+        _write_recovery_csv(rows, out / "recovery.csv")
+
+    loop.finetune(model, "recovery", epochs, on_epoch_end=end_of_epoch, resume_state=state or None)
+    m = rows[-1] if rows else loop.evaluate(model)
+    best_row = max(rows, key=lambda r: float(r["miou"])) if rows else {"epoch": epochs, **m}
     log.info("recovery fine-tune (%d epochs): mIoU %.4f pixacc %.4f", epochs, m["miou"], m["pixel_accuracy"])
-    return {"epochs": epochs, "seconds": round(time.time() - t0, 1), **m}
+    return {
+        "epochs": epochs,
+        "seconds": round(time.time() - t0, 1),
+        "miou": float(m["miou"]),
+        "pixel_accuracy": float(m["pixel_accuracy"]),
+        "best_epoch": int(best_row["epoch"]),
+        "best_miou": float(best_row["miou"]),
+        "log": rows,
+    }
+
+
+def _write_recovery_csv(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=["epoch", "loss", "miou", "pixel_accuracy"])
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: r[k] for k in w.fieldnames})
 
 
 def _int8_budget_note(params: int, budget_mb: float = 10.0) -> str:
@@ -470,6 +557,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     ap.add_argument("--out", required=True, help="output folder")
     ap.add_argument("--root", help="dataset root (data.root)")
+    ap.add_argument(
+        "--resume",
+        help=f"continue an interrupted recovery from its {RECOVERY_LAST} (same command otherwise; "
+        "the pruning steps it recorded are not run again)",
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     import yaml
@@ -482,6 +574,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings, rest, train_overrides = split_prune_config(doc_file, overrides)
 
     model, doc = load_any_model(args.checkpoint)
+    resume_doc: dict[str, Any] | None = None
+    if args.resume:
+        model, resume_doc = load_any_model(args.resume)
+        if "resume_state" not in resume_doc or "prune_records" not in resume_doc:
+            raise SystemExit(f"{args.resume} is not a recovery checkpoint ({RECOVERY_LAST} of training.prune)")
+        if not settings.recovery_epochs:
+            raise SystemExit("--resume continues a recovery: prune.recovery_epochs must be > 0")
     num_classes = int(model.config["num_classes"])
     base = dict(doc.get("train_config") or {})
     base.pop("prune", None)
@@ -513,15 +612,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         "input_size": [h, w],
         "train_config": to_plain(cfg),
     }
-    records = prune_iteratively(
-        model, torch.zeros(1, 3, h, w), settings, loop.finetune, loop.evaluate, out, num_classes, extra
-    )
+    if isinstance(doc.get("imported_from_onnx"), Mapping):  # rebuilt from a shipped file: keep which one
+        extra["source_imported_from_onnx"] = doc["imported_from_onnx"]
+    elif isinstance(doc.get("source_imported_from_onnx"), Mapping):
+        extra["source_imported_from_onnx"] = doc["source_imported_from_onnx"]
+    if resume_doc is not None:
+        records = [StepRecord(**r) for r in resume_doc["prune_records"]]
+        log.info("resuming the recovery after epoch %d of %s", resume_doc["resume_state"]["epoch"], args.resume)
+    else:
+        records = prune_iteratively(
+            model, torch.zeros(1, 3, h, w), settings, loop.finetune, loop.evaluate, out, num_classes, extra
+        )
     last = records[-1]
     final_extra: dict[str, Any] = {**extra, "prune_step": asdict(last)}
     if settings.steps == 0 and isinstance(doc.get("prune_step"), Mapping):
         final_extra["prune_step"] = dict(doc["prune_step"])  # recovery only: the pruning it recovers from
     if settings.recovery_epochs:
-        final_extra["recovery"] = recover(model, loop, settings.recovery_epochs)
+        recovery_extra = {**final_extra, "prune_records": [asdict(r) for r in records]}
+        final_extra["recovery"] = recover(model, loop, settings.recovery_epochs, out, recovery_extra, resume_doc)
     final = save_pruned(model, out / "final.pt", extra=final_extra)
     print(f"{'step':>4} {'params':>10} {'removed':>8} {'mIoU':>7} {'pixacc':>7} {'mIoU pre-FT':>11}")
     for r in records:
@@ -534,6 +642,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rec = final_extra["recovery"]
         print(
             f"recovery: {rec['epochs']} epochs -> mIoU {100 * rec['miou']:.2f} pixacc {100 * rec['pixel_accuracy']:.2f}"
+            f" (best epoch {rec['best_epoch']}: mIoU {100 * rec['best_miou']:.2f}, {out / RECOVERY_BEST})"
         )
     print(
         f"final model: {final} ({last.params / 1e6:.2f}M params: {_int8_budget_note(last.params)}); "

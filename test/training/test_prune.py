@@ -361,3 +361,65 @@ def test_recovery_only_fine_tunes_a_pruned_checkpoint_and_keeps_its_pruning_reco
     assert after["recovery"]["epochs"] == 1 and 0.0 <= after["recovery"]["miou"] <= 1.0
     assert after["source_checkpoint"] == str(pruned / "final.pt")
     assert any(not torch.equal(after["state_dict"][k], before["state_dict"][k]) for k in before["state_dict"])
+
+
+@pytest.mark.slow
+def test_recovery_writes_a_checkpoint_every_epoch_and_resume_continues_its_schedule(
+    fake_atwork, tmp_path, monkeypatch
+) -> None:
+    """A recovery killed after its first epoch and resumed from recovery_last.pt runs the two
+    missing epochs on the same LR schedule (optimiser and scheduler restored: it ends at the
+    same iteration and LR as a run that went through), keeps the killed run's epoch-1 log row, and
+    recovery_best.pt is the epoch with the best validation mIoU. The weights are not compared
+    bit for bit: persistent DataLoader workers keep their augmentation stream across epochs, and
+    a checkpoint cannot hold a worker's stream."""
+    import training.prune as P
+
+    ck = _training_checkpoint(tmp_path / "best.pt", fake_atwork)
+    imported = {"file": "models/x.onnx", "sha256": "ab" * 32}  # as training.models.onnx_import records it
+    torch.save({**torch.load(ck, weights_only=True), "imported_from_onnx": imported}, ck)
+    common = ["--checkpoint", str(ck), "--set", "prune.steps=0", "--set", "prune.recovery_epochs=3",
+              "--set", "train.max_iters_per_epoch=2", "--set", "train.lr=1.0e-2"]  # fmt: skip
+    whole = tmp_path / "whole"
+    assert P.main([*common, "--out", str(whole)]) == 0
+    ran = torch.load(whole / "final.pt", weights_only=True)
+    assert [r["epoch"] for r in ran["recovery"]["log"]] == [1, 2, 3]
+    with open(whole / "recovery.csv", newline="", encoding="utf-8") as f:
+        assert [int(r["epoch"]) for r in csv.DictReader(f)] == [1, 2, 3]
+    best = torch.load(whole / P.RECOVERY_BEST, weights_only=True)
+    assert best["recovery"]["epochs"] == ran["recovery"]["best_epoch"]
+    assert best["recovery"]["miou"] == pytest.approx(max(r["miou"] for r in ran["recovery"]["log"]))
+    assert best["prune_step"] == ran["prune_step"]  # exportable like final.pt
+    assert ran["source_imported_from_onnx"] == best["source_imported_from_onnx"] == imported
+
+    class Killed(Exception):
+        pass
+
+    real_csv = P._write_recovery_csv
+
+    def killed_after_first_epoch(rows, path):
+        real_csv(rows, path)
+        raise Killed  # after recovery_last.pt of epoch 1 is on disk
+
+    cut = tmp_path / "cut"
+    monkeypatch.setattr(P, "_write_recovery_csv", killed_after_first_epoch)
+    with pytest.raises(Killed):
+        P.main([*common, "--out", str(cut)])
+    monkeypatch.setattr(P, "_write_recovery_csv", real_csv)
+    killed = torch.load(cut / P.RECOVERY_LAST, weights_only=True)
+    assert killed["resume_state"]["epoch"] == 1 and killed["resume_state"]["scheduler"]["last_epoch"] == 2
+    assert P.main([*common, "--out", str(cut), "--resume", str(cut / P.RECOVERY_LAST)]) == 0
+    resumed = torch.load(cut / "final.pt", weights_only=True)
+    assert [r["epoch"] for r in resumed["recovery"]["log"]] == [1, 2, 3]
+    assert resumed["recovery"]["log"][0] == ran["recovery"]["log"][0]  # the same first epoch, kept
+    end_whole = torch.load(whole / P.RECOVERY_LAST, weights_only=True)["resume_state"]
+    end_cut = torch.load(cut / P.RECOVERY_LAST, weights_only=True)["resume_state"]
+    assert end_cut["scheduler"]["last_epoch"] == end_whole["scheduler"]["last_epoch"] == 6
+    assert end_cut["scheduler"]["_last_lr"] == pytest.approx(end_whole["scheduler"]["_last_lr"])
+    assert any(not torch.equal(resumed["state_dict"][k], killed["state_dict"][k]) for k in killed["state_dict"])
+
+    with pytest.raises(ValueError, match="recovery_epochs is 4"):
+        P.main([*common, "--set", "prune.recovery_epochs=4", "--out", str(tmp_path / "x"),
+                "--resume", str(cut / P.RECOVERY_LAST)])  # fmt: skip
+    with pytest.raises(SystemExit, match="not a recovery checkpoint"):
+        P.main([*common, "--out", str(tmp_path / "y"), "--resume", str(whole / "final.pt")])

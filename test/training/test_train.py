@@ -617,3 +617,21 @@ def test_checkpoint_info_marks_a_model_trained_on_its_validation_photos() -> Non
         "val_fold": 4,
         "train_on_val": True,
     }
+
+
+def test_checkpoint_info_of_a_pruned_model_says_how_it_was_recovered_and_from_which_shipped_file() -> None:
+    """A recovered pruned checkpoint's export provenance carries its recovery summary (not the
+    per-epoch log) and, when the chain started from an imported ONNX file, that file's record."""
+    model = TinyNet(num_classes=19)
+    doc = {
+        "format": ckpt_mod.PRUNED_FORMAT,
+        "prune_step": {"step": 5},
+        "source_checkpoint": "runs/start.pt",
+        "recovery": {"epochs": 30, "miou": 0.36, "best_epoch": 28, "log": [{"epoch": 1}]},
+        "source_imported_from_onnx": {"file": "models/x.onnx", "sha256": "ab" * 32},
+    }
+    info = ckpt_mod.checkpoint_info(doc, model)
+    assert info["recovery"] == {"epochs": 30, "miou": 0.36, "best_epoch": 28}
+    assert info["source_imported_from_onnx"]["sha256"] == "ab" * 32
+    plain = ckpt_mod.checkpoint_info({"format": ckpt_mod.PRUNED_FORMAT}, model)
+    assert "recovery" not in plain and "source_imported_from_onnx" not in plain
