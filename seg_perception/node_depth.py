@@ -147,7 +147,15 @@ class DepthSide:
             self._geometry = ObjectGeometry(names)
         try:
             out = self._geometry.run(
-                pair[1], info[1], res.labels, res.instances, None, resolve_pairs, res.scores, res.scores_quant
+                pair[1],
+                info[1],
+                res.labels,
+                res.instances,
+                None,
+                resolve_pairs,
+                res.scores,
+                res.scores_quant,
+                coarse=res.coarse_instances,
             )
         except DepthError as e:
             self._problem(f"depth_rejected_{e.reason}", f"frame {when}: depth not used: {e}")

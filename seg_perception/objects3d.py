@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+import cv2
 import numpy as np
 
 from .depth_sync import camera_from_info, decode_depth, depth_for_frame
@@ -39,11 +40,20 @@ def instance_boxes(
     scores: np.ndarray | None = None,
     quant: tuple[float, int] | None = None,
     samples: int = 8,
+    coarse: np.ndarray | None = None,
 ) -> list[InstanceBox]:
-    """Instances, their classes and pixel boxes from every ``step``-th row and column (the box is padded
-    by ``step``: it only places the crop the geometry looks at). ``scores`` (the model's (h, w, C)
-    output, optional): each object's score is the mean softmax maximum at up to ``samples`` x
-    ``samples`` of its pixels, else 1.0. Cost is bounded by the object pixels of the sampled grid."""
+    """Instances, their classes and pixel boxes. ``scores`` (the model's (h, w, C) output, optional):
+    each object's score is the mean softmax maximum at up to ``samples`` x ``samples`` of its pixels,
+    else 1.0.
+
+    ``coarse``: the instance map on the scores' grid that ``instances`` was upsampled from (every
+    frame pixel of an instance lies within one grid cell of that instance's cells): the boxes are then
+    exact, found from the few grid cells and closed on the frame's pixels, and the scores are read at
+    the instance's own cells. Without it: from every ``step``-th row and column of ``instances``, the
+    box padded by ``step`` (it only places the crop the geometry looks at); cost bounded by the object
+    pixels of the sampled grid."""
+    if coarse is not None:
+        return _boxes_from_coarse(labels, instances, coarse, class_names, scores, quant, samples)
     sub = instances[::step, ::step]
     nz = np.flatnonzero(sub != 0)  # on a bool array: a tenth of flatnonzero's time on the uint16 map
     if nz.size == 0:
@@ -70,10 +80,74 @@ def instance_boxes(
         starts = np.cumsum([0] + [p.size for p in picks_y[:-1]])
         probs = _max_softmax(scores, quant, np.concatenate(picks_y), np.concatenate(picks_x), (h, w))
         obj_scores = (np.add.reduceat(probs, starts) / [p.size for p in picks_y]).tolist()
+    return _named(found, obj_scores, class_names)
+
+
+def _named(
+    found: list[tuple[int, int, tuple[int, int, int, int]]], obj_scores: Sequence[float], class_names: Sequence[str]
+) -> list[InstanceBox]:
     return [
         InstanceBox(k, cls, class_names[cls] if cls < len(class_names) else str(cls), box, float(score))
         for (k, cls, box), score in zip(found, obj_scores, strict=True)
     ]
+
+
+def _boxes_from_coarse(
+    labels: np.ndarray,
+    instances: np.ndarray,
+    coarse: np.ndarray,
+    class_names: Sequence[str],
+    scores: np.ndarray | None,
+    quant: tuple[float, int] | None,
+    samples: int,
+) -> list[InstanceBox]:
+    """:func:`instance_boxes` from the grid's instance map: each instance's cells, grown by one cell,
+    bound where its frame pixels can be; its box is closed on those pixels (one small compare per
+    object instead of a scan of the frame). An instance with no frame pixel left is not an object."""
+    h, w = coarse.shape
+    big_h, big_w = instances.shape
+    flat = coarse.ravel()
+    nz = np.flatnonzero(flat)
+    if nz.size == 0:
+        return []
+    ids = flat[nz]
+    order = np.argsort(ids, kind="stable")  # cells of one instance together, in raster order
+    ids, nz = ids[order], nz[order]
+    ks, starts = np.unique(ids, return_index=True)
+    ys, xs = np.divmod(nz, w)
+    y_lo, y_hi = np.minimum.reduceat(ys, starts), np.maximum.reduceat(ys, starts)
+    x_lo, x_hi = np.minimum.reduceat(xs, starts), np.maximum.reduceat(xs, starts)
+    # frame rows of grid rows y_lo - 2 .. y_hi + 2, rounded outwards: a frame pixel takes the instance of
+    # a cell next to its own at the size where the upsampling decides, and the nearest-neighbour
+    # doublings from there to the frame move it by less than one pixel of that size (< a cell)
+    r0 = np.maximum(0, (y_lo - 2) * big_h // h)
+    r1 = np.minimum(big_h, -((-(y_hi + 3) * big_h) // h))
+    c0 = np.maximum(0, (x_lo - 2) * big_w // w)
+    c1 = np.minimum(big_w, -((-(x_hi + 3) * big_w) // w))
+    found = []
+    kept = []
+    for i, k in enumerate(ks.tolist()):
+        y0, x0 = int(r0[i]), int(c0[i])
+        m = (instances[y0 : int(r1[i]), x0 : int(c1[i])] == k).view(np.uint8)
+        bx, by, bw, bh = cv2.boundingRect(m)
+        if bw == 0:
+            continue
+        first = int(np.argmax(m[by]))  # a pixel of the instance in its top row: its class (an instance has one)
+        found.append((k, int(labels[y0 + by, x0 + first]), (x0 + bx, y0 + by, bw, bh)))
+        kept.append(i)
+    obj_scores: Sequence[float] = [1.0] * len(found)
+    if scores is not None and found:
+        if scores.shape[:2] != coarse.shape:
+            raise ValueError(f"scores grid {scores.shape[:2]} and coarse instance map {coarse.shape} differ")
+        # up to samples^2 cells of each instance, evenly over its cells in raster order, all in one go
+        counts = np.diff(np.append(starts, nz.size))
+        take = np.minimum(counts, samples * samples)
+        first = np.cumsum(take) - take
+        j = np.arange(int(take.sum())) - np.repeat(first, take)
+        sel = np.repeat(starts, take) + j * np.repeat(counts - 1, take) // np.repeat(np.maximum(take - 1, 1), take)
+        probs = _max_softmax(scores, quant, ys[sel], xs[sel], (h, w))
+        obj_scores = (np.add.reduceat(probs, first) / take)[kept].tolist()
+    return _named(found, obj_scores, class_names)
 
 
 def _max_softmax(
@@ -118,14 +192,17 @@ class ObjectGeometry:
         scores: np.ndarray | None = None,
         quant: tuple[float, int] | None = None,
         class_names: Sequence[str] = (),
+        coarse: np.ndarray | None = None,
     ) -> Objects3D:
         """``objects``: the frame's ``SegObject`` list, or None to find them here (:func:`instance_boxes`,
-        scored from the model's ``scores`` when given). Raises DepthError (reason) on unusable input."""
+        scored from the model's ``scores`` when given; ``coarse``: the instance map on the scores' grid, for
+        exact boxes at a fraction of the cost). Raises DepthError (reason) on unusable input."""
         t0 = time.perf_counter()
         depth = decode_depth(depth_msg)
         depth, cam = depth_for_frame(depth, camera_from_info(info_msg), labels.shape)
         if objects is None:
-            objects = instance_boxes(labels, instances, class_names or self.class_names, scores=scores, quant=quant)
+            names = class_names or self.class_names
+            objects = instance_boxes(labels, instances, names, scores=scores, quant=quant, coarse=coarse)
         found, failed = measure_objects(depth, labels, instances, objects, cam, self.cfg)
         resolved = self.pairs.apply(found) if resolve_pairs else 0
         return Objects3D(found, failed, resolved, (time.perf_counter() - t0) * 1e3)

@@ -32,6 +32,7 @@ class SegResult:
     total_ms: float  # preprocess + backend + postprocess
     scores: np.ndarray | None = None  # the backend's (h, w, C) output, model resolution (object scores)
     scores_quant: tuple[float, int] | None = None  # its (scale, zero point) when quantised
+    coarse_instances: np.ndarray | None = None  # uint16 instance map on the scores' grid (before upsampling)
 
 
 class Segmenter:
@@ -121,7 +122,9 @@ class Segmenter:
         labels, instances = self._to_frame(scores, low_labels, low_inst, hw)
         conf = resize_nearest(low_conf, hw) if low_conf is not None else None
         t3 = time.perf_counter()
-        return SegResult(labels, instances, conf, (t2 - t1) * 1e3, (t3 - t0) * 1e3, scores, self.backend.output_quant)
+        return SegResult(
+            labels, instances, conf, (t2 - t1) * 1e3, (t3 - t0) * 1e3, scores, self.backend.output_quant, low_inst
+        )
 
     def objects(self, result: SegResult) -> list[SegObject]:
         return extract_objects(result.labels, result.instances, self.classes.names, result.confidence)
