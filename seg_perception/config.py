@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from .backends import backend_names
+from .backends import FLIP_MODES, backend_names
 from .classes import VARIANTS
 
 TRANSPORTS = ("raw", "compressed")
@@ -86,6 +86,11 @@ PARAMS: dict[str, ParamSpec] = {
         "a depth image pairs with the colour frame of the same stamp, or the nearest one at most this far apart",
         range=(0.0, 1.0),
     ),
+    "flip_average": ParamSpec(
+        "also run the model on the mirror image and average the scores (twice the inference time): on, "
+        "off, or auto = on where it paid on held-out capture runs (onnx_fcn8s_pruned)",
+        choices=FLIP_MODES,
+    ),
     "resolve_size_pairs": ParamSpec(
         "report an object of a size pair (f20_20/s40_40, m20/m30) as its twin when "
         "depth measures it closer to the twin's size"
@@ -114,6 +119,7 @@ class NodeConfig:
     use_depth: bool = False
     depth_sync_tolerance_s: float = 0.02
     resolve_size_pairs: bool = True
+    flip_average: str = "auto"
 
     def validate(self) -> NodeConfig:
         for f in fields(self):

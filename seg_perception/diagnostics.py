@@ -29,6 +29,7 @@ class Health:
     backend: str = ""
     model_file: str = ""
     model_sha256: str = ""
+    flip_average: bool | None = None  # what runs (flip_average 'auto' resolved); None: no model loaded
     seconds_since_last_frame: float | None = None  # None: no frame since activation
     stall_timeout_s: float = 2.0
     counters: Mapping[str, int] = field(default_factory=dict)
@@ -66,6 +67,7 @@ def status(h: Health) -> tuple[int, str, dict[str, str]]:
         "backend": h.backend,
         "model_file": h.model_file,
         "model_sha256": h.model_sha256,
+        "flip_average": "" if h.flip_average is None else ("on" if h.flip_average else "off"),
         "input_rate_hz": f"{h.input_rate_hz:.2f}",
         "processed_rate_hz": f"{h.processed_rate_hz:.2f}",
         **_ms("inference_ms", h.inference_ms, (50, 95, 99)),

@@ -35,7 +35,7 @@ from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image
 
 from . import diagnostics
-from .backends import BackendError
+from .backends import BackendError, flip_average_for
 from .config import PARAMS, ConfigError, NodeConfig, coerce, field_type, startup_config
 from .encodings import ImageDecodeError, compressed_to_rgb, image_to_rgb
 from .executor import InlineSubscriptionsExecutor
@@ -259,7 +259,8 @@ class SegmentationNode(LifecycleNode):
         self.get_logger().info(
             f"backend {seg.backend.name} ready: {seg.backend.path.name} "
             f"(sha256 {seg.backend.sha256[:12]}) input {seg.backend.input_hw[1]}x"
-            f"{seg.backend.input_hw[0]}, {seg.classes.num_classes} classes ({seg.classes.variant})"
+            f"{seg.backend.input_hw[0]}, {seg.classes.num_classes} classes ({seg.classes.variant}), "
+            f"flip averaging {'on' if seg.flip_average else 'off'}"
         )
 
     def _set_class_names(self, names: list[str]) -> None:
@@ -306,6 +307,7 @@ class SegmentationNode(LifecycleNode):
             self._new_class_names = list(seg.classes.names)  # set after this change is stored
         elif self._segmenter is not None:
             self._segmenter.min_object_area = new.min_object_area
+            self._segmenter.flip_average = flip_average_for(new.flip_average, new.backend)
         self.cfg = new
         for name in changes:
             self._param_faults.pop(name, None)  # its cause is gone: a valid value is set
@@ -422,6 +424,7 @@ class SegmentationNode(LifecycleNode):
             backend=seg.backend.name if seg else self.cfg.backend,
             model_file=seg.backend.path.name if seg else "",
             model_sha256=seg.backend.sha256 if seg else "",
+            flip_average=seg.flip_average if seg else None,
             seconds_since_last_frame=(now - last) if last is not None else None,
             stall_timeout_s=self.cfg.stall_timeout_s,
             counters=self.counters.snapshot(),

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .backends import Backend
+from .backends import Backend, flip_average_for
 from .classes import ClassSet
 from .postprocess import (
     SegObject,
@@ -38,7 +38,14 @@ class SegResult:
 class Segmenter:
     """Runs one backend on RGB frames of any size and returns maps at the frame's size."""
 
-    def __init__(self, backend: Backend, classes: ClassSet, min_object_area: int = 0, upsampling: str = "bilinear"):
+    def __init__(
+        self,
+        backend: Backend,
+        classes: ClassSet,
+        min_object_area: int = 0,
+        upsampling: str = "bilinear",
+        flip_average: bool = False,
+    ):
         if backend.num_classes != classes.num_classes:
             raise ValueError(
                 f"backend {backend.name} has {backend.num_classes} classes, class file variant "
@@ -50,6 +57,8 @@ class Segmenter:
         if upsampling not in UPSAMPLING:
             raise ValueError(f"upsampling must be one of {list(UPSAMPLING)}, got {upsampling!r}")
         self.upsampling = upsampling
+        # also run the model on the mirror image and average the scores (twice the inference)
+        self.flip_average = bool(flip_average)
         e = backend.entry.input
         self._mean = np.asarray(e.mean, np.float32)
         self._inv_std = 1.0 / np.asarray(e.std, np.float32)
@@ -87,7 +96,20 @@ class Segmenter:
     def scores(self, rgb: np.ndarray) -> np.ndarray:
         """Raw class scores (h, w, C) at the model's output size: what :meth:`run` takes the argmax of
         (int8 for an int8 model; :func:`~seg_perception.postprocess.dequantize` gives logits)."""
-        return self.backend.infer(self.preprocess(rgb))
+        return self._infer(self.preprocess(rgb))
+
+    def _infer(self, x: np.ndarray) -> np.ndarray:
+        """The backend's scores of ``x``; with :attr:`flip_average` the mean of them and of the mirror
+        image's scores mirrored back. Quantised scores stay quantised (same scale and zero point: the
+        mean of two integers, rounded half up), so the argmax and the int8 fast paths stay as they are."""
+        scores = self.backend.infer(x)
+        if not self.flip_average:
+            return scores
+        width_axis = 3 if self.backend.entry.input.layout == "NCHW" else 2
+        mirrored = self.backend.infer(np.ascontiguousarray(np.flip(x, width_axis)))[:, ::-1]
+        if np.issubdtype(scores.dtype, np.floating):
+            return (scores + mirrored) * scores.dtype.type(0.5)
+        return ((scores.astype(np.int16) + mirrored + 1) >> 1).astype(scores.dtype)
 
     def labels(self, rgb: np.ndarray) -> np.ndarray:
         """The label map of :meth:`run` alone (uint8, the frame's size): no instances, confidence or timing."""
@@ -112,7 +134,7 @@ class Segmenter:
         t0 = time.perf_counter()
         x = self.preprocess(rgb)
         t1 = time.perf_counter()
-        scores = self.backend.infer(x)
+        scores = self._infer(x)
         t2 = time.perf_counter()
         low_labels, low_conf = scores_to_labels(scores, self.backend.output_quant, want_confidence)
         hw = rgb.shape[:2]
@@ -170,6 +192,8 @@ def make_segmenter(cfg, manifest=None, spin_wait: bool = True) -> Segmenter:
     variant = class_variant_for(cfg.class_variant, backend.entry.class_variant, backend.entry_source)
     classes = load_classes(variant)
     try:
-        return Segmenter(backend, classes, cfg.min_object_area)
+        return Segmenter(
+            backend, classes, cfg.min_object_area, flip_average=flip_average_for(cfg.flip_average, cfg.backend)
+        )
     except ValueError as e:
         raise BackendError(str(e)) from e

@@ -29,6 +29,7 @@ def test_config_defaults_validate():
         ({"num_threads": "two"}, ["num_threads", "int"]),
         ({"num_threads": 2.5}, ["num_threads", "int"]),
         ({"bogus": 1}, ["bogus", "backend"]),
+        ({"flip_average": "yes"}, ["flip_average", "auto", "on", "off"]),
     ],
 )
 def test_config_errors_name_the_valid_options(values, words):
@@ -147,6 +148,19 @@ def test_make_segmenter_rejects_impossible_input_size(colour_dir):
         make_segmenter(cfg)
     seg = make_segmenter(cfg.replace(input_width=160, input_height=128))
     assert seg.backend.input_hw == (128, 160)
+
+
+def test_flip_average_auto_is_the_backends_and_on_off_override_it(colour_dir):
+    from seg_perception.backends import flip_average_for
+
+    assert [n for n in BACKENDS if flip_average_for("auto", n)] == ["onnx_fcn8s_pruned"]
+    assert flip_average_for("on", "tflite_int8") and not flip_average_for("off", "onnx_fcn8s_pruned")
+    with pytest.raises(ValueError, match="auto"):
+        flip_average_for("yes", "espnet")
+    cfg = NodeConfig(backend="onnx", model_path=str(colour_dir / "colour.onnx"))
+    assert cfg.flip_average == "auto" and not make_segmenter(cfg).flip_average  # generic backend: off
+    assert make_segmenter(cfg.replace(flip_average="on")).flip_average
+    assert cfg.replace(flip_average="on").backend_key() == cfg.backend_key()  # no reload: a runtime switch
 
 
 # --- start-up config: each bad value alone falls back ------------------------------------------------

@@ -107,3 +107,9 @@ def test_executor_recoveries_are_reported_and_leave_the_level_alone():
     level, message, values = status(_health(executor_recoveries=3))
     assert (level, message) == (OK, "ok") and values["executor_recoveries"] == "3"
     assert status(_health())[2]["executor_recoveries"] == "0"
+
+
+def test_flip_average_says_what_runs_and_nothing_without_a_model():
+    assert status(Health(lifecycle_state="active", flip_average=True))[2]["flip_average"] == "on"
+    assert status(Health(lifecycle_state="active", flip_average=False))[2]["flip_average"] == "off"
+    assert status(Health(lifecycle_state="unconfigured"))[2]["flip_average"] == ""

@@ -139,3 +139,24 @@ def test_seg_eval_compares_two_models_on_the_same_photos(tmp_path, capsys):
     assert c["model_file"] == "colour.onnx" and c["resamples"] == 200
     assert c["miou"] < out["miou"] and c["miou_diff"] == pytest.approx(c["miou"] - out["miou"], abs=0.02)
     assert c["miou_diff_ci95"][0] <= c["miou_diff"] <= c["miou_diff_ci95"][1] < 0 and c["p_not_better"] == 1.0
+
+
+def test_seg_eval_compares_a_model_with_and_without_flip_averaging(tmp_path, capsys):
+    make_colour_model(tmp_path / "m")
+    pal = load_classes("full").palette()
+    root = tmp_path / "atwork"
+    for i, (y, x) in enumerate([(37, 53), (260, 390)], start=1):
+        rgb = np.zeros((480, 640, 3), np.uint8)
+        mask = np.full((480, 640), 19, np.uint8)
+        rgb[y : y + 90, x : x + 130], mask[y : y + 90, x : x + 130] = pal[13], 13
+        _write(root, "motor", i, rgb, mask)
+    model = str(tmp_path / "m" / "colour.onnx")
+    args = ["--backend", "onnx", "--model-path", model, "--root", str(root), "--resamples", "50"]
+    assert seg_eval.main([*args, "--flip-average", "off", "--compare-flip-average", "on"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["flip_average"] is False and out["comparison"]["flip_average"] is True
+    # the colour model labels each pixel by its colour alone: its mirror image says the same
+    assert out["comparison"]["miou"] == out["miou"] and out["comparison"]["miou_diff"] == 0
+    assert seg_eval.main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["flip_average"] is False and "comparison" not in out  # auto: off for a generic backend

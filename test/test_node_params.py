@@ -127,6 +127,32 @@ def test_bad_startup_value_falls_back_alone_and_the_parameter_says_what_runs(ctx
         node.destroy_node()
 
 
+def _diag(node) -> dict[str, str]:
+    return {kv.key: kv.value for kv in node.diagnostics_status().values}
+
+
+def test_flip_average_switches_at_runtime_and_diagnostics_say_what_runs(ctx, model_a):
+    node = _node(ctx, backend="onnx", model_path=model_a)
+    try:
+        seg = node._segmenter
+        assert node.get_parameter("flip_average").value == "auto"
+        assert not seg.flip_average and _diag(node)["flip_average"] == "off"  # auto: a generic backend
+        calls = []
+        infer = seg.backend.infer
+        seg.backend.infer = lambda x: calls.append(x.shape) or infer(x)
+        assert node.set_parameters([Parameter("flip_average", value="on")])[0].successful
+        assert node._segmenter is seg and seg.flip_average and _diag(node)["flip_average"] == "on"  # no reload
+        node._process(_frame())
+        assert node.counters.snapshot()["processed"] == 1 and len(calls) == 2  # the frame and its mirror
+        r = node.set_parameters([Parameter("flip_average", value="yes")])[0]
+        assert not r.successful and "'auto', 'on', 'off'" in r.reason
+        assert node.get_parameter("flip_average").value == "on" and seg.flip_average
+        assert node.set_parameters([Parameter("flip_average", value="auto")])[0].successful
+        assert not seg.flip_average and _diag(node)["flip_average"] == "off"
+    finally:
+        node.destroy_node()
+
+
 def test_unknown_backend_at_startup_runs_the_default_and_says_so(ctx):
     node = _node(ctx, backend="does_not_exist")
     try:

@@ -80,3 +80,50 @@ def test_dequantize_maps_quantised_scores_to_logits():
     np.testing.assert_allclose(dequantize(q, (0.5, -128)), [[[0.0, 64.0, 127.5]]])
     f = np.array([[[1.5, -2.0]]], np.float32)
     np.testing.assert_array_equal(dequantize(f, None), f)
+
+
+class _ColumnBackend:
+    """Scores that depend on the column, not on the pixels (a model that is not mirror-symmetric):
+    class 1 scores its column index 0..5, background a constant 2 (2.25 for float scores)."""
+
+    name = "columns"
+    num_classes = 19
+    input_hw = (4, 6)
+    input_quant = None
+    input_dtype = np.dtype(np.float32)
+
+    def __init__(self, layout: str = "NHWC", dtype=np.float32):
+        from types import SimpleNamespace
+
+        self.entry = SimpleNamespace(input=SimpleNamespace(mean=[0.0] * 3, std=[1.0] * 3, layout=layout))
+        self.dtype = np.dtype(dtype)
+        self.output_quant = None if self.dtype.kind == "f" else (0.1, 0)
+        self.inputs: list[np.ndarray] = []
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        self.inputs.append(x.copy())
+        s = np.zeros((4, 6, 19), self.dtype)
+        s[..., 1] = np.arange(6)
+        s[..., 0] = 2.25 if self.dtype.kind == "f" else 2
+        return s
+
+
+@pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
+@pytest.mark.parametrize("dtype", [np.float32, np.int8])
+def test_flip_averaging_runs_the_mirror_image_and_averages_its_scores_mirrored_back(layout, dtype):
+    rgb = np.random.default_rng(0).integers(0, 255, (8, 12, 3), dtype=np.uint8)
+    plain = Segmenter(_ColumnBackend(layout, dtype), load_classes("full"))
+    assert (plain.labels(rgb)[0] == [0] * 6 + [1] * 6).all()  # class 1 wins the right half
+    backend = _ColumnBackend(layout, dtype)
+    seg = Segmenter(backend, load_classes("full"), flip_average=True)
+    scores = seg.scores(rgb)
+    # column j and its mirror 5 - j: class 1 scores (j + 5 - j) / 2 = 2.5 everywhere (int8: 3, half up)
+    assert scores.dtype == np.dtype(dtype) and (scores[..., 1] == (2.5 if dtype == np.float32 else 3)).all()
+    assert (scores[..., 0] == (2.25 if dtype == np.float32 else 2)).all()
+    first, mirrored = backend.inputs
+    assert np.array_equal(mirrored, np.flip(first, 3 if layout == "NCHW" else 2))
+    assert not np.array_equal(mirrored, first)
+    res = seg.run(rgb)
+    assert (res.labels == 1).all() and len(backend.inputs) == 4  # run: the same two passes
+    seg.flip_average = False  # the node's runtime parameter: one pass again
+    assert (seg.labels(rgb)[0] == [0] * 6 + [1] * 6).all() and len(backend.inputs) == 5

@@ -2,6 +2,7 @@
 
 from .base import (
     BACKENDS,
+    FLIP_MODES,
     Backend,
     BackendError,
     BackendSpec,
@@ -9,6 +10,7 @@ from .base import (
     backend_names,
     create_backend,
     find_model,
+    flip_average_for,
     generic_entry,
     open_backend,
 )
@@ -18,10 +20,12 @@ __all__ = [
     "BackendError",
     "BackendSpec",
     "BACKENDS",
+    "FLIP_MODES",
     "backend_names",
     "create_backend",
     "FoundModel",
     "find_model",
+    "flip_average_for",
     "generic_entry",
     "open_backend",
 ]

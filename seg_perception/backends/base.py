@@ -38,6 +38,9 @@ class BackendSpec:
     runtime: str  # "tflite" | "onnx"
     entry: str | None  # manifest entry name; None = generic (needs model_path)
     description: str
+    # flip_average "auto": average with the mirror image's scores, where that was measured to pay
+    # on held-out capture runs for the shipped model (README: flip averaging)
+    flip_average: bool = False
 
 
 BACKENDS: dict[str, BackendSpec] = {
@@ -48,7 +51,11 @@ BACKENDS: dict[str, BackendSpec] = {
         BackendSpec("tflite_dynamic", "tflite", "tflite_dynamic", "DeepLabV3+ MobileNetV2, dynamic-range int8 TFLite"),
         BackendSpec("tflite_fp32", "tflite", "tflite_fp32", "DeepLabV3+ MobileNetV2, fp32 TFLite"),
         BackendSpec(
-            "onnx_fcn8s_pruned", "onnx", "onnx_fcn8s_pruned", "filter-pruned FCN8s (VGG16 design), ONNX Runtime"
+            "onnx_fcn8s_pruned",
+            "onnx",
+            "onnx_fcn8s_pruned",
+            "filter-pruned FCN8s (VGG16 design), ONNX Runtime",
+            flip_average=True,
         ),
         BackendSpec("espnet", "onnx", "espnet", "ESPNet, ONNX Runtime"),
         BackendSpec("onnx", "onnx", None, "any ONNX model given by model_path"),
@@ -59,6 +66,20 @@ BACKENDS: dict[str, BackendSpec] = {
 
 def backend_names() -> tuple[str, ...]:
     return tuple(BACKENDS)
+
+
+FLIP_MODES = ("auto", "on", "off")
+
+
+def flip_average_for(mode: str, backend: str) -> bool:
+    """Whether frames run twice (the image and its mirror, scores averaged): ``on``, ``off``, or
+    ``auto``: the backend's registry entry says (on only where it paid on held-out capture runs)."""
+    if mode not in FLIP_MODES:
+        raise ValueError(f"flip_average {mode!r} is not one of {list(FLIP_MODES)}")
+    if mode == "auto":
+        spec = BACKENDS.get(backend)
+        return bool(spec and spec.flip_average)
+    return mode == "on"
 
 
 class Backend:

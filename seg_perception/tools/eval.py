@@ -12,7 +12,8 @@ with a warning: its val number is memory, its held-out twin's is the estimate.
 ``--compare-model-path FILE`` (and/or ``--compare-backend NAME``) runs a second model on the same
 photos and adds a ``comparison``: its mIoU, the difference to the first and how sure that
 difference is (a paired bootstrap over the photos, :func:`seg_perception.metrics.paired_miou_bootstrap`):
-with ~100 photos a difference inside about +-2 points is often noise.
+with ~100 photos a difference inside about +-2 points is often noise. ``--flip-average on|off|auto``
+(the node parameter) and ``--compare-flip-average`` compare a model with and without flip averaging.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from ..atwork import SPLIT_KINDS, SplitSpec, list_samples, read_label, read_rgb, split_samples
+from ..backends import FLIP_MODES
 from ..config import NodeConfig
 from ..metrics import ConfusionMatrix, accuracy_summary, confusion_matrix, paired_miou_bootstrap
 from ..pipeline import make_segmenter
@@ -45,12 +47,21 @@ def evaluate(
     split_kind: str = "run",
     compare: tuple[str, str] | None = None,
     resamples: int = 1000,
+    flip_average: str = "auto",
+    compare_flip_average: str = "auto",
 ) -> dict[str, Any]:
-    """``compare``: (backend, model_path) of a second model scored on the same photos."""
-    seg = make_segmenter(NodeConfig(backend=backend, model_path=model_path, num_threads=threads))
+    """``compare``: (backend, model_path) of a second model scored on the same photos (with
+    ``compare_flip_average``: the same model with and without flip averaging can be compared)."""
+    seg = make_segmenter(
+        NodeConfig(backend=backend, model_path=model_path, num_threads=threads, flip_average=flip_average)
+    )
     other = None
     if compare is not None:
-        other = make_segmenter(NodeConfig(backend=compare[0], model_path=compare[1], num_threads=threads))
+        other = make_segmenter(
+            NodeConfig(
+                backend=compare[0], model_path=compare[1], num_threads=threads, flip_average=compare_flip_average
+            )
+        )
         if other.classes.names != seg.classes.names:
             raise ValueError(
                 f"cannot compare: the models' classes differ ({other.classes.variant} vs {seg.classes.variant})"
@@ -91,6 +102,7 @@ def evaluate(
         "split": split,
         "split_kind": split_kind,
         "trained_on_val": trained_on_val,
+        "flip_average": seg.flip_average,
         "miou": _percent(acc["miou"]),
         "pixel_accuracy": _percent(acc["pixel_accuracy"]),
         "per_class_iou": {name: _percent(v) for name, v in acc["per_class_iou"].items()},
@@ -105,6 +117,7 @@ def evaluate(
             "backend": compare[0] if compare else "",
             "model_file": other.backend.path.name,
             "trained_on_val": other.backend.entry.trained_on_val,
+            "flip_average": other.flip_average,
             "miou": _percent(accuracy_summary(both[:, 1].sum(axis=0))["miou"]),
             "miou_diff": _percent(boot["diff"]),
             "miou_diff_ci95": [_percent(boot["ci95_low"]), _percent(boot["ci95_high"])],
@@ -139,10 +152,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--compare-backend", default="", help="a second model on the same photos (default: --backend)")
     ap.add_argument("--compare-model-path", default="", help="its model file (with --backend onnx/tflite: two files)")
     ap.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples of the comparison")
+    ap.add_argument(
+        "--flip-average",
+        default="auto",
+        choices=FLIP_MODES,
+        help="also run on the mirror image and average (the node parameter flip_average; auto = the backend's)",
+    )
+    ap.add_argument(
+        "--compare-flip-average",
+        choices=FLIP_MODES,
+        help="the second model's flip_average (given alone: the same model, compared with itself so run)",
+    )
     args = ap.parse_args(argv)
     compare = None
     if args.compare_backend or args.compare_model_path:
         compare = (args.compare_backend or args.backend, args.compare_model_path)
+    elif args.compare_flip_average:  # the same model, run the other way
+        compare = (args.backend, args.model_path)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         out = evaluate(
@@ -155,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
             args.split_kind,
             compare,
             args.resamples,
+            args.flip_average,
+            args.compare_flip_average or "auto",
         )
     except Exception as e:  # noqa: BLE001 - CLI: one clear line, non-zero exit
         print(f"seg-eval: {type(e).__name__}: {e}", file=sys.stderr)
