@@ -15,6 +15,9 @@ def test_model_path_times_that_file_through_the_generic_backend():
     row = bench_in_process("tflite", render_frame(0)[0], runs=2, threads=1, model_path=str(f))
     assert row["size_mb"] == round(f.stat().st_size / 1e6, 3)
     assert row["input"] == "320x256" and row["backend_ms"] > 0 and row["pipeline_ms"] > 0
+    assert row["flip_average"] is False  # auto: off for a generic backend
+    row = bench_in_process("tflite", render_frame(0)[0], runs=2, threads=1, model_path=str(f), flip_average="on")
+    assert row["flip_average"] is True
 
 
 def test_model_path_with_several_backends_is_refused(capsys):

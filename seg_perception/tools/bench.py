@@ -4,7 +4,8 @@ All at 640x480 frames, in one run, so ratios between backends (and the peer mode
 given) hold on a noisy machine. Node end-to-end is ping-pong over real DDS: a frame is
 published, the next one only after its labels arrived, so no queueing is measured; the node's own
 diagnostics for the same frames (pipeline and whole work per frame, p50) come beside it, and the
-difference is transport, intake and the handoff to the worker.
+difference is transport, intake and the handoff to the worker. ``backend ms`` is one inference; the
+pipeline and the node run two where ``flip`` says on (the node parameter ``flip_average``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..backends import FLIP_MODES
 from ..stats import interleaved_ms, median_ms
 
 
@@ -31,7 +33,13 @@ DEFAULT_REFERENCE = (
 
 
 def bench_in_process(
-    backend: str, frame: np.ndarray, runs: int, threads: int, reference: Path | None = None, model_path: str = ""
+    backend: str,
+    frame: np.ndarray,
+    runs: int,
+    threads: int,
+    reference: Path | None = None,
+    model_path: str = "",
+    flip_average: str = "auto",
 ) -> dict[str, float]:
     """Backend alone and the whole in-process pipeline (640x480 in, labels + instances at 640x480 out).
 
@@ -44,19 +52,19 @@ def bench_in_process(
     from ..config import NodeConfig
     from ..pipeline import make_segmenter
 
-    seg = make_segmenter(NodeConfig(backend=backend, num_threads=threads, model_path=model_path))
+    cfg = NodeConfig(backend=backend, num_threads=threads, model_path=model_path, flip_average=flip_average)
+    seg = make_segmenter(cfg)
     x = seg.preprocess(frame)
     row: dict[str, float] = {
         "input": f"{seg.backend.input_hw[1]}x{seg.backend.input_hw[0]}",
         "size_mb": round(seg.backend.path.stat().st_size / 1e6, 3),
-        "backend_ms": round(_median_ms(lambda: seg.backend.infer(x), runs), 2),
+        "backend_ms": round(_median_ms(lambda: seg.backend.infer(x), runs), 2),  # one pass
+        "flip_average": seg.flip_average,  # the pipeline (and the node) run two passes
         "pipeline_ms": round(_median_ms(lambda: seg.run(frame), runs), 2),
     }
     if reference is not None:
         # in turns with the reference: ONNX Runtime's workers must not spin through the reference's runs
-        seg_rr = make_segmenter(
-            NodeConfig(backend=backend, num_threads=threads, model_path=model_path), spin_wait=False
-        )
+        seg_rr = make_segmenter(cfg, spin_wait=False)
         _, ref_run = _interpreter_call(reference, threads)
         lat = interleaved_ms({"pipeline": lambda: seg_rr.run(frame), "reference": ref_run}, runs, warmup=5)
         row["pipeline_rr_ms"] = round(lat["pipeline"][0], 2)
@@ -111,11 +119,19 @@ def bench_pair(model: Path, peer: Path, runs: int, threads: int) -> dict[str, fl
 
 
 def bench_node(
-    backend: str, frames: list[np.ndarray], runs: int, threads: int, workdir: Path, model_path: str = ""
+    backend: str,
+    frames: list[np.ndarray],
+    runs: int,
+    threads: int,
+    workdir: Path,
+    model_path: str = "",
+    flip_average: str = "auto",
 ) -> dict[str, float]:
     from .rosio import NodeProcess, StreamClient, image_msg
 
-    params = {"backend": backend, "num_threads": threads, **({"model_path": model_path} if model_path else {})}
+    params = {"backend": backend, "num_threads": threads, "flip_average": flip_average}
+    if model_path:
+        params["model_path"] = model_path
     node = NodeProcess(params, workdir / f"node_{backend}.log", remap=["image:=/bench/image_raw"])
     client = StreamClient("/bench/image_raw", name="seg_bench_camera")
     lat: list[float] = []
@@ -170,6 +186,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--no-node", action="store_true", help="skip the DDS end-to-end measurement")
     ap.add_argument(
+        "--flip-average",
+        default="auto",
+        choices=FLIP_MODES,
+        help="the node parameter flip_average (auto: the backend's); the flip column says what ran",
+    )
+    ap.add_argument(
         "--depth",
         action="store_true",
         help="also time use_depth: a node without and one with depth, frames in turn (bench_depth.py)",
@@ -190,11 +212,12 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     rows: dict[str, dict[str, float]] = {}
     for name in names:
-        rows[name] = bench_in_process(
-            name, frames[0], args.runs, args.threads, Path(args.reference) if args.reference else None, args.model_path
-        )
+        ref = Path(args.reference) if args.reference else None
+        rows[name] = bench_in_process(name, frames[0], args.runs, args.threads, ref, args.model_path, args.flip_average)
         if not args.no_node:
-            rows[name].update(bench_node(name, frames, args.runs, args.threads, out, args.model_path))
+            rows[name].update(
+                bench_node(name, frames, args.runs, args.threads, out, args.model_path, args.flip_average)
+            )
         if args.depth:
             from .bench_depth import bench_node_depth
 
@@ -203,13 +226,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.peer:
         rows["peer:" + Path(args.peer).name] = bench_peer(Path(args.peer), args.runs, args.threads)
     print(
-        f"{'backend':34s} {'input':>8s} {'MB':>7s} {'backend ms':>11s} {'pipeline ms':>12s} "
+        f"{'backend':34s} {'input':>8s} {'MB':>7s} {'backend ms':>11s} {'flip':>5s} {'pipeline ms':>12s} "
         f"{'node e2e p50':>13s} {'node work p50':>14s}"
     )
     for name, r in rows.items():
+        flip = {True: "on", False: "off"}.get(r.get("flip_average"), "")  # type: ignore[arg-type]
         print(
             f"{name:34s} {r.get('input', ''):>8s} {r.get('size_mb', 0):7.3f} {r.get('backend_ms', float('nan')):11.2f} "
-            f"{r.get('pipeline_ms', float('nan')):12.2f} {r.get('node_e2e_ms_p50', float('nan')):13.2f} "
+            f"{flip:>5s} {r.get('pipeline_ms', float('nan')):12.2f} {r.get('node_e2e_ms_p50', float('nan')):13.2f} "
             f"{r.get('node_frame_ms_p50', float('nan')):14.2f}"
         )
     if args.reference:
