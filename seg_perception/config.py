@@ -159,8 +159,12 @@ def field_type(name: str) -> type:
 
 
 def coerce(name: str, value: Any) -> Any:
-    """Accept ints for float fields and integral floats for int fields (as ROS users write them); nothing else."""
+    """Accept ints for float fields and integral floats for int fields (as ROS users write them), and
+    true/false for a choice of on/off (ROS reads ``-p flip_average:=off`` as YAML, a bool); nothing else."""
     typ = field_type(name)
+    choices = PARAMS[name].choices or ()
+    if typ is str and isinstance(value, bool) and "on" in choices and "off" in choices:
+        return "on" if value else "off"
     if typ is bool:
         ok = isinstance(value, bool)
     else:

@@ -272,13 +272,13 @@ class SegmentationNode(LifecycleNode):
 
     # --- parameters at runtime -----------------------------------------------------------------
     def _coerce_numbers(self, params: list[Parameter]) -> list[Parameter]:
-        """Pre-set: an int for a float parameter (or an integral float for an int) as ROS users write it."""
+        """Pre-set: an int for a float parameter (or an integral float for an int) as ROS users write it,
+        and a bool for an on/off choice (``ros2 param set ... flip_average off`` arrives as false)."""
         out = []
         for p in params:
-            if (
-                p.name in PARAMS
-                and field_type(p.name) in (int, float)
-                and p.type_ in (Parameter.Type.INTEGER, Parameter.Type.DOUBLE)
+            if p.name in PARAMS and (
+                (field_type(p.name) in (int, float) and p.type_ in (Parameter.Type.INTEGER, Parameter.Type.DOUBLE))
+                or (field_type(p.name) is str and p.type_ == Parameter.Type.BOOL)
             ):
                 try:
                     p = Parameter(p.name, value=coerce(p.name, p.value))

@@ -161,6 +161,11 @@ def test_flip_average_auto_is_the_backends_and_on_off_override_it(colour_dir):
     assert cfg.flip_average == "auto" and not make_segmenter(cfg).flip_average  # generic backend: off
     assert make_segmenter(cfg.replace(flip_average="on")).flip_average
     assert cfg.replace(flip_average="on").backend_key() == cfg.backend_key()  # no reload: a runtime switch
+    # ROS reads -p flip_average:=off as YAML: a bool; it means off (and true on), for this choice only
+    assert NodeConfig.from_dict({"flip_average": False}).flip_average == "off"
+    assert NodeConfig.from_dict({"flip_average": True}).flip_average == "on"
+    with pytest.raises(ConfigError, match="backend"):
+        NodeConfig.from_dict({"backend": True})
 
 
 # --- start-up config: each bad value alone falls back ------------------------------------------------

@@ -149,6 +149,18 @@ def test_flip_average_switches_at_runtime_and_diagnostics_say_what_runs(ctx, mod
         assert node.get_parameter("flip_average").value == "on" and seg.flip_average
         assert node.set_parameters([Parameter("flip_average", value="auto")])[0].successful
         assert not seg.flip_average and _diag(node)["flip_average"] == "off"
+        # `ros2 param set ... flip_average on` arrives as a bool (YAML): taken as on, stored as "on"
+        assert node.set_parameters([Parameter("flip_average", value=True)])[0].successful
+        assert node.get_parameter("flip_average").value == "on" and seg.flip_average
+    finally:
+        node.destroy_node()
+
+
+def test_flip_average_off_on_the_command_line_is_a_bool_and_still_means_off(ctx, model_a):
+    node = _node(ctx, backend="onnx", model_path=model_a, flip_average=False)  # -p flip_average:=off
+    try:
+        assert node.get_parameter("flip_average").value == "off" and not node._segmenter.flip_average
+        assert node.diagnostics_status().level == OK  # nothing refused
     finally:
         node.destroy_node()
 
