@@ -47,7 +47,7 @@ def instance_boxes(
     else 1.0.
 
     ``coarse``: the instance map on the scores' grid that ``instances`` was upsampled from (every
-    frame pixel of an instance lies within one grid cell of that instance's cells): the boxes are then
+    frame pixel of an instance lies within two grid cells of that instance's cells): the boxes are then
     exact, found from the few grid cells and closed on the frame's pixels, and the scores are read at
     the instance's own cells. Without it: from every ``step``-th row and column of ``instances``, the
     box padded by ``step`` (it only places the crop the geometry looks at); cost bounded by the object
@@ -101,7 +101,7 @@ def _boxes_from_coarse(
     quant: tuple[float, int] | None,
     samples: int,
 ) -> list[InstanceBox]:
-    """:func:`instance_boxes` from the grid's instance map: each instance's cells, grown by one cell,
+    """:func:`instance_boxes` from the grid's instance map: each instance's cells, grown by two cells,
     bound where its frame pixels can be; its box is closed on those pixels (one small compare per
     object instead of a scan of the frame). An instance with no frame pixel left is not an object."""
     h, w = coarse.shape
