@@ -132,8 +132,8 @@ def _boxes_from_coarse(
         bx, by, bw, bh = cv2.boundingRect(m)
         if bw == 0:
             continue
-        first = int(np.argmax(m[by]))  # a pixel of the instance in its top row: its class (an instance has one)
-        found.append((k, int(labels[y0 + by, x0 + first]), (x0 + bx, y0 + by, bw, bh)))
+        col = int(np.argmax(m[by]))  # a pixel of the instance in its top row: its class (an instance has one)
+        found.append((k, int(labels[y0 + by, x0 + col]), (x0 + bx, y0 + by, bw, bh)))
         kept.append(i)
     obj_scores: Sequence[float] = [1.0] * len(found)
     if scores is not None and found:
