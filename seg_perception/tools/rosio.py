@@ -146,19 +146,27 @@ class StreamClient:
         self.pub = self.node.create_publisher(Image, image_topic, qos_profile_sensor_data)
         qos = QoSProfile(depth=20, reliability=ReliabilityPolicy.RELIABLE)
         ns = f"/{namespace.strip('/')}" if namespace else ""
-        self.node.create_subscription(Image, f"{ns}/segmentation/labels", self._store(self.received.labels), qos)
-        self.node.create_subscription(Image, f"{ns}/segmentation/instances", self._store(self.received.instances), qos)
+        outputs = [("labels", self.received.labels), ("instances", self.received.instances)]
         if overlays:
-            self.node.create_subscription(Image, f"{ns}/segmentation/overlay", self._store(self.received.overlays), qos)
+            outputs.append(("overlay", self.received.overlays))
+        for topic, into in outputs:
+            # raw: the receipt time is taken before this client decodes the image (latencies are the
+            # node's and the transport's, not the decoding's of a Python client)
+            self.node.create_subscription(Image, f"{ns}/segmentation/{topic}", self._store(into), qos, raw=True)
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10)
         self._stop = False
         self._thread = threading.Thread(target=self._spin, daemon=True)
         self._thread.start()
 
     def _store(self, into: dict[Stamp, tuple[float, object]]):
-        def cb(msg) -> None:
+        from rclpy.serialization import deserialize_message
+        from sensor_msgs.msg import Image
+
+        def cb(raw: bytes) -> None:
+            t = time.time()
+            msg = deserialize_message(raw, Image)
             with self._lock:
-                into[stamp_of(msg)] = (time.time(), msg)
+                into[stamp_of(msg)] = (t, msg)
 
         return cb
 
