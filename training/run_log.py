@@ -14,7 +14,8 @@ from typing import Any
 
 log = logging.getLogger("training.run_log")
 
-#: the columns of ``log.csv``, one row per epoch
+#: the columns of ``log.csv``, one row per epoch; ``lr`` is the first parameter group's learning rate
+#: at the epoch's first iteration (in epoch 1 of a warm-up schedule: the warm-up's starting value)
 LOG_FIELDS = (
     "epoch",
     "train_loss",
