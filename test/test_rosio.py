@@ -1,9 +1,11 @@
 """StreamClient.diag_values: the newest segmentation status, by stamp and, with ``having``, by key
-(several nodes share /diagnostics: seg-bench --depth reads the depth node's among two)."""
+(several nodes share /diagnostics: seg-bench --depth reads the depth node's among two); frozen_heap."""
 
 from __future__ import annotations
 
+import gc
 import threading
+import weakref
 from types import SimpleNamespace
 
 import pytest
@@ -12,7 +14,7 @@ pytest.importorskip("rclpy")
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue  # noqa: E402
 
-from seg_perception.tools.rosio import StreamClient  # noqa: E402
+from seg_perception.tools.rosio import StreamClient, frozen_heap  # noqa: E402
 
 
 def _array(sec: int, **values: str) -> DiagnosticArray:
@@ -37,3 +39,28 @@ def test_newest_status_and_the_one_having_a_key():
     assert got["geometry_ms_p50"] == "4.50" and got["frames_processed"] == "7"
     assert StreamClient.diag_values(c, since_ns=11 * 10**9, having="geometry_ms_p50") == {}  # only stale ones have it
     assert StreamClient.diag_values(c, having="no_such_key") == {}
+
+
+class _Cycle:
+    def __init__(self) -> None:
+        self.me = self
+
+
+def test_frozen_heap_hides_the_objects_alive_before_and_still_collects_new_garbage():
+    old = [[i] for i in range(1000)]  # tracked lists, alive before the block
+    assert gc.get_freeze_count() == 0
+    with frozen_heap():
+        assert gc.get_freeze_count() >= len(old)  # out of the collector's view: a full pass skips them
+        c = _Cycle()
+        ref = weakref.ref(c)
+        del c
+        gc.collect()
+        assert ref() is None  # a cycle made inside the block is still collected
+    assert gc.get_freeze_count() == 0
+
+
+def test_frozen_heap_unfreezes_when_the_block_raises():
+    with pytest.raises(RuntimeError), frozen_heap():
+        assert gc.get_freeze_count() > 0
+        raise RuntimeError("measurement failed")
+    assert gc.get_freeze_count() == 0
