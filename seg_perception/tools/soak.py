@@ -113,12 +113,10 @@ def run_rate(
         with frozen_heap():  # the client times arrivals: its own collector must not pause them
             sampler = threading.Thread(target=sample, daemon=True)
             sampler.start()
-            sent: dict[tuple, float] = {}
             t0 = time.monotonic()
             i = 0
             while time.monotonic() - t0 < seconds:
                 stamp = client.now_stamp()
-                sent[stamp] = time.time()
                 if depth:
                     sc = scenes[i % len(scenes)]
                     pub_info.publish(camera_info_msg(sc.camera, stamp, "soak"))
