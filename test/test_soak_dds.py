@@ -33,7 +33,7 @@ def test_soak_bounded_memory_and_age(rate, tmp_path):
 def test_soak_with_depth_gives_3d_boxes_for_every_processed_frame(tmp_path):
     r = run_rate(30.0, 30.0, "tflite_int8", tmp_path, depth=True)
     assert "error" not in r, r
-    assert check(r, rss_growth_mb=30.0, age_slack_ms=30.0) == [], r  # poses age and 3D coverage included
+    assert check(r, rss_growth_mb=30.0, age_slack_ms=30.0) == [], json.dumps(r)  # poses age and 3D coverage included
     assert r["frames_with_output"] > 0.1 * r["frames_sent"], r
     assert r["frames_with_poses"] >= 0.95 * r["node_processed"] and r["frames_with_markers"] > 0, r
     assert r["objects_3d"] >= 2 * r["frames_3d"], r  # the rendered scenes hold 2-5 objects each
