@@ -385,14 +385,16 @@ class _TrainHelperLoop:
     def __init__(self, cfg: TrainingConfig, class_weights: Sequence[float] | None = None):
         from training import loops
         from training import train as T
-        from training.distributed import DistInfo
+        from training.distributed import DistInfo, pick_device
 
         self.T, self.loops, self.cfg = T, loops, cfg
-        self.info = DistInfo()
+        # fine-tuning and evaluation run on train.device (a GPU where there is one); pruning itself
+        # (dependency graph, example inputs) stays on the CPU, so the model moves between the two
+        self.info = DistInfo(device=pick_device(cfg.train.device))
         self.num_classes, _ = T.num_classes_of(cfg)
         train_ds, val_ds = T.build_datasets(cfg)
         self.train_loader, self.val_loader, _ = T.build_loaders(cfg, train_ds, val_ds, self.info)
-        self.loss_fn = T.build_loss(cfg, self.num_classes, class_weights)
+        self.loss_fn = T.build_loss(cfg, self.num_classes, class_weights).to(self.info.device)
         # fine-tuning learns from the same teacher as the training did (distill.teacher), if any
         self.teacher = T.build_teacher(cfg, self.info.device)
         self.train_loss_fn = self.loss_fn
@@ -400,7 +402,9 @@ class _TrainHelperLoop:
             from training.losses import DistillationLoss
 
             d = cfg.distill
-            self.train_loss_fn = DistillationLoss(self.loss_fn, d.weight, d.temperature, cfg.train.ignore_index)
+            self.train_loss_fn = DistillationLoss(self.loss_fn, d.weight, d.temperature, cfg.train.ignore_index).to(
+                self.info.device
+            )
 
     def finetune(
         self,
@@ -419,6 +423,7 @@ class _TrainHelperLoop:
             len(self.train_loader) if t.max_iters_per_epoch <= 0 else min(len(self.train_loader), t.max_iters_per_epoch)
         )
         cfg = self.cfg.updated({"train": {"epochs": epochs}})  # the LR schedule spans these epochs
+        model.to(self.info.device)  # before the optimiser: it holds the parameters where they train
         opt = self.T.build_optimizer(cfg, model)  # fresh: parameter tensors changed shape
         sched = self.T.build_scheduler(cfg, opt, iters)
         start = 0
@@ -450,13 +455,16 @@ class _TrainHelperLoop:
             if on_epoch_end is not None:
                 on_epoch_end(epoch + 1, opt, sched, float(r["loss"]))
         model.eval()
+        model.to("cpu")
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         from training.metrics import mean_iou, pixel_accuracy
 
+        home = next(model.parameters()).device
         _, cm = self.loops.evaluate(
-            model, self.val_loader, None, self.num_classes, self.info, self.cfg.train.ignore_index
+            model.to(self.info.device), self.val_loader, None, self.num_classes, self.info, self.cfg.train.ignore_index
         )
+        model.to(home)
         return {"miou": float(mean_iou(cm)), "pixel_accuracy": float(pixel_accuracy(cm))}
 
 
