@@ -18,6 +18,10 @@ phase 2, once both teachers are done, side by side
   esp_final  the same on all runs, distilled from t10_final
   fcn        the shipped FCN8s file rebuilt as a checkpoint, recovery distilled from t10
 
+``--plan replicate`` (a second, shorter lease) runs the default's recipe again with other seeds:
+twice without a teacher (train.seed 1 and 2) and once distilled from a 1.0 teacher trained with
+seed 1, held-out twins only, to see how far runs of one recipe fall apart.
+
 ESPNet's and FCN8s's epochs are sized from the teacher's measured epoch time so that their
 schedules end before the deadline; jobs still running at the deadline are stopped (their
 per-epoch last.pt / best.pt stay). The weights come back without optimiser state.
@@ -128,17 +132,18 @@ class Campaign:
                 "--calib-root", self.a.data, "--out", str(self.runs / "fcn_start.pt"), "--threads", "2"]  # fmt: skip
         return self.run("fcn_start", argv)
 
-    def teacher(self, final: bool) -> int:
-        name = "t10_final" if final else "t10"
+    def teacher(self, final: bool, seed: int = 0, workers: int = 4) -> int:
+        name = ("t10_final" if final else "t10") + (f"_seed{seed}" if seed else "")
         return self.train(
-            name, "training/configs/deeplab_mnv2_1_0.yaml", 4,
+            name, "training/configs/deeplab_mnv2_1_0.yaml", workers,
             "init.reference_tflite=null", f"init.checkpoint={self.a.starts}/start_dl10.pt",
-            f"train.epochs={self.epochs(12)}", f"data.train_on_val={str(final).lower()}",
+            f"train.epochs={self.epochs(12)}", f"data.train_on_val={str(final).lower()}", *_seed(seed),
         )  # fmt: skip
 
-    def default_stages(self, prefix: str, teacher: str | None, teacher_final: str | None) -> None:
+    def default_stages(self, prefix: str, teacher: str | None, teacher_final: str | None, seed: int = 0) -> None:
         """The shipped default's four stages; with teachers, stages 3-4 also as a final run."""
         d = [f"distill.teacher={teacher}", "distill.weight=0.5", "distill.temperature=2.0"] if teacher else []
+        d += _seed(seed)  # every stage of the chain draws its batches from this seed
         start = ["init.reference_tflite=null", f"init.checkpoint={self.a.starts}/start_dl05.pt"]
         r = self.runs
         if self.train(f"{prefix}_s1", "training/configs/deeplab_mnv2.yaml", 3, *start, *d,
@@ -160,7 +165,7 @@ class Campaign:
         if teacher_final is None:
             s34("", False, d)
             return
-        df = [f"distill.teacher={teacher_final}", "distill.weight=0.5", "distill.temperature=2.0"]
+        df = [f"distill.teacher={teacher_final}", "distill.weight=0.5", "distill.temperature=2.0", *_seed(seed)]
         _parallel([lambda: s34("", False, d), lambda: s34("_final", True, df)])
 
     def espnet(self, final: bool, teacher: str, epochs: int) -> int:
@@ -183,12 +188,30 @@ class Campaign:
             argv += ["--set", "train.max_iters_per_epoch=2"]
         return self.run("fcn", argv)
 
-    # ------------------------------------------------------------------ plan
+    # ------------------------------------------------------------------ plans
     def main(self) -> None:
         self.record["gpu"] = _capture(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv"])
         self.record["cpus"] = os.cpu_count()
+        self.record["plan"] = self.a.plan
         if self.synth() != 0:
             return
+        if self.a.plan == "replicate":
+            self.replicate()
+        else:
+            self.distill()
+
+    def replicate(self) -> None:
+        """Other seeds of the default's recipe with and without the teacher (held-out twins only):
+        how far runs of one recipe fall apart, against the gap between the two recipes."""
+        bases = [threading.Thread(target=self.default_stages, args=(f"base_seed{k}", None, None, k)) for k in (1, 2)]
+        for b in bases:
+            b.start()
+        if self.teacher(False, seed=1, workers=6) == 0:
+            self.default_stages("kd_seed1", str(self.runs / "t10_seed1" / "last.pt"), None, seed=1)
+        for b in bases:
+            b.join()
+
+    def distill(self) -> None:
         t_start = self.elapsed()
         rc: dict[str, int] = {}
         phase1 = [
@@ -254,11 +277,13 @@ class Campaign:
                     return [self.runs / n / "last.pt"]
             return []
 
-        for name in ("t10", "t10_final"):
+        for name in ("t10", "t10_final", "t10_seed1"):
             if (self.runs / name / "last.pt").exists():
                 os.replace(slimmed(self.runs / name / "last.pt"), self.out / f"{name}.pt")
-        deeplab = newest("base_s4", "base_s3", "base_s2", "base_s1")
-        deeplab += newest("kd_s4", "kd_s3", "kd_s2", "kd_s1") + newest("kd_s4_final", "kd_s3_final")
+        deeplab: list[Path] = []
+        for chain in sorted(p.name[: -len("_s1")] for p in self.runs.glob("*_s1") if p.is_dir()):
+            deeplab += newest(*(f"{chain}_s{k}" for k in (4, 3, 2, 1)))
+            deeplab += newest(f"{chain}_s4_final", f"{chain}_s3_final")
         small = [self.runs / r / f for r in ("esp", "esp_final") for f in ("last.pt", "best.pt")]
         small += [self.runs / "fcn" / f for f in ("final.pt", "recovery_best.pt", "recovery_last.pt")]
         for tar_name, files in (("deeplab.tar", deeplab), ("small.tar", [f for f in small if f.exists()])):
@@ -273,6 +298,11 @@ class Campaign:
                     tf.add(p, arcname=str(p.relative_to(self.runs)))
         self.record["elapsed_s"] = round(self.elapsed(), 1)
         (self.out / "campaign.json").write_text(json.dumps(self.record, indent=1))
+
+
+def _seed(seed: int) -> list[str]:
+    """Seed 0 is the configs' own: its commands stay the plain ones."""
+    return [f"train.seed={seed}"] if seed else []
 
 
 def _parallel(fns: list) -> None:
@@ -311,6 +341,7 @@ def main() -> int:
     ap.add_argument("--max-student-epochs", type=int, default=40)
     ap.add_argument("--synth-workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--smoke", action="store_true", help="1 epoch of 2 iterations per job (checks the plan)")
+    ap.add_argument("--plan", choices=("distill", "replicate"), default="distill", help="see the module docstring")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     c = Campaign(args)
