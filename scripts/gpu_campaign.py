@@ -26,7 +26,15 @@ ESPNet's and FCN8s's epochs are sized from the teacher's measured epoch time so 
 schedules end before the deadline; jobs still running at the deadline are stopped (their
 per-epoch last.pt / best.pt stay). The weights come back without optimiser state.
 
-    PYTHONPATH=. python scripts/gpu_campaign.py --data carry/atwork --starts carry --out OUT --deadline 540
+What travels is built here by ``scripts/device/prepare.sh`` (carry/atwork.tar, carry/pkgs.tar.xz,
+carry/starts.tar.xz: 66 MB with the repository, under the 64 MiB limit); the command there was
+
+    export PYTHONPATH=/tmp/site:$PWD NO_ALBUMENTATIONS_UPDATE=1 PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1 \
+        OPENCV_FOR_THREADS_NUM=1
+    python3 -c "import tarfile as t; t.open('carry/pkgs.tar.xz').extractall('/tmp/site'); \
+        t.open('carry/starts.tar.xz').extractall('carry/starts'); t.open('carry/atwork.tar').extractall('carry')"
+    python3 scripts/gpu_campaign.py --data carry/atwork --starts carry/starts --out $OUT --deadline 535 \
+        2>&1 | tee $OUT/campaign.log
 """
 
 from __future__ import annotations
