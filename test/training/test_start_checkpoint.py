@@ -44,7 +44,9 @@ def test_the_start_holds_the_weights_the_run_would_start_from(
     start = tmp_path / "start.pt"
     argv = [*TINY, "--root", str(fake_atwork), "--set", f"init.checkpoint={source}", "--out", str(start)]
     assert start_main(argv + (["--half"] if half else [])) == 0
-    got = ckpt_mod.load_checkpoint(start)["state_dict"]
+    doc = ckpt_mod.load_checkpoint(start)
+    assert doc["extra"]["command"].startswith("python -m training.start_checkpoint --set model.name=espnet_c")
+    got = doc["state_dict"]
     want = ckpt_mod.load_checkpoint(source)["state_dict"]
     assert sorted(got) == sorted(want)
     for k, v in want.items():
