@@ -19,8 +19,9 @@ phase 2, once both teachers are done, side by side
   fcn        the shipped FCN8s file rebuilt as a checkpoint, recovery distilled from t10
 
 ``--plan replicate`` (a second, shorter lease) runs the default's recipe again with other seeds:
-twice without a teacher (train.seed 1 and 2) and once distilled from a 1.0 teacher trained with
-seed 1, held-out twins only, to see how far runs of one recipe fall apart.
+twice without a teacher (train.seed 1 and 2), once in the CPU runs' exact setting (seed 0, one
+loader process) and once distilled from a 1.0 teacher trained with seed 1, held-out twins only,
+to see how far runs of one recipe fall apart and whether the machine moves them.
 
 ESPNet's and FCN8s's epochs are sized from the teacher's measured epoch time so that their
 schedules end before the deadline; jobs still running at the deadline are stopped (their
@@ -148,25 +149,29 @@ class Campaign:
             f"train.epochs={self.epochs(12)}", f"data.train_on_val={str(final).lower()}", *_seed(seed),
         )  # fmt: skip
 
-    def default_stages(self, prefix: str, teacher: str | None, teacher_final: str | None, seed: int = 0) -> None:
-        """The shipped default's four stages; with teachers, stages 3-4 also as a final run."""
+    def default_stages(
+        self, prefix: str, teacher: str | None, teacher_final: str | None, seed: int = 0, workers: int = 0
+    ) -> None:
+        """The shipped default's four stages; with teachers, stages 3-4 also as a final run. ``workers``
+        (data loader processes per stage) 0: three for stages 1-2, two for 3-4."""
+        w12, w34 = (workers, workers) if workers else (3, 2)
         d = [f"distill.teacher={teacher}", "distill.weight=0.5", "distill.temperature=2.0"] if teacher else []
         d += _seed(seed)  # every stage of the chain draws its batches from this seed
         start = ["init.reference_tflite=null", f"init.checkpoint={self.a.starts}/start_dl05.pt"]
         r = self.runs
-        if self.train(f"{prefix}_s1", "training/configs/deeplab_mnv2.yaml", 3, *start, *d,
+        if self.train(f"{prefix}_s1", "training/configs/deeplab_mnv2.yaml", w12, *start, *d,
                       f"train.epochs={self.epochs(8)}") != 0:  # fmt: skip
             return
-        if self.train(f"{prefix}_s2", "training/configs/deeplab_mnv2_finetune.yaml", 3,
+        if self.train(f"{prefix}_s2", "training/configs/deeplab_mnv2_finetune.yaml", w12,
                       f"init.checkpoint={r}/{prefix}_s1/best.pt", *d, f"train.epochs={self.epochs(4)}") != 0:  # fmt: skip
             return
 
         def s34(suffix: str, on_val: bool, dist: list[str]) -> None:
-            if self.train(f"{prefix}_s3{suffix}", "training/configs/deeplab_mnv2_final.yaml", 2,
+            if self.train(f"{prefix}_s3{suffix}", "training/configs/deeplab_mnv2_final.yaml", w34,
                           f"init.checkpoint={r}/{prefix}_s2/best.pt", f"data.train_on_val={str(on_val).lower()}",
                           *dist, f"train.epochs={self.epochs(4)}") != 0:  # fmt: skip
                 return
-            self.train(f"{prefix}_s4{suffix}", "training/configs/deeplab_mnv2_s4_final.yaml", 2,
+            self.train(f"{prefix}_s4{suffix}", "training/configs/deeplab_mnv2_s4_final.yaml", w34,
                        f"init.checkpoint={r}/{prefix}_s3{suffix}/last.pt", f"data.train_on_val={str(on_val).lower()}",
                        *dist, f"train.epochs={self.epochs(4)}")  # fmt: skip
 
@@ -210,8 +215,11 @@ class Campaign:
 
     def replicate(self) -> None:
         """Other seeds of the default's recipe with and without the teacher (held-out twins only):
-        how far runs of one recipe fall apart, against the gap between the two recipes."""
-        bases = [threading.Thread(target=self.default_stages, args=(f"base_seed{k}", None, None, k)) for k in (1, 2)]
+        how far runs of one recipe fall apart, against the gap between the two recipes. ``base_w1`` is
+        the CPU runs' exact setting (seed 0, one loader process): session 17's GPU ``base`` (seed 0,
+        three processes) ended stage 1 five points under the two CPU runs of that config."""
+        arms = [(f"base_seed{k}", None, None, k, 0) for k in (1, 2)] + [("base_w1", None, None, 0, 1)]
+        bases = [threading.Thread(target=self.default_stages, args=a) for a in arms]
         for b in bases:
             b.start()
         if self.teacher(False, seed=1, workers=6) == 0:
