@@ -155,8 +155,9 @@ class Campaign:
         """The shipped default's four stages; with teachers, stages 3-4 also as a final run. ``workers``
         (data loader processes per stage) 0: three for stages 1-2, two for 3-4."""
         w12, w34 = (workers, workers) if workers else (3, 2)
-        d = [f"distill.teacher={teacher}", "distill.weight=0.5", "distill.temperature=2.0"] if teacher else []
-        d += _seed(seed)  # every stage of the chain draws its batches from this seed
+        d = (_distill(teacher) if teacher else []) + _seed(
+            seed
+        )  # every stage of the chain draws its batches from this seed
         start = ["init.reference_tflite=null", f"init.checkpoint={self.a.starts}/start_dl05.pt"]
         r = self.runs
         if self.train(f"{prefix}_s1", "training/configs/deeplab_mnv2.yaml", w12, *start, *d,
@@ -178,7 +179,7 @@ class Campaign:
         if teacher_final is None:
             s34("", False, d)
             return
-        df = [f"distill.teacher={teacher_final}", "distill.weight=0.5", "distill.temperature=2.0", *_seed(seed)]
+        df = _distill(teacher_final) + _seed(seed)
         _parallel([lambda: s34("", False, d), lambda: s34("_final", True, df)])
 
     def espnet(self, final: bool, teacher: str, epochs: int) -> int:
@@ -186,20 +187,17 @@ class Campaign:
         return self.train(
             name, "training/configs/espnet.yaml", 2,
             "init.espnet_weights=null", f"init.checkpoint={self.a.starts}/start_espnet.pt",
-            f"distill.teacher={teacher}", "distill.weight=0.5", "distill.temperature=2.0",
-            f"train.epochs={epochs}", f"data.train_on_val={str(final).lower()}",
+            *_distill(teacher), f"train.epochs={epochs}", f"data.train_on_val={str(final).lower()}",
         )  # fmt: skip
 
     def fcn(self, teacher: str, epochs: int) -> int:
         argv = [PY, "-m", "training.prune", "--checkpoint", str(self.runs / "fcn_start.pt"),
                 "--config", "training/configs/prune_fcn8s.yaml", "--out", str(self.runs / "fcn"),
-                "--root", self.a.data, "--set", "prune.steps=0", "--set", f"prune.recovery_epochs={epochs}",
-                "--set", "train.max_iters_per_epoch=135", "--set", "train.lr=1.0e-3",
-                "--set", f"distill.teacher={teacher}", "--set", "distill.weight=0.5",
-                "--set", "distill.temperature=2.0", "--set", "train.threads=1", "--set", "data.num_workers=2"]  # fmt: skip
-        if self.a.smoke:
-            argv += ["--set", "train.max_iters_per_epoch=2"]
-        return self.run("fcn", argv)
+                "--set", "prune.steps=0", "--set", f"prune.recovery_epochs={epochs}",
+                "--set", "train.max_iters_per_epoch=135", "--set", "train.lr=1.0e-3"]  # fmt: skip
+        for s in _distill(teacher):
+            argv += ["--set", s]
+        return self.run("fcn", argv + self.common(2))
 
     # ------------------------------------------------------------------ plans
     def main(self) -> None:
@@ -314,6 +312,11 @@ class Campaign:
                     tf.add(p, arcname=str(p.relative_to(self.runs)))
         self.record["elapsed_s"] = round(self.elapsed(), 1)
         (self.out / "campaign.json").write_text(json.dumps(self.record, indent=1))
+
+
+def _distill(teacher: str) -> list[str]:
+    """Soft targets from ``teacher`` as every distilled job here uses them (the project's weight and T)."""
+    return [f"distill.teacher={teacher}", "distill.weight=0.5", "distill.temperature=2.0"]
 
 
 def _seed(seed: int) -> list[str]:

@@ -75,7 +75,7 @@ def write_plots(rows: Sequence[Mapping[str, Any]], out_dir: Path) -> None:
         log.exception("could not write plots")
 
 
-def command_line(argv: Sequence[str] | None = None) -> str:
-    """The command line of this training run (recorded in checkpoints, then in the manifest)."""
-    prog = "torchrun ... -m training.train" if "LOCAL_RANK" in os.environ else "python -m training.train"
+def command_line(argv: Sequence[str] | None = None, module: str = "training.train") -> str:
+    """The command line of this run of ``module`` (recorded in checkpoints, then in the manifest)."""
+    prog = f"torchrun ... -m {module}" if "LOCAL_RANK" in os.environ else f"python -m {module}"
     return prog + " " + shlex.join(str(a) for a in (sys.argv[1:] if argv is None else argv))

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +26,7 @@ import torch
 from .checkpoint import build_checkpoint, save_checkpoint
 from .config import ConfigError, add_config_arguments, build_config, flag_overrides, load_yaml
 from .distributed import seed_everything, setup_distributed
+from .run_log import command_line
 from .train import _starting_model, build_datasets, build_loaders, num_classes_of
 
 log = logging.getLogger(__name__)
@@ -35,11 +35,6 @@ log = logging.getLogger(__name__)
 def halve_floats(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """float32/float64 tensors as float16; integer tensors (batch-norm counters) unchanged."""
     return {k: v.half() if v.is_floating_point() else v for k, v in state_dict.items()}
-
-
-def _command(argv: Sequence[str] | None) -> str:
-    """This command line, kept in the start checkpoint (a run trained from it records its own)."""
-    return "python -m training.start_checkpoint " + shlex.join(str(a) for a in (sys.argv[1:] if argv is None else argv))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -66,7 +61,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     train_loader, _, _ = build_loaders(cfg, train_ds, val_ds, info)
     model = _starting_model(cfg, info, train_loader, None)
     _, class_names = num_classes_of(cfg)
-    ckpt = build_checkpoint(model, train_config=cfg, class_names=class_names, extra={"command": _command(argv)})
+    ckpt = build_checkpoint(
+        model,
+        train_config=cfg,
+        class_names=class_names,
+        extra={"command": command_line(argv, "training.start_checkpoint")},
+    )
     if args.half:
         ckpt["state_dict"] = halve_floats(ckpt["state_dict"])
     save_checkpoint(out, ckpt, write_config=False)
