@@ -171,13 +171,16 @@ def cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def table_frame(up: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(e1, e2): the camera's x axis projected onto the plane with normal ``up``, and up x e1."""
-    ux, uy, uz = (float(v) for v in up / math.sqrt(float(up @ up)))
-    up = np.array([ux, uy, uz])
-    e1 = np.array([1.0 - ux * ux, -ux * uy, -ux * uz])  # x - (x.up) up
-    if e1 @ e1 < 1e-12:  # camera x along the normal: use the image's down axis instead
-        e1 = np.array([-uy * ux, 1.0 - uy * uy, -uy * uz])
-    e1 /= math.sqrt(float(e1 @ e1))
-    return e1, cross(up, e1)
+    # scalar arithmetic: on single 3-vectors numpy's per-call cost is most of the time
+    ux, uy, uz = up.tolist()
+    n = math.sqrt(ux * ux + uy * uy + uz * uz)
+    ux, uy, uz = ux / n, uy / n, uz / n
+    ax, ay, az = 1.0 - ux * ux, -ux * uy, -ux * uz  # x - (x.up) up
+    if ax * ax + ay * ay + az * az < 1e-12:  # camera x along the normal: use the image's down axis instead
+        ax, ay, az = -uy * ux, 1.0 - uy * uy, -uy * uz
+    m = math.sqrt(ax * ax + ay * ay + az * az)
+    ax, ay, az = ax / m, ay / m, az / m
+    return np.array([ax, ay, az]), np.array([uy * az - uz * ay, uz * ax - ux * az, ux * ay - uy * ax])
 
 
 def fold_yaw(yaw: float) -> float:
@@ -219,7 +222,7 @@ def _fit_plane(pts: np.ndarray, cfg: GeometryConfig) -> tuple[np.ndarray, float]
         if n_pts < cfg.min_table_points:
             return None
         c = s1 / n_pts
-        w, v = _eig_sym3(s2 / n_pts - np.outer(c, c))
+        w, v = _eig_sym3(s2 / n_pts - c[:, None] * c)
         if w[1] < (0.004**2):  # points along a line: the plane's tilt about it is unknown
             return None
         n = v[:, 0] if v[:, 0] @ c <= 0 else -v[:, 0]  # the camera (origin) on the side the normal points to
@@ -294,15 +297,17 @@ def _reach(
     such a pixel is worth comes from the band between core and outline: a face seen edge-on adds ~0 per
     pixel, a face seen face-on one pixel's width ``mpp`` (at most two).
     """
+    # (bool.sum and minimum/maximum: count_nonzero along an axis and clip cost twice as much here)
     c = s_core.max(axis=1)
     near = s_core >= (c - 0.5 * mpp)[:, None]
-    d_c = (near @ d_core) / np.count_nonzero(near, axis=1)
+    d_c = (near @ d_core) / near.sum(axis=1)
     rate = mpp
     if s_band.shape[1]:
         b = s_band.max(axis=1)
         near = s_band >= (b - 0.5 * mpp)[:, None]
-        dpx = d_c - (near @ d_band) / np.count_nonzero(near, axis=1)
-        rate = np.where(dpx > 0.25, np.clip((b - c) / np.maximum(dpx, 0.25), 0.0, 2.0 * mpp), mpp)
+        dpx = d_c - (near @ d_band) / near.sum(axis=1)
+        r = np.minimum(np.maximum((b - c) / np.maximum(dpx, 0.25), 0.0), 2.0 * mpp)
+        rate = np.where(dpx > 0.25, r, mpp)
     return c + rate * np.maximum(d_c - 0.5, 0.0)
 
 
