@@ -26,7 +26,7 @@ from typing import Any
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
@@ -36,10 +36,11 @@ from sensor_msgs.msg import CompressedImage, Image
 
 from . import diagnostics
 from .backends import BackendError, flip_average_for
-from .config import PARAMS, ConfigError, NodeConfig, coerce, field_type, startup_config
+from .config import PARAMS, ConfigError, NodeConfig, startup_config
 from .encodings import ImageDecodeError, compressed_to_rgb, image_to_rgb
 from .executor import InlineSubscriptionsExecutor
 from .frame_worker import NewestFrameWorker
+from .node_params import RCLPY_PARAMS, coerce_numbers, descriptor_type_of, parameter_descriptor
 from .outputs import OutputPublishers, output_qos, reliability_policy
 from .pipeline import Segmenter, make_segmenter
 from .spin import spin_until_signal
@@ -57,27 +58,7 @@ _COUNTERS = (
     "no_backend",
     "publish_errors",
 )
-_RCLPY_PARAMS = {"use_sim_time", "start_type_description_service", "class_names"}
 _SUCCESS, _FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
-
-
-def parameter_descriptor(name: str) -> ParameterDescriptor:
-    """ROS descriptor of a :data:`~seg_perception.config.PARAMS` entry: ranges, choices, read-only."""
-    spec = PARAMS[name]
-    # Typed by the node, not by rclpy: its own type error names neither the parameter nor the types
-    # (and an int for a float is fine here); see SegmentationNode._on_set_parameters.
-    d = ParameterDescriptor(description=spec.description, read_only=spec.startup_only, dynamic_typing=True)
-    if spec.choices is not None:
-        d.additional_constraints = "one of: " + ", ".join(spec.choices)
-    if spec.range is not None:
-        lo, hi = spec.range
-        if field_type(name) is int:
-            d.integer_range = [IntegerRange(from_value=int(lo), to_value=int(hi), step=0)]
-        else:
-            d.floating_point_range = [FloatingPointRange(from_value=float(lo), to_value=float(hi), step=0.0)]
-    if spec.startup_only:
-        d.description += " (start-up only)"
-    return d
 
 
 class SegmentationNode(LifecycleNode):
@@ -123,7 +104,7 @@ class SegmentationNode(LifecycleNode):
         # rclpy keeps the -p / params-file values here; they are checked before declaring, because
         # a value of the wrong type would otherwise raise out of declare_parameter.
         given = {n: p.value for n, p in self._parameter_overrides.items() if n in PARAMS}
-        for name in sorted(set(self._parameter_overrides) - set(PARAMS) - _RCLPY_PARAMS):
+        for name in sorted(set(self._parameter_overrides) - set(PARAMS) - RCLPY_PARAMS):
             if not name.startswith("qos_overrides."):
                 self.get_logger().warning(f"unknown parameter {name!r} ignored; valid: {sorted(PARAMS)}")
         cfg, faults = startup_config(given)
@@ -139,7 +120,7 @@ class SegmentationNode(LifecycleNode):
             ),
         )
         self._set_class_names([])
-        self.add_pre_set_parameters_callback(self._coerce_numbers)
+        self.add_pre_set_parameters_callback(coerce_numbers)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.add_post_set_parameters_callback(self._after_set_parameters)
         return cfg, faults
@@ -271,22 +252,6 @@ class SegmentationNode(LifecycleNode):
             self._internal_set = False
 
     # --- parameters at runtime -----------------------------------------------------------------
-    def _coerce_numbers(self, params: list[Parameter]) -> list[Parameter]:
-        """Pre-set: an int for a float parameter (or an integral float for an int) as ROS users write it,
-        and a bool for an on/off choice (``ros2 param set ... flip_average off`` arrives as false)."""
-        out = []
-        for p in params:
-            if p.name in PARAMS and (
-                (field_type(p.name) in (int, float) and p.type_ in (Parameter.Type.INTEGER, Parameter.Type.DOUBLE))
-                or (field_type(p.name) is str and p.type_ == Parameter.Type.BOOL)
-            ):
-                try:
-                    p = Parameter(p.name, value=coerce(p.name, p.value))
-                except ConfigError:
-                    pass  # 2.5 for an int: _on_set_parameters answers with the reason
-            out.append(p)
-        return out
-
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
         if any(p.name == "class_names" for p in params) and not self._internal_set:
             return SetParametersResult(successful=False, reason="class_names is read-only: the loaded model's classes")
@@ -317,7 +282,7 @@ class SegmentationNode(LifecycleNode):
         """rclpy re-types a dynamically typed descriptor before the callbacks run; a rejected value of
         the wrong type must not change what ``ros2 param describe`` says."""
         for name in names:
-            self._descriptors[name].type = Parameter.Type.from_parameter_value(getattr(self.cfg, name)).value
+            self._descriptors[name].type = descriptor_type_of(getattr(self.cfg, name))
 
     def _after_set_parameters(self, params: list[Parameter]) -> None:
         if self._new_class_names is not None:
