@@ -6,8 +6,9 @@ load), each only after the previous frame's outputs arrived, so nothing queues. 
 rendered table scenes (:mod:`seg_perception.demo_scene3d`); the depth node also gets each frame's
 depth (16UC1) and camera info, published just before the colour frame, as a camera driver does;
 times run from the colour frame's publication for both nodes. Every output is received raw and
-timed before the bench decodes it (the times are the node's and the transport's; the bench's own
-decoding of the markers, ~0.4 ms in rclpy, is reported apart as ``bench_markers_decode_ms_p50``).
+timed by the middleware's reception time (the times are the node's and the transport's, not when
+the bench's callbacks got to run; the bench's own decoding of the markers, ~0.4 ms in rclpy, is
+reported apart as ``bench_markers_decode_ms_p50``).
 
 Reported (ms, median / p95 over ``runs`` frames): ``rgb_labels`` and ``rgb_last`` (publish ->
 labels, -> instances, the last output; depth off), ``rgbd_labels`` (depth on), ``rgbd_poses``
@@ -47,7 +48,7 @@ def bench_node_depth(
     from visualization_msgs.msg import MarkerArray
 
     from ..demo_scene3d import render_scene
-    from .rosio import NodeProcess, StreamClient, camera_info_msg, image_msg
+    from .rosio import NodeProcess, StreamClient, arrival_time, camera_info_msg, image_msg
 
     scenes = [render_scene(s) for s in range(4)]
     params = {"backend": backend, "num_threads": threads}
@@ -63,21 +64,23 @@ def bench_node_depth(
     poses: dict[Any, float] = {}
     lock = threading.Lock()
 
-    # Raw subscriptions: the receipt time is taken before the bench decodes a message, so the times
-    # are the node's and the transport's, not this Python client's (decoding nine Marker messages
-    # in rclpy takes ~0.4 ms, RViz's C++ a few us); the decode time is reported on its own.
+    # Raw subscriptions timed by the middleware's reception time (rosio.arrival_time), so the times
+    # are the node's and the transport's, not this Python client's scheduling or decoding (decoding
+    # nine Marker messages in rclpy takes ~0.4 ms, RViz's C++ a few us); the decode time is reported
+    # on its own.
     decode_ms: list[float] = []
 
-    def on_markers(raw: bytes) -> None:
-        t = time.time()
+    def on_markers(raw: bytes, info: dict) -> None:
+        t = arrival_time(info)
+        t_decode = time.time()
         msg = deserialize_message(raw, MarkerArray)
-        decode_ms.append((time.time() - t) * 1e3)
+        decode_ms.append((time.time() - t_decode) * 1e3)
         h = msg.markers[0].header
         with lock:
             markers[(h.stamp.sec, h.stamp.nanosec)] = (t, sum(1 for m in msg.markers if m.type == 1))
 
-    def on_poses(raw: bytes) -> None:
-        t = time.time()
+    def on_poses(raw: bytes, info: dict) -> None:
+        t = arrival_time(info)
         msg = deserialize_message(raw, PoseArray)
         with lock:
             poses[(msg.header.stamp.sec, msg.header.stamp.nanosec)] = t
