@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import threading
+import time
 import weakref
 from types import SimpleNamespace
 
@@ -14,7 +15,7 @@ pytest.importorskip("rclpy")
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue  # noqa: E402
 
-from seg_perception.tools.rosio import StreamClient, frozen_heap  # noqa: E402
+from seg_perception.tools.rosio import StreamClient, arrival_time, frozen_heap  # noqa: E402
 
 
 def _array(sec: int, **values: str) -> DiagnosticArray:
@@ -64,3 +65,11 @@ def test_frozen_heap_unfreezes_when_the_block_raises():
         assert gc.get_freeze_count() > 0
         raise RuntimeError("measurement failed")
     assert gc.get_freeze_count() == 0
+
+
+def test_arrival_time_is_the_middlewares_reception_time_in_seconds():
+    # float64 seconds since the epoch resolve ~0.2 us
+    assert arrival_time({"received_timestamp": 1_700_000_000_250_000_000}) == pytest.approx(1_700_000_000.25, abs=1e-6)
+    before = time.time()  # an RMW that gives no reception time: now
+    assert before <= arrival_time({"received_timestamp": 0}) <= time.time()
+    assert before <= arrival_time({}) <= time.time()
