@@ -154,12 +154,13 @@ class Campaign:
             f"train.epochs={self.epochs(12)}", f"data.train_on_val={str(final).lower()}", *_seed(seed), *size,
         )  # fmt: skip
 
-    def stage1(self, prefix: str, seed: int, size: tuple[str, ...], workers: int = 2) -> int:
-        """Stage 1 of the default alone (ablation C's config, 8 epochs) into ``<prefix>_s1``."""
+    def stage1(self, prefix: str, seed: int = 0, size: tuple[str, ...] = (), workers: int = 2, *sets: str) -> int:
+        """Stage 1 of the default (ablation C's config, 8 epochs) into ``<prefix>_s1``; ``sets``: more
+        ``--set`` values (distillation)."""
         return self.train(
             f"{prefix}_s1", "training/configs/deeplab_mnv2.yaml", workers,
             "init.reference_tflite=null", f"init.checkpoint={self.a.starts}/start_dl05.pt",
-            f"train.epochs={self.epochs(8)}", *_seed(seed), *size,
+            *sets, *_seed(seed), f"train.epochs={self.epochs(8)}", *size,
         )  # fmt: skip
 
     def default_stages(
@@ -168,13 +169,10 @@ class Campaign:
         """The shipped default's four stages; with teachers, stages 3-4 also as a final run. ``workers``
         (data loader processes per stage) 0: three for stages 1-2, two for 3-4."""
         w12, w34 = (workers, workers) if workers else (3, 2)
-        d = (_distill(teacher) if teacher else []) + _seed(
-            seed
-        )  # every stage of the chain draws its batches from this seed
-        start = ["init.reference_tflite=null", f"init.checkpoint={self.a.starts}/start_dl05.pt"]
+        kd = _distill(teacher) if teacher else []
+        d = kd + _seed(seed)  # every stage of the chain draws its batches from this seed
         r = self.runs
-        if self.train(f"{prefix}_s1", "training/configs/deeplab_mnv2.yaml", w12, *start, *d,
-                      f"train.epochs={self.epochs(8)}") != 0:  # fmt: skip
+        if self.stage1(prefix, seed, (), w12, *kd) != 0:
             return
         if self.train(f"{prefix}_s2", "training/configs/deeplab_mnv2_finetune.yaml", w12,
                       f"init.checkpoint={r}/{prefix}_s1/best.pt", *d, f"train.epochs={self.epochs(4)}") != 0:  # fmt: skip
@@ -240,6 +238,20 @@ class Campaign:
         for b in bases:
             b.join()
 
+    def teacher_epoch_seconds(self, t_start: float) -> float:
+        """Seconds per epoch of the teacher(s) started at ``t_start`` and just done (12 epochs), recorded."""
+        per_epoch = (self.elapsed() - t_start) / 12.0
+        self.record["teacher_seconds_per_epoch"] = round(per_epoch, 1)
+        return per_epoch
+
+    def student_epochs(self, teacher_epoch_s: float) -> int:
+        """Epochs for the students started now that end before the deadline, recorded. Several students
+        side by side share the cores: assume epochs twice as long as the teacher's."""
+        budget = int((self.left() - 20) / (2.0 * teacher_epoch_s)) if teacher_epoch_s > 0 else 0
+        n = self.epochs(max(4, min(self.a.max_student_epochs, budget)))
+        self.record["student_epochs"] = n
+        return n
+
     def res384(self) -> None:
         """Input 384x512 (session 18 on the CPU: stage 1 of the default at 384x512 beat its 256x320
         control by +2.4 [-0.8, +6.2], one pair of runs). That pair again with seeds 1 and 2, the 1.0
@@ -251,11 +263,7 @@ class Campaign:
             p.start()
         t_start = self.elapsed()
         if self.teacher(False, workers=6, size=SIZE_384) == 0:
-            per_epoch = (self.elapsed() - t_start) / 12.0
-            self.record["teacher_seconds_per_epoch"] = round(per_epoch, 1)
-            budget = int((self.left() - 20) / (2.0 * per_epoch)) if per_epoch > 0 else 0
-            n = self.epochs(max(4, min(self.a.max_student_epochs, budget)))
-            self.record["student_epochs"] = n
+            n = self.student_epochs(self.teacher_epoch_seconds(t_start))
             self.espnet(False, str(self.runs / "t10_384" / "last.pt"), n, size=SIZE_384)
         for p in pairs:
             p.join()
@@ -271,19 +279,14 @@ class Campaign:
         base = threading.Thread(target=self.default_stages, args=("base", None, None))
         base.start()
         _parallel(phase1)
-        t_teacher = self.elapsed()
-        per_epoch = (t_teacher - t_start) / 12.0
-        self.record["teacher_seconds_per_epoch"] = round(per_epoch, 1)
+        per_epoch = self.teacher_epoch_seconds(t_start)
         teacher = str(self.runs / "t10" / "last.pt")
         teacher_final = str(self.runs / "t10_final" / "last.pt")
         if rc.get("t10") != 0 or rc.get("t10_final") != 0:
             log.error("a teacher failed (%s): no students", rc)
             base.join()
             return
-        # four or five students side by side share the cores: assume epochs twice as long as the teacher's
-        budget = int((self.left() - 20) / (2.0 * per_epoch)) if per_epoch > 0 else 0
-        n = self.epochs(max(4, min(self.a.max_student_epochs, budget)))
-        self.record["student_epochs"] = n
+        n = self.student_epochs(per_epoch)
         log.info("teacher epoch %.1f s, %.0f s left: ESPNet and FCN8s get %d epochs", per_epoch, self.left(), n)
         jobs = [
             lambda: self.default_stages("kd", teacher, teacher_final),
